@@ -1,0 +1,73 @@
+"""``discriminative``: a sequence-classification head (``AutoModelForSequenceClassification``).
+
+Decoders read the task's prompt and are pooled at the last token that is not padding (the pad token
+is distinct from EOS and set on ``model.config``; inputs are cut from the left so the end survives).
+Encoders read a real sentence pair (``tokenizer(text_a, text_b)``, so segment ids are right) and
+are pooled at ``[CLS]``; they ignore the prompt axis.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stmbench import hookimpl
+from stmbench.types import HEAD_SEQUENCE_CLASSIFICATION, Prediction, Strategy
+from stmbench_plugins.strategies._common import argmax, rows
+
+
+class DiscriminativeStrategy(Strategy):
+    name = "discriminative"
+    description = "classification head on the last non-pad token (decoders) or [CLS] (encoders)"
+    head = HEAD_SEQUENCE_CLASSIFICATION
+
+    def normalize(self, spec: Any, info: Any) -> Any:
+        spec = super().normalize(spec, info)
+        return spec.replace(prompt=None) if not info.is_decoder else spec
+
+    def encode_inputs(self, tokenizer: Any, task: Any, spec: Any, examples: list[dict[str, Any]]) -> dict[str, list[Any]]:
+        max_len = spec.training.max_seq_length
+        if spec.prompt is None:  # encoder: a real pair
+            second = [ex["text_b"] for ex in examples] if task.is_pair else None
+            return tokenizer([ex["text_a"] for ex in examples], second, truncation=True, max_length=max_len)
+        side = tokenizer.truncation_side
+        tokenizer.truncation_side = "left"
+        try:
+            return tokenizer([task.render(spec.prompt, ex) for ex in examples], truncation=True, max_length=max_len)
+        finally:
+            tokenizer.truncation_side = side
+
+    def feature_encoder(self, *, task: Any, tokenizer: Any, spec: Any, session: Any) -> Any:
+        def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+            examples = [dict(zip(batch, values)) for values in zip(*batch.values())]
+            features = dict(self.encode_inputs(tokenizer, task, spec, examples))
+            features["labels"] = [ex["label"] for ex in examples]
+            return features
+
+        return encode
+
+    def data_collator(self, tokenizer: Any) -> Any:
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(tokenizer)
+
+    def predict(self, model: Any, *, data: Any, task: Any, tokenizer: Any, spec: Any, session: Any) -> Prediction:
+        import torch
+
+        from stmbench.modeling import batches, model_device
+
+        device = model_device(model)
+        collate = self.data_collator(tokenizer)
+        preds: list[int] = []
+        model.eval()
+        with torch.inference_mode():
+            for chunk in batches(rows(data), spec.training.per_device_eval_batch_size):
+                enc = self.encode_inputs(tokenizer, task, spec, list(chunk))
+                batch = collate([{k: enc[k][i] for k in enc} for i in range(len(chunk))])
+                logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
+                preds.extend(argmax(r) for r in logits.tolist())
+        return Prediction(preds)
+
+
+@hookimpl
+def register_strategies(register):
+    register(DiscriminativeStrategy())

@@ -1,0 +1,342 @@
+"""``stmbench run | leaderboard | plugins | tasks | export-lm-eval``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from stmbench.errors import StmbenchError
+
+log = logging.getLogger("stmbench")
+
+RUN_EXAMPLES = """\
+examples:
+  stmbench run                                   # the embedded default: tiny-llama on the synthetic
+                                                 # sample task, generative+discriminative x full+lora
+  stmbench run --backbones Qwen/Qwen2.5-0.5B --tasks lcqmc,bq --bf16
+  stmbench run --backbones ./my-model --tasks lcqmc --data-dir ~/data \\
+      --strategies generative,label_supervised --adapters lora --adapter-option lora.r=16 \\
+      --train-sizes 1000,10000,full --seeds 1,2,3 --learning-rate 1e-4
+  stmbench run --config examples/paper-2403.19930.yaml --backbones Qwen/Qwen2.5-0.5B
+"""
+
+
+def _settings_from(args: argparse.Namespace) -> Any:
+    from stmbench.session import Settings, default_cache_dir
+
+    return Settings(
+        results_dir=Path(getattr(args, "results_dir", "results")),
+        leaderboard_dir=None if getattr(args, "no_leaderboard", False) else Path(getattr(args, "leaderboard_dir", "leaderboard")),
+        cache_dir=Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
+        data_dir=Path(args.data_dir) if args.data_dir else None,
+        task_dirs=[Path(p) for p in args.task_dir],
+        plugins=list(args.plugin),
+        trust_remote_code=getattr(args, "trust_remote_code", False),
+        device=getattr(args, "device", None),
+        debug=args.debug,
+        progress=args.progress,
+    )
+
+
+def _parse_options(items: list[str], what: str) -> dict[str, dict[str, Any]]:
+    """``["lora.r=16", "lora.use_dora=true"]`` -> ``{"lora": {"r": 16, "use_dora": True}}``."""
+    import yaml
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        name, dot, rest = item.partition(".")
+        key, eq, value = rest.partition("=")
+        if not (dot and eq and name and key):
+            raise StmbenchError(f"--{what}-option {item!r}: expected NAME.KEY=VALUE, e.g. lora.r=16")
+        out.setdefault(name, {})[key] = yaml.safe_load(value) if value else ""
+    return out
+
+
+def _grid_from(args: argparse.Namespace) -> Any:
+    from stmbench.spec import AXES, GridSpec, TrainingSettings
+
+    grid = GridSpec.from_yaml(args.config) if args.config else GridSpec()
+    training = {name: getattr(args, name) for name in TrainingSettings.field_names()
+                if getattr(args, name) is not None}
+    overrides: dict[str, Any] = {axis: getattr(args, axis) for axis in AXES}
+    overrides.update(training=training or None,
+                     adapter_options=_parse_options(args.adapter_option, "adapter") or None,
+                     strategy_options=_parse_options(args.strategy_option, "strategy") or None,
+                     executor=args.executor,
+                     executor_options=dict(_kv(args.executor_option)) or None,
+                     skip_bad_rows=True if args.skip_bad_rows else None)
+    return grid.with_overrides(**overrides)
+
+
+def _kv(items: list[str]) -> list[tuple[str, Any]]:
+    import yaml
+
+    out = []
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise StmbenchError(f"--executor-option {item!r}: expected KEY=VALUE")
+        out.append((key, yaml.safe_load(value)))
+    return out
+
+
+def _session(args: argparse.Namespace) -> Any:
+    from stmbench.session import Session
+
+    return Session(_settings_from(args))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from stmbench import leaderboard
+    from stmbench.grid import plan_grid
+    from stmbench.results import ResultStore
+
+    session = _session(args)
+    grid = _grid_from(args)
+    start = time.perf_counter()
+    plan = plan_grid(grid, session)
+    store = ResultStore(session.settings.results_dir)
+    todo = [s for s in plan.runs if args.rerun or not store.is_done(s.run_id)]
+    skipped = len(plan.runs) - len(todo)
+    print(f"{len(plan.runs)} run(s) planned: {len(todo)} to do, {skipped} already done (skipped)"
+          + (f", {len(plan.rejected)} combination(s) rejected" if plan.rejected else ""))
+    for spec, reason in plan.rejected:
+        print(f"  rejected: {spec.label()}: {reason}")
+    if args.dry_run:
+        for spec in todo:
+            print(f"  would run {spec.run_id}: {spec.label()}")
+        return 0
+    executor = session.get("executor", grid.executor)
+    outcome = {"ok": 0, "failed": 0}
+
+    def on_result(result: dict[str, Any], predictions: dict[str, Any] | None) -> None:
+        path = store.write(result, predictions)
+        outcome["ok" if result["status"] == "ok" else "failed"] += 1
+        acc = (result.get("metrics") or {}).get("accuracy")
+        spec_label = " / ".join(str(result["spec"].get(k)) for k in ("backbone", "task", "strategy", "adapter"))
+        detail = f"accuracy {100 * acc:.1f}" if acc is not None else result.get("error", "")
+        print(f"  [{result['status']}] {spec_label}: {detail} -> {path}", flush=True)
+
+    executor.execute(todo, session=session, on_result=on_result, options=grid.executor_options)
+    elapsed = time.perf_counter() - start
+    print(f"done in {elapsed:.1f} s: {outcome['ok']} ok, {outcome['failed']} failed, {skipped} skipped")
+    if session.settings.leaderboard_dir is not None:
+        board, paths = leaderboard.generate(session.settings.results_dir, session.settings.leaderboard_dir)
+        print()
+        print(leaderboard.render_markdown(board).split("\n\n", 2)[-1].split("\n\nRegenerate")[0])
+        print()
+        print(f"leaderboard: {', '.join(str(p) for p in paths)}")
+    return 1 if outcome["failed"] else 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from stmbench import leaderboard
+
+    board, paths = leaderboard.generate(args.results_dir, args.out)
+    print(f"{board.meta['ok']} ok result(s) in {args.results_dir} -> {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from stmbench.plugins import describe_plugins
+
+    session = _session(args)
+    objects = session.catalogue.describe()
+    if args.json:
+        payload: Any = objects
+        if args.all:
+            payload = {"objects": objects, "plugins": describe_plugins(session.pm)}
+        print(json.dumps(payload, indent=2, ensure_ascii=False))
+        return 0
+    plural = {"backbone": "backbones", "adapter": "adapters", "strategy": "strategies", "task": "tasks",
+              "executor": "executors"}
+    for kind, title in plural.items():
+        rows = [[o["name"], o["module"], o["description"]] for o in objects if o["kind"] == kind]
+        print(f"{title}:")
+        print(tabulate(rows, headers=["name", "module", "description"], tablefmt="simple",
+                       maxcolwidths=[None, None, 70]))
+        print()
+    if args.all:
+        rows = [[p["plugin"], p["version"], "yes" if p["builtin"] else "no", ", ".join(p["hooks"])]
+                for p in describe_plugins(session.pm)]
+        print("plugin modules:")
+        print(tabulate(rows, headers=["plugin", "version", "built-in", "hooks"], tablefmt="simple"))
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from stmbench.task_catalogue import describe_tasks, print_tasks
+
+    session = _session(args)
+    rows = describe_tasks(session, sizes=not args.no_sizes)
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+    else:
+        print_tasks(rows)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from stmbench.lm_eval_export import export_tasks
+
+    session = _session(args)
+    names = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    paths = export_tasks(session, names, Path(args.out), prompt=args.prompt, num_fewshot=args.num_fewshot)
+    for p in paths:
+        print(p)
+    print(f"run: lm_eval --model hf --model_args pretrained=<model dir> --include_path {args.out} "
+          f"--tasks {','.join('stmbench_' + n for n in names)}")
+    return 0
+
+
+def _add_training_flags(parser: argparse.ArgumentParser) -> None:
+    from stmbench.spec import TrainingSettings
+
+    group = parser.add_argument_group("training (transformers.TrainingArguments names)")
+    for f in dataclasses.fields(TrainingSettings):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        if f.type == "bool":
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type), str)
+            group.add_argument(flag, dest=f.name, type=kind, default=None,
+                               help=f"{help_text} (default {f.default})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="load a plugin module (dotted path or .py file) that is not installed; repeatable")
+    common.add_argument("--task-dir", action="append", default=[], metavar="DIR",
+                        help="a folder of task YAML files to add; repeatable")
+    common.add_argument("--data-dir", metavar="DIR", help="DIR/<task>/ holds a task's original data files")
+    common.add_argument("--cache-dir", metavar="DIR", help="tiny models and tokenised data (default ~/.cache/stmbench)")
+    common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    common.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    common.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bars (default: when stderr is a terminal)")
+
+    parser = argparse.ArgumentParser(
+        prog="stmbench",
+        description="Is this language model a good backbone for supervised fine-tuning on NLU tasks, "
+                    "and which way of fine-tuning it works best?",
+        epilog=RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from stmbench import __version__
+
+    parser.add_argument("--version", action="version", version=f"stmbench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", parents=[common], help="train and evaluate a grid, then refresh the leaderboard",
+                         description="Expand the axes into runs, train and evaluate each, store one JSON "
+                                     "per run, and write the leaderboard.  Finished runs are skipped.",
+                         epilog=RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("--config", metavar="YAML", help="a grid file; flags given here override it")
+    axes = run.add_argument_group("axes (comma-separated lists)")
+    axes.add_argument("--backbones", help="registered names, hub ids or local paths (default tiny-llama)")
+    axes.add_argument("--tasks", help="task names (default sample)")
+    axes.add_argument("--strategies", help="default generative,discriminative")
+    axes.add_argument("--adapters", help="default full,lora")
+    axes.add_argument("--prompts", help="prompt templates, e.g. concise,complex (default concise)")
+    axes.add_argument("--train-sizes", dest="train_sizes", help="numbers of training examples or 'full'")
+    axes.add_argument("--seeds", help="default 42")
+    axes.add_argument("--shots", help="in-context examples for in_context, e.g. 0,5 (default 0)")
+    run.add_argument("--adapter-option", action="append", default=[], metavar="NAME.KEY=VALUE",
+                     help="e.g. lora.r=16 or lora.target_modules=all-linear; repeatable")
+    run.add_argument("--strategy-option", action="append", default=[], metavar="NAME.KEY=VALUE",
+                     help="e.g. label_supervised.unmask=true; repeatable")
+    _add_training_flags(run)
+    where = run.add_argument_group("where and how")
+    where.add_argument("--results-dir", default="results", help="one JSON per run (default ./results)")
+    where.add_argument("--leaderboard-dir", default="leaderboard", help="default ./leaderboard")
+    where.add_argument("--no-leaderboard", action="store_true", help="do not write the leaderboard")
+    where.add_argument("--rerun", action="store_true", help="run again even the runs stored as ok")
+    where.add_argument("--dry-run", action="store_true", help="show the plan and stop")
+    where.add_argument("--skip-bad-rows", action="store_true",
+                       help="count malformed data rows instead of stopping at the first")
+    where.add_argument("--executor", help="local (default) or ray")
+    where.add_argument("--executor-option", action="append", default=[], metavar="KEY=VALUE",
+                       help="e.g. address=auto or num_gpus=1 for ray; repeatable")
+    where.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    where.add_argument("--trust-remote-code", action="store_true", help="allow hub models' own code")
+    run.set_defaults(func=cmd_run)
+
+    lb = sub.add_parser("leaderboard", parents=[common], help="write the leaderboard from stored results")
+    lb.add_argument("--results-dir", default="results")
+    lb.add_argument("--out", default="leaderboard")
+    lb.set_defaults(func=cmd_leaderboard)
+
+    pl = sub.add_parser("plugins", parents=[common], help="list loaded plugins by kind")
+    pl.add_argument("--json", action="store_true", help="a JSON list of {name, kind, module, ...}")
+    pl.add_argument("--all", action="store_true", help="also list every plugin module with its hooks")
+    pl.set_defaults(func=cmd_plugins)
+
+    tk = sub.add_parser("tasks", parents=[common], help="list tasks with labels, sources and split sizes")
+    tk.add_argument("--json", action="store_true")
+    tk.add_argument("--no-sizes", action="store_true", help="do not load data to count split sizes")
+    tk.set_defaults(func=cmd_tasks)
+
+    ex = sub.add_parser("export-lm-eval", parents=[common], help="write tasks as an lm-eval task folder",
+                        epilog="then: lm_eval --model hf --model_args pretrained=DIR --include_path OUT "
+                               "--tasks stmbench_lcqmc")
+    ex.add_argument("--tasks", required=True, help="comma-separated task names")
+    ex.add_argument("--out", required=True, help="the folder to write")
+    ex.add_argument("--prompt", default="concise", help="the prompt template (default concise)")
+    ex.add_argument("--num-fewshot", type=int, default=None, help="fix the number of in-context examples")
+    ex.set_defaults(func=cmd_export)
+    return parser
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    for name in ("stmbench", "stmbench_plugins"):
+        lg = logging.getLogger(name)
+        lg.handlers[:] = [handler]
+        lg.setLevel(level)
+        lg.propagate = False
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    progress = args.progress if args.progress is not None else sys.stderr.isatty()
+    if not progress:  # read when datasets / huggingface_hub are imported (lazily, later)
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        if "datasets" in sys.modules:
+            sys.modules["datasets"].disable_progress_bars()
+        if "transformers" in sys.modules:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    _setup_logging(args)
+    try:
+        return args.func(args)
+    except StmbenchError as exc:
+        if args.debug:
+            raise
+        print(f"stmbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("stmbench: interrupted; finished runs are stored and will be skipped next time", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""GridSpec -> RunSpecs: expand the axes, validate names, reject what cannot work, resolve settings.
+
+Planning happens before anything trains: unknown names are errors (listing the known ones), and a
+combination that cannot work (``generative`` on an encoder, ``qlora`` without CUDA, ...) is
+*rejected* with its reason while the rest of the grid goes on.  Axes a strategy ignores are cleared
+(the prompt for an encoder classifier, shots for a trained strategy), so equal runs get one id.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from stmbench.errors import StmbenchError
+from stmbench.session import Session
+from stmbench.spec import GridSpec, RunSpec, TrainingSettings
+from stmbench.types import BackboneInfo
+
+log = logging.getLogger(__name__)
+
+
+def expand(grid: GridSpec) -> Iterator[RunSpec]:
+    """Every combination of the axes, in a stable order, with the user's raw options."""
+    for backbone, task, strategy, adapter, prompt, size, shots, seed in itertools.product(
+        grid.backbones, grid.tasks, grid.strategies, grid.adapters, grid.prompts, grid.train_sizes,
+        grid.shots, grid.seeds,
+    ):
+        yield RunSpec(backbone=backbone, task=task, strategy=strategy, adapter=adapter, prompt=prompt,
+                      train_size=size, seed=seed, shots=shots,
+                      adapter_options=dict(grid.adapter_options.get(adapter, {})),
+                      strategy_options=dict(grid.strategy_options.get(strategy, {})),
+                      skip_bad_rows=grid.skip_bad_rows)
+
+
+@dataclass
+class Plan:
+    runs: list[RunSpec] = field(default_factory=list)
+    rejected: list[tuple[RunSpec, str]] = field(default_factory=list)
+    backbones: dict[str, BackboneInfo] = field(default_factory=dict)
+
+
+def _check_names(grid: GridSpec, session: Session) -> None:
+    for kind, names in (("task", grid.tasks), ("strategy", grid.strategies), ("adapter", grid.adapters)):
+        for name in names:
+            session.get(kind, name)  # raises UnknownNameError listing the known names
+    session.get("executor", grid.executor)
+    for kind, given, axis in (("adapter", grid.adapter_options, grid.adapters),
+                              ("strategy", grid.strategy_options, grid.strategies)):
+        for name in given:
+            if name not in axis:
+                session.get(kind, name)
+                log.warning("options given for %s %r, which is not in this grid", kind, name)
+
+
+def plan_grid(grid: GridSpec, session: Session) -> Plan:
+    """Expand, validate and normalise a grid into the runs to do and the rejected combinations."""
+    _check_names(grid, session)
+    plan = Plan()
+    for name in grid.backbones:
+        plan.backbones[name] = session.catalogue.backbone_for(name).resolve(name, session)
+    seen: set[str] = set()
+    rejected_seen: set[tuple[str, str]] = set()
+    for raw in expand(grid):
+        spec, reason = _prepare(raw, plan.backbones[raw.backbone], session, grid.training)
+        if reason is not None:
+            key = (spec.run_id, reason)
+            if key not in rejected_seen:
+                rejected_seen.add(key)
+                plan.rejected.append((spec, reason))
+            continue
+        if spec.run_id not in seen:
+            seen.add(spec.run_id)
+            plan.runs.append(spec)
+    return plan
+
+
+def _prepare(spec: RunSpec, info: BackboneInfo, session: Session,
+             user_training: dict[str, Any]) -> tuple[RunSpec, str | None]:
+    task = session.get("task", spec.task)
+    strategy = session.get("strategy", spec.strategy)
+    adapter = session.get("adapter", spec.adapter)
+    backbone = session.catalogue.backbone_for(spec.backbone)
+    spec = strategy.normalize(spec, info)
+    adapter = session.get("adapter", spec.adapter)  # a strategy may replace it (``none``)
+    spec = spec.replace(adapter_options=adapter.options(spec.adapter_options),
+                        strategy_options=strategy.options(spec.strategy_options))
+    reason = (
+        strategy.check(info, adapter, task, spec.strategy_options)
+        or adapter.check(info, strategy, spec.adapter_options, session)
+        or _check_axes(spec, strategy, adapter, task)
+    )
+    if reason is None:
+        try:
+            spec = spec.replace(training=TrainingSettings.resolve(
+                {"learning_rate": adapter.default_learning_rate},
+                backbone.default_training(adapter.name, strategy.name),
+                user_training,
+            ))
+        except StmbenchError as exc:
+            reason = str(exc)
+    return spec, reason
+
+
+def _check_axes(spec: RunSpec, strategy: Any, adapter: Any, task: Any) -> str | None:
+    if spec.prompt is not None and spec.prompt not in task.prompts:
+        return f"task {task.name!r} has no prompt {spec.prompt!r} (it has: {', '.join(sorted(task.prompts))})"
+    if strategy.trains and spec.train_size == 0:
+        return f"strategy {strategy.name!r} trains, so train size 0 makes no sense"
+    if strategy.trains and not adapter.trains:
+        return f"adapter {adapter.name!r} trains nothing, but strategy {strategy.name!r} trains"
+    return None

@@ -1,0 +1,116 @@
+"""The stmbench plugin contract: every hook a plugin may implement, one docstring each.
+
+A plugin is a module (or any object) with functions decorated by ``stmbench.hookimpl`` whose names
+are hooks below.  It is found through the entry-point group ``stmbench`` of an installed
+distribution, through ``--plugin module.path``, or is one of the built-ins listed in
+``stmbench.plugins.DEFAULT_PLUGINS`` (which are loaded the same way).
+
+Two kinds of hooks:
+
+* **Catalogue hooks** (``register_*``) are handed a ``register`` callback; a plugin calls it once
+  per object it contributes.  The core checks the type and refuses duplicate names.
+* **Lifecycle hooks** are called for every run, so a plugin can observe or extend training without
+  forking the pipeline.
+
+Hook arguments are passed by keyword; an implementation may accept any subset of them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover - only for type checkers
+    from collections.abc import Callable
+
+    from stmbench.spec import RunSpec
+    from stmbench.types import Adapter, Backbone, Executor, Strategy, Task
+
+PROJECT = "stmbench"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# --- catalogue hooks -------------------------------------------------------------------------
+
+
+@hookspec
+def register_backbones(register: Callable[[Backbone], None]) -> None:
+    """Contribute backbones: ``register(MyBackbone())`` for each :class:`stmbench.types.Backbone`.
+
+    A backbone turns a name given to ``--backbones`` into a tokenizer and a model with the head a
+    strategy asks for.  A name that no backbone claims goes to the built-in ``hf`` backbone, which
+    treats it as a hub id or a local directory.
+    """
+
+
+@hookspec
+def register_adapters(register: Callable[[Adapter], None]) -> None:
+    """Contribute adapters: ``register(MyAdapter())`` for each :class:`stmbench.types.Adapter`.
+
+    An adapter wraps a loaded model for training (full fine-tuning, LoRA, ...) and may add
+    keyword arguments to the model's ``from_pretrained`` call (quantisation, for example).
+    """
+
+
+@hookspec
+def register_strategies(register: Callable[[Strategy], None]) -> None:
+    """Contribute strategies: ``register(MyStrategy())`` for each :class:`stmbench.types.Strategy`.
+
+    A strategy decides which model head is loaded, how a task's examples become training features,
+    and how predictions are made (answer-word scoring, a classification head, ...).
+    """
+
+
+@hookspec
+def register_tasks(register: Callable[[Task], None]) -> None:
+    """Contribute tasks: ``register(task)`` for each :class:`stmbench.types.Task`.
+
+    Most tasks are data: ``stmbench.tasks.load_task_file(path)`` turns a task YAML file into a
+    task object.  Folders given with ``--task-dir`` are registered through this same hook.
+    """
+
+
+@hookspec
+def register_executors(register: Callable[[Executor], None]) -> None:
+    """Contribute executors: ``register(MyExecutor())`` for each :class:`stmbench.types.Executor`.
+
+    An executor runs a list of run specs (in this process, in subprocesses, on a Ray cluster)
+    and hands every result back to the driver, which stores it.
+    """
+
+
+# --- lifecycle hooks -------------------------------------------------------------------------
+
+
+@hookspec
+def trainer_callbacks(run: RunSpec) -> list[Any] | None:
+    """Return extra ``transformers.TrainerCallback`` objects for the Trainer of ``run``.
+
+    Called once per trained run, before the Trainer is built.  Return a list (possibly empty) or
+    ``None``.  Use it for loggers, early stopping, or custom progress reporting.
+    """
+
+
+@hookspec
+def run_started(run: RunSpec) -> None:
+    """Called when ``run`` starts, before its data or model is loaded."""
+
+
+@hookspec
+def run_finished(run: RunSpec, result: dict[str, Any]) -> None:
+    """Called when ``run`` ends, with the result dict that will be stored (``status`` is ``ok`` or
+    ``failed``).  Result sinks (MLflow, W&B, a database) implement this hook.  The dict must not be
+    modified: it has already been decided what is stored.
+    """
+
+
+@hookspec(firstresult=True)
+def generate_rationales(task: Task, examples: list[dict[str, Any]], run: RunSpec) -> list[str] | None:
+    """Return one rationale string per example for chain-of-thought training, or ``None``.
+
+    Called by the ``cot`` strategy when the task's data has no ``rationale`` column.  The first
+    plugin that returns a list wins.  ``examples`` are dicts with ``text_a``, ``text_b`` and
+    ``label`` (the label index).  A teacher-model plugin is the typical implementation.
+    """

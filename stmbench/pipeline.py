@@ -1,0 +1,249 @@
+"""One run through the hooks: data -> backbone -> strategy head -> adapter -> Trainer -> predict -> score.
+
+:func:`run_spec` never raises for a problem of the run itself: the result says ``failed`` with the
+reason, so the rest of the grid goes on.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import platform
+import tempfile
+import time
+import traceback
+from typing import Any
+
+from stmbench.errors import StmbenchError
+from stmbench.session import Session, tokenizer_fingerprint
+from stmbench.spec import FULL, RunSpec
+
+log = logging.getLogger(__name__)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    from stmbench import __version__
+
+    out = {"stmbench": __version__, "python": platform.python_version()}
+    for dist in ("torch", "transformers", "peft", "lm_eval", "datasets", "accelerate"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[dist] = ""
+    return out
+
+
+def device_info(device: str) -> dict[str, Any]:
+    import os
+
+    import torch
+
+    info: dict[str, Any] = {"type": device.split(":")[0], "platform": platform.machine(),
+                            "cpu_threads": torch.get_num_threads(), "cpus": os.cpu_count()}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["name"] = torch.cuda.get_device_name()
+        info["count"] = torch.cuda.device_count()
+    else:
+        info["name"] = platform.processor() or platform.machine()
+    return info
+
+
+def subsample_indices(data: Any, size: int | str, seed: int, task: str) -> list[int] | None:
+    """Indices of a label-stratified, seeded subsample of ``size`` rows (``None``: use all)."""
+    if size == FULL:
+        return None
+    n = len(data)
+    if size > n:
+        raise StmbenchError(f"train size {size} exceeds the {n} training examples of task {task!r}")
+    if size == n:
+        return None
+    indexed = data.add_column("__index__", list(range(n)))
+    try:
+        part = indexed.train_test_split(train_size=size, stratify_by_column="label", seed=seed)["train"]
+    except ValueError:  # a class too small to stratify (tiny sizes): fall back to a seeded shuffle
+        part = indexed.shuffle(seed=seed).select(range(size))
+    return sorted(part["__index__"])
+
+
+def score(task: Any, gold: list[int], predicted: list[int]) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    if len(gold) != len(predicted):
+        raise StmbenchError(f"{len(predicted)} predictions for {len(gold)} examples")
+    labels = list(range(len(task.labels)))
+    metrics = {"accuracy": float(accuracy_score(gold, predicted))}
+    if "macro_f1" in task.metrics:
+        metrics["macro_f1"] = float(f1_score(gold, predicted, labels=labels, average="macro", zero_division=0))
+    return metrics
+
+
+def _checkpointing(enabled: bool) -> dict[str, bool]:
+    """transformers 5 renamed ``gradient_checkpointing`` to ``activation_checkpointing``."""
+    if not enabled:
+        return {}
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": True}
+
+
+def _trainer_args(spec: RunSpec, output_dir: str, device: str, show_progress: bool) -> Any:
+    from transformers import TrainingArguments
+
+    t = spec.training
+    return TrainingArguments(
+        output_dir=output_dir, learning_rate=t.learning_rate, num_train_epochs=t.num_train_epochs,
+        max_steps=t.max_steps, per_device_train_batch_size=t.per_device_train_batch_size,
+        per_device_eval_batch_size=t.per_device_eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps, weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_steps, lr_scheduler_type=t.lr_scheduler_type, optim=t.optim,
+        bf16=t.bf16, fp16=t.fp16, **_checkpointing(t.gradient_checkpointing),
+        seed=spec.seed, data_seed=spec.seed, save_strategy="no", eval_strategy="no",
+        logging_strategy="epoch", report_to="none", use_cpu=device.startswith("cpu"),
+        dataloader_num_workers=0, disable_tqdm=not show_progress,
+    )
+
+
+def train(model: Any, features: Any, *, strategy: Any, tokenizer: Any, spec: RunSpec, session: Session) -> dict[str, Any]:
+    """Train with ``transformers.Trainer``; return loss, seconds and tokens per second."""
+    from transformers import PrinterCallback, Trainer
+
+    callbacks: list[Any] = []
+    for extra in session.hook.trainer_callbacks(run=spec):
+        callbacks.extend(extra or [])
+    device = session.device
+    with tempfile.TemporaryDirectory(prefix="stmbench-trainer-") as out:
+        trainer = Trainer(model=model, args=_trainer_args(spec, out, device, session.show_progress),
+                          train_dataset=features, data_collator=strategy.data_collator(tokenizer),
+                          callbacks=callbacks)
+        trainer.remove_callback(PrinterCallback)
+        start = time.perf_counter()
+        output = trainer.train()
+        seconds = time.perf_counter() - start
+    epochs = output.metrics.get("epoch") or spec.training.num_train_epochs
+    tokens = sum(len(ids) for ids in features["input_ids"]) * float(epochs)
+    return {"train_loss": float(output.training_loss), "train_seconds": seconds,
+            "train_steps": int(output.global_step), "epochs": float(epochs),
+            "tokens_per_second": tokens / seconds if seconds > 0 else None}
+
+
+def execute(spec: RunSpec, session: Session) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run one spec; return ``(result fields, predictions record)``.  Raises on failure."""
+    import transformers
+
+    from stmbench.modeling import count_parameters, peak_memory_mb, reset_peak_memory
+
+    task = session.get("task", spec.task)
+    strategy = session.get("strategy", spec.strategy)
+    adapter = session.get("adapter", spec.adapter)
+    backbone = session.catalogue.backbone_for(spec.backbone)
+    info = backbone.resolve(spec.backbone, session)
+    device = session.device
+    reset_peak_memory(device)
+    transformers.set_seed(spec.seed)
+
+    eval_data = session.task_data(task, task.eval_split, skip_bad_rows=spec.skip_bad_rows)
+    counts: dict[str, Any] = {"eval_examples": len(eval_data.dataset),
+                              "eval_bad_rows": eval_data.report.get("bad_rows", 0),
+                              "eval_duplicates": eval_data.report.get("duplicates", 0)}
+    train_data = None
+    if strategy.trains:
+        train_data = session.task_data(task, "train", skip_bad_rows=spec.skip_bad_rows)
+        counts.update(train_bad_rows=train_data.report.get("bad_rows", 0),
+                      train_duplicates=train_data.report.get("duplicates", 0),
+                      train_eval_overlap=session.overlap(train_data, eval_data))
+
+    model, tokenizer = backbone.load(spec.backbone, head=strategy.head, num_labels=len(task.labels), task=task,
+                                     session=session, load_kwargs=adapter.load_kwargs(spec.adapter_options, session),
+                                     seed=spec.seed)
+    transformers.set_seed(spec.seed)  # the same head / adapter init whatever loading consumed
+    model = strategy.prepare_model(model, tokenizer=tokenizer, task=task, options=spec.strategy_options)
+    model = adapter.wrap(model, head=strategy.head, info=info, options=spec.adapter_options)
+    trainable, total = count_parameters(model)
+    out: dict[str, Any] = {
+        "backbone_info": info.__dict__,
+        "parameters": {"trainable": trainable, "total": total,
+                       "trainable_percent": round(100.0 * trainable / total, 4) if total else None},
+        "times": {},
+        "cache": {},
+    }
+    if train_data is not None:
+        encode = strategy.feature_encoder(task=task, tokenizer=tokenizer, spec=spec, session=session)
+        key = {"task": task.name, "data": train_data.fingerprint, "split": "train", "strategy": strategy.name,
+               "tokenizer": tokenizer_fingerprint(tokenizer), **strategy.feature_key(spec)}
+        features, hit = session.cached_features(key, train_data.dataset, encode)
+        indices = subsample_indices(train_data.dataset, spec.train_size, spec.seed, task.name)
+        if indices is not None:
+            features = features.select(indices)
+        out["cache"]["features"] = "hit" if hit else "miss"
+        counts["train_examples"] = len(features)
+        trained = train(model, features, strategy=strategy, tokenizer=tokenizer, spec=spec, session=session)
+        out["times"].update({k: trained.pop(k) for k in ("train_seconds", "tokens_per_second")})
+        out["training"] = trained
+    else:
+        counts["train_examples"] = 0
+        from stmbench.modeling import model_device
+
+        if str(model_device(model)) != device and not getattr(model, "hf_device_map", None):
+            model.to(device)
+    start = time.perf_counter()
+    prediction = strategy.predict(model, data=eval_data.dataset, task=task, tokenizer=tokenizer, spec=spec,
+                                  session=session)
+    out["times"]["eval_seconds"] = time.perf_counter() - start
+    gold = list(eval_data.dataset["label"])
+    metrics = score(task, gold, prediction.labels)
+    metrics.update(prediction.extra.pop("metrics", {}))
+    out["metrics"] = metrics
+    out["prediction_info"] = prediction.extra
+    out["counts"] = counts
+    out["peak_memory_mb"] = peak_memory_mb(device)
+    predictions = {"run_id": spec.run_id, "eval_split": task.eval_split, "gold": gold,
+                   "predicted": list(prediction.labels)}
+    return out, predictions
+
+
+def run_spec(spec: RunSpec, session: Session) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Run one spec through the lifecycle hooks; never raises for the run's own failures."""
+    task = session.catalogue.entries["task"].get(spec.task)
+    result: dict[str, Any] = {
+        "run_id": spec.run_id,
+        "status": "running",
+        "spec": spec.to_dict(),
+        "task_info": {
+            "synthetic": getattr(task.obj, "synthetic", False) if task else None,
+            "eval_split": getattr(task.obj, "eval_split", None) if task else None,
+            "eval_note": getattr(task.obj, "eval_note", "") if task else "",
+        },
+        "versions": versions(),
+        "device": device_info(session.device),
+        "seed": spec.seed,
+        "started_at": _now(),
+    }
+    predictions = None
+    start = time.perf_counter()
+    session.hook.run_started(run=spec)
+    try:
+        fields, predictions = execute(spec, session)
+        result.update(fields)
+        result["status"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - any failure of a run is recorded, the grid goes on
+        result["status"] = "failed"
+        result["error"] = str(exc) if isinstance(exc, StmbenchError) else f"{type(exc).__name__}: {exc}"
+        result["traceback"] = traceback.format_exc()
+        log.error("run %s failed: %s", spec.label(), result["error"])
+        log.debug("%s", result["traceback"])
+    result.setdefault("times", {})["total_seconds"] = time.perf_counter() - start
+    result["finished_at"] = _now()
+    try:
+        session.hook.run_finished(run=spec, result=result)
+    except Exception:  # a broken result sink must not lose the result
+        log.exception("a run_finished hook failed for %s", spec.run_id)
+    return result, predictions

@@ -1,0 +1,121 @@
+"""The results store: one JSON file per run (``<run_id>.json``) and its per-example predictions
+(``<run_id>.predictions.json``), each written atomically; loaded into pandas for tables."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+PREDICTIONS_SUFFIX = ".predictions.json"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+class ResultStore:
+    """A folder of run results."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+
+    def path(self, run_id: str) -> Path:
+        return self.folder / f"{run_id}.json"
+
+    def predictions_path(self, run_id: str) -> Path:
+        return self.folder / f"{run_id}{PREDICTIONS_SUFFIX}"
+
+    def get(self, run_id: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.path(run_id).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, json.JSONDecodeError) as exc:
+            log.warning("ignoring unreadable result %s: %s", self.path(run_id), exc)
+            return None
+
+    def is_done(self, run_id: str) -> bool:
+        """A run stored with status ``ok`` (failed runs are tried again)."""
+        result = self.get(run_id)
+        return bool(result) and result.get("status") == "ok"
+
+    def write(self, result: dict[str, Any], predictions: dict[str, Any] | None = None) -> Path:
+        """Store a result (and its predictions first, so an ``ok`` result always has them)."""
+        run_id = result["run_id"]
+        if predictions is not None:
+            atomic_write_text(self.predictions_path(run_id),
+                              json.dumps(predictions, ensure_ascii=False, separators=(",", ":")) + "\n")
+        path = self.path(run_id)
+        atomic_write_text(path, json.dumps(result, ensure_ascii=False, indent=2, sort_keys=True) + "\n")
+        return path
+
+    def predictions(self, run_id: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.predictions_path(run_id).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    def load_all(self) -> list[dict[str, Any]]:
+        """Every readable result, sorted by run id (unreadable files are skipped with a warning)."""
+        if not self.folder.is_dir():
+            return []
+        out = []
+        for path in sorted(self.folder.glob("*.json")):
+            if path.name.endswith(PREDICTIONS_SUFFIX):
+                continue
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as exc:
+                log.warning("ignoring unreadable result %s: %s", path, exc)
+                continue
+            if isinstance(data, dict) and "run_id" in data and "spec" in data:
+                out.append(data)
+        return out
+
+    def frame(self) -> Any:
+        """All results as a flat pandas DataFrame (``spec.*``, ``metrics.*``, ... columns)."""
+        return results_frame(self.load_all())
+
+
+def results_frame(results: list[dict[str, Any]]) -> Any:
+    import pandas as pd
+
+    if not results:
+        return pd.DataFrame()
+    slim = [{k: v for k, v in r.items() if k != "traceback"} for r in results]
+    return pd.json_normalize(slim, sep=".")

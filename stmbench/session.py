@@ -1,0 +1,165 @@
+"""A session: the settings of one ``stmbench`` invocation, its plugins, and its caches.
+
+:class:`Settings` is plain data (it travels to remote workers); :class:`Session` is built from it in
+each process and holds the plugin manager, the catalogue, loaded task data and tokenised features.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from stmbench.hookspecs import hookimpl
+from stmbench.plugins import Catalogue, get_plugin_manager
+from stmbench.tasks import load_task_dir
+
+if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Callable
+
+    import datasets
+
+    from stmbench.tasks import Task, TaskData
+
+log = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("STMBENCH_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "stmbench"
+
+
+@dataclass
+class Settings:
+    """Where things are and what may be loaded; no part of a run's identity."""
+
+    results_dir: Path = Path("results")
+    leaderboard_dir: Path | None = Path("leaderboard")
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    data_dir: Path | None = None
+    task_dirs: list[Path] = field(default_factory=list)
+    plugins: list[str] = field(default_factory=list)
+    trust_remote_code: bool = False
+    device: str | None = None  # "cpu", "cuda", "cuda:1"; None: cuda when available
+    debug: bool = False
+    progress: bool | None = None  # progress bars; None: when stderr is a terminal
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if isinstance(v, list) else v)
+                for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Settings:
+        data = dict(data)
+        for key in ("results_dir", "cache_dir"):
+            data[key] = Path(data[key])
+        for key in ("leaderboard_dir", "data_dir"):
+            data[key] = Path(data[key]) if data.get(key) else None
+        data["task_dirs"] = [Path(p) for p in data.get("task_dirs", [])]
+        return cls(**data)
+
+
+class TaskDirPlugin:
+    """Registers the task YAML files of ``--task-dir`` folders, through the same hook as any plugin."""
+
+    def __init__(self, folders: list[Path]):
+        self.folders = folders
+
+    @hookimpl
+    def register_tasks(self, register: Callable[[Task], None]) -> None:
+        for folder in self.folders:
+            for task in load_task_dir(folder):
+                register(task)
+
+
+class Session:
+    """Plugins, catalogue and caches for one process."""
+
+    def __init__(self, settings: Settings, extra_plugins: list[Any] | None = None):
+        self.settings = settings
+        extras: list[Any] = list(settings.plugins) + list(extra_plugins or [])
+        if settings.task_dirs:
+            extras.append(TaskDirPlugin(settings.task_dirs))
+        self.pm = get_plugin_manager(extras)
+        self.catalogue = Catalogue(self.pm)
+        self._task_data: dict[tuple[Any, ...], TaskData] = {}
+        self._features: dict[str, datasets.Dataset] = {}
+        self._overlap: dict[tuple[str, str], int] = {}
+        self.cache_stats = {"hits": 0, "misses": 0}
+
+    @property
+    def hook(self) -> Any:
+        return self.pm.hook
+
+    @property
+    def device(self) -> str:
+        from stmbench.modeling import pick_device
+
+        return pick_device(self.settings.device)
+
+    @property
+    def show_progress(self) -> bool:
+        if self.settings.progress is not None:
+            return self.settings.progress
+        import sys
+
+        return sys.stderr.isatty()
+
+    def overlap(self, train: TaskData, evaluation: TaskData) -> int:
+        """How many evaluation pairs also occur in the training data (in either order)."""
+        key = (train.fingerprint, evaluation.fingerprint)
+        if key not in self._overlap:
+            seen = set(zip(train.dataset["text_a"], train.dataset["text_b"]))
+            self._overlap[key] = sum((a, b) in seen or (b, a) in seen
+                                     for a, b in zip(evaluation.dataset["text_a"], evaluation.dataset["text_b"]))
+        return self._overlap[key]
+
+    def get(self, kind: str, name: str) -> Any:
+        return self.catalogue.get(kind, name)
+
+    def task_data(self, task: Task, split: str, *, skip_bad_rows: bool = False) -> TaskData:
+        """A task split, loaded and validated once per session."""
+        key = (task.name, split, str(self.settings.data_dir), skip_bad_rows)
+        if key not in self._task_data:
+            self._task_data[key] = task.load(split, data_dir=self.settings.data_dir, skip_bad_rows=skip_bad_rows)
+        return self._task_data[key]
+
+    def cached_features(self, key_parts: dict[str, Any], data: datasets.Dataset,
+                        encode: Callable[[dict[str, list[Any]]], dict[str, list[Any]]]) -> tuple[datasets.Dataset, bool]:
+        """``data.map(encode, batched=True)``, cached in memory and on disk under the cache folder.
+
+        ``key_parts`` must name everything the features depend on (task data fingerprint, split,
+        tokenizer, prompt, strategy and its settings).  Returns the features and whether they came
+        from the cache.
+        """
+        from datasets.fingerprint import Hasher
+
+        key = Hasher.hash(key_parts)
+        if key in self._features:
+            self.cache_stats["hits"] += 1
+            return self._features[key], True
+        folder = self.settings.cache_dir / "features"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{key}.arrow"
+        hit = path.exists()
+        features = data.map(encode, batched=True, remove_columns=data.column_names,
+                            cache_file_name=str(path), load_from_cache_file=True,
+                            new_fingerprint=key, desc="tokenizing")
+        self.cache_stats["hits" if hit else "misses"] += 1
+        self._features[key] = features
+        return features, hit
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """A stable hash of a tokenizer's behaviour (its vocabulary, rules and special tokens)."""
+    from datasets.fingerprint import Hasher
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    state = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    return Hasher.hash([type(tokenizer).__name__, state, tokenizer.special_tokens_map,
+                        getattr(tokenizer, "padding_side", None), getattr(tokenizer, "truncation_side", None)])

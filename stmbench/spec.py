@@ -1,0 +1,238 @@
+"""Specs: :class:`RunSpec` (one combination, with a stable id) and :class:`GridSpec` (the axes).
+
+Training settings use the names of ``transformers.TrainingArguments`` where they mean the same; the
+CLI flags are generated from the :class:`TrainingSettings` fields (``--learning-rate`` ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stmbench.errors import StmbenchError
+
+FULL = "full"
+
+
+def _help(text: str, **kw: Any) -> Any:
+    return field(metadata={"help": text}, **kw)
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """Training hyper-parameters of one run (``transformers.TrainingArguments`` names)."""
+
+    learning_rate: float = _help("peak learning rate (default: the backbone's or the adapter's)", default=2e-5)
+    num_train_epochs: float = _help("training epochs", default=3.0)
+    max_steps: int = _help("stop after this many optimizer steps (-1: use epochs)", default=-1)
+    per_device_train_batch_size: int = _help("training batch size per device", default=16)
+    per_device_eval_batch_size: int = _help("prediction batch size per device", default=64)
+    gradient_accumulation_steps: int = _help("batches accumulated per optimizer step", default=1)
+    max_seq_length: int = _help("truncate inputs to this many tokens", default=128)
+    weight_decay: float = _help("AdamW weight decay", default=0.0)
+    warmup_steps: float = _help("warmup steps, or a ratio of all steps when in [0, 1)", default=0.0)
+    lr_scheduler_type: str = _help("learning-rate schedule (linear, cosine, constant, ...)", default="linear")
+    optim: str = _help("optimizer name as in TrainingArguments", default="adamw_torch")
+    bf16: bool = _help("train in bfloat16 mixed precision", default=False)
+    fp16: bool = _help("train in float16 mixed precision", default=False)
+    gradient_checkpointing: bool = _help("trade compute for memory", default=False)
+
+    def __post_init__(self) -> None:
+        if self.learning_rate <= 0:
+            raise StmbenchError("learning_rate must be positive")
+        if self.num_train_epochs <= 0 and self.max_steps <= 0:
+            raise StmbenchError("num_train_epochs or max_steps must be positive")
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size",
+                     "gradient_accumulation_steps", "max_seq_length"):
+            if getattr(self, name) < 1:
+                raise StmbenchError(f"{name} must be at least 1")
+        if self.bf16 and self.fp16:
+            raise StmbenchError("choose one of bf16 and fp16")
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def resolve(cls, *layers: dict[str, Any]) -> TrainingSettings:
+        """Merge layers of settings, later ones winning, over the defaults."""
+        merged: dict[str, Any] = {}
+        for layer in layers:
+            merged.update({k: v for k, v in layer.items() if v is not None})
+        unknown = sorted(set(merged) - set(cls.field_names()))
+        if unknown:
+            raise StmbenchError(f"unknown training setting(s): {', '.join(unknown)}; known: "
+                                f"{', '.join(cls.field_names())}")
+        kinds = {f.name: f.type for f in dataclasses.fields(cls)}
+        typed = {k: _coerce(k, v, kinds[k]) for k, v in merged.items()}
+        return cls(**typed)
+
+
+def _coerce(name: str, value: Any, kind: Any) -> Any:
+    kind = str(kind)
+    try:
+        if kind == "bool":
+            if isinstance(value, str):
+                return value.strip().lower() in ("1", "true", "yes", "on")
+            return bool(value)
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+    except (TypeError, ValueError):
+        raise StmbenchError(f"training setting {name}: {value!r} is not a {kind}") from None
+    return value
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One combination of the grid.  Its :attr:`run_id` is a stable hash of everything here."""
+
+    backbone: str
+    task: str
+    strategy: str
+    adapter: str
+    prompt: str | None
+    train_size: int | str  # a number of examples, or "full"
+    seed: int
+    shots: int | None = None  # in-context examples (in-context strategies only)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    adapter_options: dict[str, Any] = field(default_factory=dict)
+    strategy_options: dict[str, Any] = field(default_factory=dict)
+    skip_bad_rows: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunSpec:
+        data = dict(data)
+        data["training"] = TrainingSettings(**data.get("training", {}))
+        return cls(**data)
+
+    @property
+    def run_id(self) -> str:
+        blob = json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+    def replace(self, **changes: Any) -> RunSpec:
+        return dataclasses.replace(self, **changes)
+
+    def label(self) -> str:
+        """A short human-readable name for logs."""
+        parts = [self.backbone, self.task, self.strategy, self.adapter]
+        if self.prompt:
+            parts.append(self.prompt)
+        parts.append(f"n={self.train_size}")
+        if self.shots is not None:
+            parts.append(f"k={self.shots}")
+        parts.append(f"seed={self.seed}")
+        return " / ".join(parts)
+
+
+def parse_train_size(value: Any) -> int | str:
+    if isinstance(value, str) and value.strip().lower() in (FULL, "all"):
+        return FULL
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise StmbenchError(f"train size {value!r} is neither a number nor 'full'") from None
+    if n < 0:
+        raise StmbenchError(f"train size must not be negative, got {n}")
+    return n
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [value]
+
+
+AXES = ("backbones", "tasks", "strategies", "adapters", "prompts", "train_sizes", "seeds", "shots")
+
+
+@dataclass
+class GridSpec:
+    """The axes of a study.  ``training`` holds only what the user set; the rest is resolved per
+    run (user > backbone recommendation > adapter default > TrainingSettings default)."""
+
+    backbones: list[str] = field(default_factory=lambda: ["tiny-llama"])
+    tasks: list[str] = field(default_factory=lambda: ["sample"])
+    strategies: list[str] = field(default_factory=lambda: ["generative", "discriminative"])
+    adapters: list[str] = field(default_factory=lambda: ["full", "lora"])
+    prompts: list[str] = field(default_factory=lambda: ["concise"])
+    train_sizes: list[int | str] = field(default_factory=lambda: [FULL])
+    seeds: list[int] = field(default_factory=lambda: [42])
+    shots: list[int] = field(default_factory=lambda: [0])
+    training: dict[str, Any] = field(default_factory=dict)
+    adapter_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    strategy_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skip_bad_rows: bool = False
+    executor: str = "local"
+    executor_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for axis in AXES:
+            values = _as_list(getattr(self, axis))
+            if not values:
+                raise StmbenchError(f"the {axis} axis is empty")
+            setattr(self, axis, values)
+        self.train_sizes = [parse_train_size(v) for v in self.train_sizes]
+        try:
+            self.seeds = [int(s) for s in self.seeds]
+            self.shots = [int(s) for s in self.shots]
+        except ValueError as exc:
+            raise StmbenchError(f"seeds and shots must be integers: {exc}") from None
+        if any(s < 0 for s in self.shots):
+            raise StmbenchError("shots must not be negative")
+        for axis in ("backbones", "tasks", "strategies", "adapters", "prompts"):
+            setattr(self, axis, [str(v) for v in getattr(self, axis)])
+        TrainingSettings.resolve(self.training)  # validate names and types early
+
+    def with_overrides(self, **overrides: Any) -> GridSpec:
+        """A copy with the non-``None`` overrides applied (``training`` is merged, not replaced)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if key == "training":
+                values["training"] = {**self.training, **value}
+            elif key in ("adapter_options", "strategy_options"):
+                merged = {k: dict(v) for k, v in values[key].items()}
+                for name, opts in value.items():
+                    merged.setdefault(name, {}).update(opts)
+                values[key] = merged
+            else:
+                values[key] = value
+        return GridSpec(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> GridSpec:
+        """Read a grid YAML: the axes as lists (or comma strings), ``training:`` settings,
+        ``adapter_options: {lora: {r: 16}}``, ``strategy_options: {...}``, ``executor``."""
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise StmbenchError(f"{path}: cannot read grid config: {exc}") from exc
+        if not isinstance(data, dict):
+            raise StmbenchError(f"{path}: a grid config must be a YAML mapping")
+        known = {f.name for f in dataclasses.fields(cls)} | {"description"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise StmbenchError(f"{path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        data.pop("description", None)
+        try:
+            return cls(**data)
+        except StmbenchError as exc:
+            raise StmbenchError(f"{path}: {exc}") from None

@@ -1,0 +1,111 @@
+"""A fake third-party plugin that implements every stmbench hook.
+
+Tests register it as a module, or install it through real entry-point metadata (a ``dist-info``
+folder on ``sys.path``) as the distribution ``stmbench-fake``.  It records the lifecycle events it
+sees in ``EVENTS``.
+"""
+
+from __future__ import annotations
+
+from transformers import TrainerCallback
+
+from stmbench import hookimpl
+from stmbench.types import Adapter, Executor, Strategy
+from stmbench_plugins.strategies.discriminative import DiscriminativeStrategy
+
+EVENTS: list[tuple[str, str]] = []
+
+
+class HeadOnlyAdapter(Adapter):
+    """Trains the classification head and the last layer's norm: a third-party adapter."""
+
+    name = "fake_head_only"
+    description = "fake: head and final norm train"
+    default_learning_rate = 1e-3
+
+    def wrap(self, model, *, head, info, options):
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith(("score", "classifier", "lm_head")) or name.endswith("norm.weight"))
+        return model
+
+
+class FakeStrategy(DiscriminativeStrategy):
+    """A third-party strategy: the discriminative one under another name."""
+
+    name = "fake_discriminative"
+    description = "fake: discriminative under another name"
+
+
+class RecordingExecutor(Executor):
+    name = "fake_serial"
+    description = "fake: runs specs in reverse order"
+
+    def execute(self, specs, *, session, on_result, options):
+        from stmbench.pipeline import run_spec
+
+        for spec in reversed(specs):
+            on_result(*run_spec(spec, session))
+
+
+class StepCounter(TrainerCallback):
+    def __init__(self):
+        self.steps = 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps += 1
+        if self.steps == 1:
+            EVENTS.append(("trainer_step", ""))
+
+
+@hookimpl
+def register_adapters(register):
+    register(HeadOnlyAdapter())
+
+
+@hookimpl
+def register_strategies(register):
+    register(FakeStrategy())
+
+
+@hookimpl
+def register_executors(register):
+    register(RecordingExecutor())
+
+
+@hookimpl
+def register_backbones(register):
+    from stmbench_plugins.backbones.tiny import TinyBackbone, TinyShape
+
+    register(TinyBackbone("llama", TinyShape(hidden_size=32, intermediate_size=64, num_attention_heads=2),
+                          name="fake-micro-llama"))
+
+
+@hookimpl
+def register_tasks(register):
+    from stmbench.tasks import Task, load_task_file
+    from stmbench_tasks import TASK_DIR
+
+    base = load_task_file(TASK_DIR / "sample.yaml").config
+    register(Task({**base, "name": "fake_sample_small",
+                   "generator": {**base["generator"], "train": 200, "validation": 50, "test": 60}}))
+
+
+@hookimpl
+def trainer_callbacks(run):
+    EVENTS.append(("trainer_callbacks", run.run_id))
+    return [StepCounter()]
+
+
+@hookimpl
+def run_started(run):
+    EVENTS.append(("run_started", run.run_id))
+
+
+@hookimpl
+def run_finished(run, result):
+    EVENTS.append(("run_finished", result["status"]))
+
+
+@hookimpl
+def generate_rationales(task, examples, run):
+    return [f"fake rationale {i}" for i, _ in enumerate(examples)]

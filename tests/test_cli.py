@@ -1,0 +1,100 @@
+"""End-to-end tests of the ``stmbench`` command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def stored(folder):
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.json"))
+            if not p.name.endswith(".predictions.json")]
+
+
+@pytest.mark.slow
+def test_embedded_default_end_to_end(cli, tmp_path):
+    results, board = tmp_path / "results", tmp_path / "leaderboard"
+    code, out, err = cli("run", "--results-dir", str(results), "--leaderboard-dir", str(board))
+    assert code == 0, err
+    runs = stored(results)
+    assert len(runs) == 4 and all(r["status"] == "ok" for r in runs)
+    assert {(r["spec"]["strategy"], r["spec"]["adapter"]) for r in runs} == {
+        ("generative", "full"), ("generative", "lora"), ("discriminative", "full"), ("discriminative", "lora")}
+    assert all(r["spec"]["backbone"] == "tiny-llama" and r["spec"]["task"] == "sample" for r in runs)
+    best = max(r["metrics"]["accuracy"] for r in runs)
+    assert best >= 0.9, [r["metrics"] for r in runs]
+    for r in runs:  # every result carries what the issue asks for
+        assert r["task_info"]["synthetic"] is True
+        assert {"trainable", "total"} <= set(r["parameters"])
+        assert {"train_seconds", "eval_seconds"} <= set(r["times"])
+        assert {"stmbench", "torch", "transformers", "peft", "lm_eval"} <= set(r["versions"])
+        assert r["device"]["type"] == "cpu" and r["counts"]["train_examples"] == 6000
+    markdown = (board / "README.md").read_text(encoding="utf-8")
+    rows = [line for line in markdown.splitlines() if line.startswith("| tiny-llama")]
+    assert len(rows) == 4
+    assert "SYNTHETIC" in markdown and "sample (synthetic)" in markdown
+    assert f"{100 * best:.1f}" in rows[0]  # sorted best first
+    assert "| tiny-llama" in out and "4 ok, 0 failed" in out
+    html = (board / "index.html").read_text(encoding="utf-8")
+    assert html.count("<tr>") == 5  # header + 4 rows
+
+    code, out, err = cli("run", "--results-dir", str(results), "--leaderboard-dir", str(board))
+    assert code == 0 and "0 to do, 4 already done (skipped)" in out and "0 ok, 0 failed, 4 skipped" in out
+    assert (board / "README.md").read_text(encoding="utf-8") == markdown  # byte-identical
+
+
+def test_failed_run_is_recorded_and_the_grid_goes_on(cli, tmp_path):
+    results = tmp_path / "results"
+    # train size 7000 exceeds the sample task's 6000 training pairs: that run fails, the other runs
+    code, out, err = cli("run", "--strategies", "discriminative", "--adapters", "full", "--train-sizes", "7000,64",
+                         "--num-train-epochs", "1", "--results-dir", str(results), "--no-leaderboard")
+    assert code == 1
+    runs = {r["spec"]["train_size"]: r for r in stored(results)}
+    assert runs[7000]["status"] == "failed" and "exceeds the 6000 training examples" in runs[7000]["error"]
+    assert runs[64]["status"] == "ok"
+    code, out, _ = cli("run", "--strategies", "discriminative", "--adapters", "full", "--train-sizes", "7000,64",
+                       "--num-train-epochs", "1", "--results-dir", str(results), "--no-leaderboard")
+    assert "1 to do, 1 already done" in out  # the failed run is tried again, the ok one skipped
+
+
+def test_rerun_and_dry_run(cli, tmp_path):
+    args = ["--strategies", "discriminative", "--adapters", "full", "--train-sizes", "32", "--max-steps", "1",
+            "--results-dir", str(tmp_path / "r"), "--no-leaderboard"]
+    assert cli("run", *args)[0] == 0
+    code, out, _ = cli("run", *args, "--rerun", "--dry-run")
+    assert code == 0 and "1 to do, 0 already done" in out and "would run" in out
+
+
+def test_unknown_backbone_is_one_clear_line(cli):
+    code, out, err = cli("run", "--backbones", "no-such-model", "--tasks", "sample")
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err
+    assert "no-such-model" in lines[0] and "offline" in lines[0] and "tiny-llama" in lines[0]
+
+
+def test_unknown_names_list_the_known_ones(cli):
+    code, _, err = cli("run", "--tasks", "lcqmcc")
+    assert code == 2 and "unknown task 'lcqmcc'; known tasks: " in err and "lcqmc" in err
+    code, _, err = cli("run", "--strategies", "generativ")
+    assert code == 2 and "known strategies: discriminative, generative" in err
+
+
+def test_debug_shows_the_traceback(cli):
+    from stmbench.errors import UnknownNameError
+
+    with pytest.raises(UnknownNameError):
+        cli("run", "--tasks", "lcqmcc", "--debug")
+
+
+def test_help_shows_examples_and_trainer_flags():
+    out = subprocess.run([sys.executable, "-m", "stmbench.cli", "run", "--help"], capture_output=True, text=True,
+                         check=True, cwd=REPO).stdout
+    for flag in ("--learning-rate", "--num-train-epochs", "--per-device-train-batch-size", "--max-seq-length",
+                 "--bf16", "--seed", "--config", "examples:"):
+        assert flag in out
