@@ -367,7 +367,8 @@ class Task:
         return self._rows_to_data(rows, where, ds._fingerprint, {"bad_rows": bad, "ignored": ignored})
 
     def _local_hint(self, split: str) -> str:
-        return f"or pass --data-dir DIR with DIR/{self.name}/{self._file_names(split)[0]}" if self._file_names(split) else ""
+        names = self._file_names(split)
+        return f"pass --data-dir DIR with the original files, e.g. DIR/{self.name}/{names[0]}" if names else ""
 
 
 class _BadRow(dict):

@@ -44,7 +44,8 @@ class TinyShape:
 
 def task_characters(task: Any, session: Any) -> list[str]:
     """Every character of the task's training text, prompts, answer words and rationales."""
-    data = session.task_data(task, "train").dataset
+    # the vocabulary needs only the valid rows; the run itself loads the data strictly (or not) first
+    data = session.task_data(task, "train", skip_bad_rows=True).dataset
     chars: set[str] = set()
     for column in ("text_a", "text_b", "rationale"):
         if column in data.column_names:
@@ -117,7 +118,8 @@ class TinyBackbone(Backbone):
 
     def checkpoint(self, task: Any, session: Any) -> Path:
         """Build (once, cached by content) and return the checkpoint folder for ``task``."""
-        memo = (str(session.settings.cache_dir), task.name, session.task_data(task, "train").fingerprint)
+        memo = (str(session.settings.cache_dir), task.name,
+                session.task_data(task, "train", skip_bad_rows=True).fingerprint)
         if memo not in self._built:
             self._built[memo] = self._checkpoint(task, session)
         return self._built[memo]
