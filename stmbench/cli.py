@@ -311,6 +311,7 @@ def _setup_logging(args: argparse.Namespace) -> None:
     if not progress:  # read when datasets / huggingface_hub are imported (lazily, later)
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's and other libraries' tqdm bars
         if "datasets" in sys.modules:
             sys.modules["datasets"].disable_progress_bars()
         if "transformers" in sys.modules:

@@ -16,22 +16,27 @@ from typing import Any
 
 from stmbench.errors import StmbenchError
 from stmbench.session import Session
-from stmbench.spec import GridSpec, RunSpec, TrainingSettings
+from stmbench.spec import GridSpec, RunSpec, TrainingSettings, parse_axis_entry
 from stmbench.types import BackboneInfo
 
 log = logging.getLogger(__name__)
 
+#: the training settings that matter to a strategy that does not train
+EVAL_SETTINGS = ("per_device_eval_batch_size", "max_seq_length", "bf16", "fp16")
+
 
 def expand(grid: GridSpec) -> Iterator[RunSpec]:
-    """Every combination of the axes, in a stable order, with the user's raw options."""
-    for backbone, task, strategy, adapter, prompt, size, shots, seed in itertools.product(
-        grid.backbones, grid.tasks, grid.strategies, grid.adapters, grid.prompts, grid.train_sizes,
-        grid.shots, grid.seeds,
+    """Every combination of the axes, in a stable order, with the user's raw options (an axis entry's
+    own options override the grid-wide ``adapter_options`` / ``strategy_options``)."""
+    strategies = [parse_axis_entry(e) for e in grid.strategies]
+    adapters = [parse_axis_entry(e) for e in grid.adapters]
+    for backbone, task, (strategy, s_opts), (adapter, a_opts), prompt, size, shots, seed in itertools.product(
+        grid.backbones, grid.tasks, strategies, adapters, grid.prompts, grid.train_sizes, grid.shots, grid.seeds,
     ):
         yield RunSpec(backbone=backbone, task=task, strategy=strategy, adapter=adapter, prompt=prompt,
                       train_size=size, seed=seed, shots=shots,
-                      adapter_options=dict(grid.adapter_options.get(adapter, {})),
-                      strategy_options=dict(grid.strategy_options.get(strategy, {})),
+                      adapter_options={**grid.adapter_options.get(adapter, {}), **a_opts},
+                      strategy_options={**grid.strategy_options.get(strategy, {}), **s_opts},
                       skip_bad_rows=grid.skip_bad_rows)
 
 
@@ -43,12 +48,14 @@ class Plan:
 
 
 def _check_names(grid: GridSpec, session: Session) -> None:
-    for kind, names in (("task", grid.tasks), ("strategy", grid.strategies), ("adapter", grid.adapters)):
+    strategies = [parse_axis_entry(e)[0] for e in grid.strategies]
+    adapters = [parse_axis_entry(e)[0] for e in grid.adapters]
+    for kind, names in (("task", grid.tasks), ("strategy", strategies), ("adapter", adapters)):
         for name in names:
             session.get(kind, name)  # raises UnknownNameError listing the known names
     session.get("executor", grid.executor)
-    for kind, given, axis in (("adapter", grid.adapter_options, grid.adapters),
-                              ("strategy", grid.strategy_options, grid.strategies)):
+    for kind, given, axis in (("adapter", grid.adapter_options, adapters),
+                              ("strategy", grid.strategy_options, strategies)):
         for name in given:
             if name not in axis:
                 session.get(kind, name)
@@ -94,11 +101,11 @@ def _prepare(spec: RunSpec, info: BackboneInfo, session: Session,
     )
     if reason is None:
         try:
-            spec = spec.replace(training=TrainingSettings.resolve(
-                {"learning_rate": adapter.default_learning_rate},
-                backbone.default_training(adapter.name, strategy.name),
-                user_training,
-            ))
+            layers = [{"learning_rate": adapter.default_learning_rate},
+                      backbone.default_training(adapter.name, strategy.name), user_training]
+            if not strategy.trains:  # only what evaluation uses is part of the run's identity
+                layers = [{k: v for k, v in layer.items() if k in EVAL_SETTINGS} for layer in layers]
+            spec = spec.replace(training=TrainingSettings.resolve(*layers))
         except StmbenchError as exc:
             reason = str(exc)
     return spec, reason

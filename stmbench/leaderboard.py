@@ -31,9 +31,15 @@ def _config_id(result: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:6]
 
 
-def strategy_label(spec: dict[str, Any]) -> str:
+def strategy_label(result: dict[str, Any]) -> str:
+    spec = result["spec"]
+    name = (result.get("labels") or {}).get("strategy") or spec["strategy"]
     shots = spec.get("shots")
-    return f"{spec['strategy']} ({shots}-shot)" if shots is not None else spec["strategy"]
+    return f"{name} ({shots}-shot)" if shots is not None else name
+
+
+def adapter_label(result: dict[str, Any]) -> str:
+    return (result.get("labels") or {}).get("adapter") or result["spec"]["adapter"]
 
 
 @dataclass
@@ -96,7 +102,7 @@ def build(results: list[dict[str, Any]]) -> Board:
     configs: dict[tuple[Any, ...], set[str]] = {}
     for r in sorted(ok, key=lambda r: r["run_id"]):
         spec = r["spec"]
-        key = {"backbone": spec["backbone"], "adapter": spec["adapter"], "strategy": strategy_label(spec),
+        key = {"backbone": spec["backbone"], "adapter": adapter_label(r), "strategy": strategy_label(r),
                "prompt": spec.get("prompt") or "-", "train_size": str(spec["train_size"])}
         cfg = _config_id(r)
         gkey = tuple(key.values()) + (cfg,)

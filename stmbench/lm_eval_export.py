@@ -50,7 +50,6 @@ def task_config(task: Any, *, prompt: str, data_files: dict[str, str], num_fewsh
     }
     if "train" in data_files:
         config["fewshot_split"] = "train"
-        config["fewshot_config"] = {"sampler": "first_n"}
     if num_fewshot is not None:
         config["num_fewshot"] = num_fewshot
     return config

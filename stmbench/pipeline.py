@@ -122,7 +122,7 @@ def train(model: Any, features: Any, *, strategy: Any, tokenizer: Any, spec: Run
     device = session.device
     with tempfile.TemporaryDirectory(prefix="stmbench-trainer-") as out:
         trainer = Trainer(model=model, args=_trainer_args(spec, out, device, session.show_progress),
-                          train_dataset=features, data_collator=strategy.data_collator(tokenizer),
+                          train_dataset=features, data_collator=strategy.data_collator(tokenizer, spec),
                           callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)
         start = time.perf_counter()
@@ -178,7 +178,7 @@ def execute(spec: RunSpec, session: Session) -> tuple[dict[str, Any], dict[str, 
     if train_data is not None:
         encode = strategy.feature_encoder(task=task, tokenizer=tokenizer, spec=spec, session=session)
         key = {"task": task.name, "data": train_data.fingerprint, "split": "train", "strategy": strategy.name,
-               "tokenizer": tokenizer_fingerprint(tokenizer), **strategy.feature_key(spec)}
+               "tokenizer": tokenizer_fingerprint(tokenizer), **strategy.feature_key(spec, session)}
         features, hit = session.cached_features(key, train_data.dataset, encode)
         indices = subsample_indices(train_data.dataset, spec.train_size, spec.seed, task.name)
         if indices is not None:
@@ -210,6 +210,22 @@ def execute(spec: RunSpec, session: Session) -> tuple[dict[str, Any], dict[str, 
     return out, predictions
 
 
+def variant_labels(spec: RunSpec, session: Session) -> dict[str, str]:
+    """Display names of the strategy and adapter with their non-default options (for tables)."""
+    from stmbench.spec import axis_label
+
+    out = {}
+    for kind, name, options in (("strategy", spec.strategy, spec.strategy_options),
+                                ("adapter", spec.adapter, spec.adapter_options)):
+        entry = session.catalogue.entries[kind].get(name)
+        try:
+            defaults = entry.obj.options({}) if entry else {}
+        except StmbenchError:
+            defaults = {}
+        out[kind] = axis_label(name, options, defaults)
+    return out
+
+
 def run_spec(spec: RunSpec, session: Session) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Run one spec through the lifecycle hooks; never raises for the run's own failures."""
     task = session.catalogue.entries["task"].get(spec.task)
@@ -217,6 +233,7 @@ def run_spec(spec: RunSpec, session: Session) -> tuple[dict[str, Any], dict[str,
         "run_id": spec.run_id,
         "status": "running",
         "spec": spec.to_dict(),
+        "labels": variant_labels(spec, session),
         "task_info": {
             "synthetic": getattr(task.obj, "synthetic", False) if task else None,
             "eval_split": getattr(task.obj, "eval_split", None) if task else None,

@@ -41,6 +41,9 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "stmbench_plugins.adapters.peft_methods",
     "stmbench_plugins.strategies.generative",
     "stmbench_plugins.strategies.discriminative",
+    "stmbench_plugins.strategies.label_supervised",
+    "stmbench_plugins.strategies.cot",
+    "stmbench_plugins.strategies.in_context",
     "stmbench_plugins.executors.local",
     "stmbench_plugins.tasks.builtin",
 )

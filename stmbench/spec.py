@@ -148,14 +148,66 @@ def parse_train_size(value: Any) -> int | str:
     return n
 
 
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas that are not inside ``[...]`` (so ``lora[r=4,lora_alpha=8],full`` is 2 items)."""
+    out, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += (ch == "[") - (ch == "]")
+        if ch == "," and depth == 0:
+            out.append(text[start:i])
+            start = i + 1
+    out.append(text[start:])
+    return [v.strip() for v in out if v.strip()]
+
+
 def _as_list(value: Any) -> list[Any]:
     if value is None:
         return []
     if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
+        return _split_top_level(value)
     if isinstance(value, (list, tuple)):
         return list(value)
     return [value]
+
+
+def parse_axis_entry(entry: Any) -> tuple[str, dict[str, Any]]:
+    """A strategy / adapter axis entry -> ``(name, options)``.
+
+    ``"lora"`` has no options of its own; ``"lora[r=4,use_dora=true]"`` and the YAML mapping
+    ``{name: lora, r: 4, use_dora: true}`` carry options that override the grid-wide ones, so one
+    grid can hold several variants of the same plugin.
+    """
+    if isinstance(entry, dict):
+        options = dict(entry)
+        name = options.pop("name", None)
+        if not name:
+            raise StmbenchError(f"an axis entry given as a mapping needs a 'name': {entry!r}")
+        return str(name), options
+    text = str(entry).strip()
+    if text.endswith("]") and "[" in text:
+        name, _, inner = text[:-1].partition("[")
+        options: dict[str, Any] = {}
+        for item in _split_top_level(inner):
+            key, eq, value = item.partition("=")
+            if not eq or not key.strip():
+                raise StmbenchError(f"axis entry {text!r}: expected NAME[KEY=VALUE,...]")
+            options[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        return name.strip(), options
+    return text, {}
+
+
+def axis_label(name: str, options: dict[str, Any], defaults: dict[str, Any]) -> str:
+    """``name`` plus the options that differ from the defaults, e.g. ``lora[r=12,lora_alpha=32]``."""
+    changed = [f"{k}={_short(v)}" for k, v in sorted(options.items()) if defaults.get(k, object()) != v]
+    return f"{name}[{','.join(changed)}]" if changed else name
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "+".join(map(str, value))
+    return str(value)
 
 
 AXES = ("backbones", "tasks", "strategies", "adapters", "prompts", "train_sizes", "seeds", "shots")
@@ -195,8 +247,11 @@ class GridSpec:
             raise StmbenchError(f"seeds and shots must be integers: {exc}") from None
         if any(s < 0 for s in self.shots):
             raise StmbenchError("shots must not be negative")
-        for axis in ("backbones", "tasks", "strategies", "adapters", "prompts"):
+        for axis in ("backbones", "tasks", "prompts"):
             setattr(self, axis, [str(v) for v in getattr(self, axis)])
+        for axis in ("strategies", "adapters"):  # may carry options: validate the form now
+            for entry in getattr(self, axis):
+                parse_axis_entry(entry)
         TrainingSettings.resolve(self.training)  # validate names and types early
 
     def with_overrides(self, **overrides: Any) -> GridSpec:

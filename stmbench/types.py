@@ -201,13 +201,13 @@ class Strategy(Plugin):
         """
         raise NotImplementedError
 
-    def feature_key(self, spec: RunSpec) -> dict[str, Any]:
+    def feature_key(self, spec: RunSpec, session: Session) -> dict[str, Any]:
         """Everything besides the data, the tokenizer and the strategy's name that the features
         depend on; part of the tokenisation cache key."""
         return {"prompt": spec.prompt, "max_seq_length": spec.training.max_seq_length,
                 "options": spec.strategy_options, "version": getattr(self, "features_version", 1)}
 
-    def data_collator(self, tokenizer: Any) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
+    def data_collator(self, tokenizer: Any, spec: RunSpec) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
         """The collator the Trainer uses for the features of :meth:`feature_encoder`."""
         raise NotImplementedError
 

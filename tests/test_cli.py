@@ -82,7 +82,7 @@ def test_unknown_names_list_the_known_ones(cli):
     code, _, err = cli("run", "--tasks", "lcqmcc")
     assert code == 2 and "unknown task 'lcqmcc'; known tasks: " in err and "lcqmc" in err
     code, _, err = cli("run", "--strategies", "generativ")
-    assert code == 2 and "known strategies: discriminative, generative" in err
+    assert code == 2 and "known strategies: cot, discriminative, generative, in_context, label_supervised" in err
 
 
 def test_debug_shows_the_traceback(cli):

@@ -88,7 +88,7 @@ def test_plan_unknown_names_list_the_known_ones(session):
     assert "known tasks:" in str(err.value) and "lcqmc" in str(err.value) and "sample" in str(err.value)
     with pytest.raises(UnknownNameError, match="known adapters: .*full.*lora"):
         plan_grid(GridSpec(adapters="lorra"), session)
-    with pytest.raises(UnknownNameError, match="unknown strategy 'x'; known strategies: discriminative, generative"):
+    with pytest.raises(UnknownNameError, match="unknown strategy 'x'; known strategies: cot, discriminative, generative, in_context, label_supervised"):
         plan_grid(GridSpec(strategies="x"), session)
 
 

@@ -239,6 +239,13 @@ class PrefixTuningAdapter(PromptLearningAdapter):
     options_class = PrefixTuningOptions
     default_learning_rate = 1e-2
 
+    def check(self, info: BackboneInfo, strategy: Any, options: dict[str, Any], session: Any) -> str | None:
+        if strategy.head == HEAD_SEQUENCE_CLASSIFICATION:
+            return ("prefix_tuning passes its prefixes as past key values, which transformers' "
+                    "sequence-classification models do not accept (peft: 'Model does not support past key "
+                    f"values'); use prompt_tuning or lora with {strategy.name!r}")
+        return super().check(info, strategy, options, session)
+
     def peft_config(self, model: Any, head: str, info: BackboneInfo, options: dict[str, Any]) -> Any:
         from peft import PrefixTuningConfig
 

@@ -27,6 +27,7 @@ from stmbench_plugins.backbones.hf import load_pretrained
 log = logging.getLogger(__name__)
 
 INIT_SEED = 0  # the "pretrained" weights are the same for every run seed
+BUILD_VERSION = 2  # part of the cache key: bump when the tokenizer or model construction changes
 SPECIALS = {
     "llama": ["<pad>", "<unk>", "<s>", "</s>"],
     "bert": ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
@@ -77,7 +78,8 @@ def build_tokenizer(chars: list[str], family: str) -> Any:
         special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
     return PreTrainedTokenizerFast(tokenizer_object=tk, cls_token="[CLS]", sep_token="[SEP]",
                                    unk_token=unk, pad_token="[PAD]", mask_token="[MASK]",
-                                   model_max_length=512)
+                                   model_max_length=512,
+                                   model_input_names=["input_ids", "token_type_ids", "attention_mask"])
 
 
 def build_model(tokenizer: Any, family: str, shape: TinyShape) -> Any:
@@ -126,7 +128,7 @@ class TinyBackbone(Backbone):
 
     def _checkpoint(self, task: Any, session: Any) -> Path:
         chars = task_characters(task, session)
-        key = hashlib.sha256(json.dumps([self.family, self.shape.__dict__, chars, INIT_SEED],
+        key = hashlib.sha256(json.dumps([self.family, self.shape.__dict__, chars, INIT_SEED, BUILD_VERSION],
                                         ensure_ascii=False).encode()).hexdigest()[:16]
         folder = session.settings.cache_dir / "tiny" / f"{self.name}-{task.name}-{key}"
         if (folder / "config.json").exists():

@@ -15,6 +15,16 @@ from stmbench.types import HEAD_SEQUENCE_CLASSIFICATION, Prediction, Strategy
 from stmbench_plugins.strategies._common import argmax, rows
 
 
+class PaddingCollator:
+    """Pads a batch of features with ``tokenizer.pad`` on the given side (labels kept as they are)."""
+
+    def __init__(self, tokenizer: Any, side: str):
+        self.tokenizer, self.side = tokenizer, side
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        return self.tokenizer.pad(features, padding=True, return_tensors="pt", padding_side=self.side)
+
+
 class DiscriminativeStrategy(Strategy):
     name = "discriminative"
     description = "classification head on the last non-pad token (decoders) or [CLS] (encoders)"
@@ -45,10 +55,12 @@ class DiscriminativeStrategy(Strategy):
 
         return encode
 
-    def data_collator(self, tokenizer: Any) -> Any:
-        from transformers import DataCollatorWithPadding
-
-        return DataCollatorWithPadding(tokenizer)
+    def data_collator(self, tokenizer: Any, spec: Any) -> Any:
+        # Decoders pad on the left so that the last position is the last real token even when a
+        # soft-prompt adapter feeds inputs_embeds (then transformers cannot look for pad ids and pools
+        # position -1).  With rotary positions left padding changes nothing else.  Encoders pad on
+        # the right: their [CLS] must stay at position 0.
+        return PaddingCollator(tokenizer, "right" if spec.prompt is None else "left")
 
     def predict(self, model: Any, *, data: Any, task: Any, tokenizer: Any, spec: Any, session: Any) -> Prediction:
         import torch
@@ -56,7 +68,7 @@ class DiscriminativeStrategy(Strategy):
         from stmbench.modeling import batches, model_device
 
         device = model_device(model)
-        collate = self.data_collator(tokenizer)
+        collate = self.data_collator(tokenizer, spec)
         preds: list[int] = []
         model.eval()
         with torch.inference_mode():

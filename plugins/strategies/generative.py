@@ -50,7 +50,7 @@ class GenerativeStrategy(Strategy):
 
         return encode
 
-    def data_collator(self, tokenizer: Any) -> Any:
+    def data_collator(self, tokenizer: Any, spec: Any) -> Any:
         return seq2seq_collator(tokenizer)
 
     def predict(self, model: Any, *, data: Any, task: Any, tokenizer: Any, spec: Any, session: Any) -> Prediction:

@@ -1,0 +1,118 @@
+"""``cot``: generative fine-tuning whose target is a short rationale followed by the answer.
+
+Target: ``<rationale><answer marker><verbalizer word><eos>`` after the prompt (whose own trailing
+answer marker is dropped, so the model writes the rationale first).  Rationales come from the
+task data's ``rationale`` column (the ``sample`` generator writes one) or from a plugin's
+``generate_rationales`` hook (a teacher model, say).  Prediction generates greedily and parses the
+word after the last answer marker; an output with no parsable answer counts as wrong and is counted
+in the result (``metrics.unparsable``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from stmbench import hookimpl
+from stmbench.errors import StmbenchError
+from stmbench.modeling import batches, model_device, pad_batch
+from stmbench.types import HEAD_CAUSAL_LM, Prediction, Strategy
+from stmbench_plugins.strategies._common import rows
+from stmbench_plugins.strategies.generative import lm_features, seq2seq_collator
+
+
+@dataclass
+class CotOptions:
+    max_new_tokens: int = field(default=64, metadata={"help": "generation budget for rationale and answer"})
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be at least 1")
+
+
+def cot_prompt(task: Any, prompt: str, example: dict[str, Any]) -> str:
+    text = task.render(prompt, example)
+    return text[: -len(task.answer_marker)] if text.endswith(task.answer_marker) else text
+
+
+def parse_answer(text: str, task: Any) -> int:
+    """The label whose word follows the last answer marker in ``text``, or -1."""
+    marker = task.answer_marker
+    at = text.rfind(marker)
+    if at < 0:
+        return -1
+    rest = text[at + len(marker):].lstrip()
+    matches = [i for i, w in enumerate(task.label_words) if rest.startswith(w)]
+    return max(matches, key=lambda i: len(task.label_words[i])) if matches else -1
+
+
+class CotStrategy(Strategy):
+    name = "cot"
+    description = "generative with a rationale before the answer; predicts by generating and parsing"
+    head = HEAD_CAUSAL_LM
+    needs_decoder = True
+    options_class = CotOptions
+
+    def rationales(self, batch: list[dict[str, Any]], *, task: Any, spec: Any, session: Any) -> list[str]:
+        if all(ex.get("rationale") for ex in batch):
+            return [ex["rationale"] for ex in batch]
+        given = session.hook.generate_rationales(task=task, examples=batch, run=spec)
+        if given is None:
+            raise StmbenchError(
+                f"cot: task {task.name!r} has no rationale column and no plugin implements generate_rationales"
+            )
+        if len(given) != len(batch):
+            raise StmbenchError(f"generate_rationales returned {len(given)} rationales for {len(batch)} examples")
+        return list(given)
+
+    def feature_key(self, spec: Any, session: Any) -> dict[str, Any]:
+        # rationales may come from plugins: which ones are loaded is part of what the features depend on
+        impls = session.pm.hook.generate_rationales.get_hookimpls()
+        return {**super().feature_key(spec, session), "rationale_plugins": sorted(i.plugin_name for i in impls)}
+
+    def feature_encoder(self, *, task: Any, tokenizer: Any, spec: Any, session: Any) -> Any:
+        words = task.label_words
+        eos = tokenizer.eos_token or ""
+
+        def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+            examples = [dict(zip(batch, values)) for values in zip(*batch.values())]
+            reasons = self.rationales(examples, task=task, spec=spec, session=session)
+            prompts = [cot_prompt(task, spec.prompt, ex) for ex in examples]
+            targets = [f"{r}{task.answer_marker}{words[ex['label']]}{eos}" for r, ex in zip(reasons, examples)]
+            return lm_features(tokenizer, prompts, targets, spec.training.max_seq_length)
+
+        return encode
+
+    def data_collator(self, tokenizer: Any, spec: Any) -> Any:
+        return seq2seq_collator(tokenizer)
+
+    def predict(self, model: Any, *, data: Any, task: Any, tokenizer: Any, spec: Any, session: Any) -> Prediction:
+        import torch
+
+        device = model_device(model)
+        max_new = spec.strategy_options.get("max_new_tokens", 64)
+        room = max(1, spec.training.max_seq_length - max_new)
+        prompts = [cot_prompt(task, spec.prompt, ex) for ex in rows(data)]
+        encoded = [ids[-room:] for ids in tokenizer(prompts)["input_ids"]]
+        labels: list[int] = []
+        samples: list[str] = []
+        model.eval()
+        with torch.inference_mode():
+            for chunk in batches(encoded, spec.training.per_device_eval_batch_size):
+                ids, mask = pad_batch(chunk, tokenizer.pad_token_id, "left")
+                out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
+                                     max_new_tokens=max_new, pad_token_id=tokenizer.pad_token_id,
+                                     eos_token_id=tokenizer.eos_token_id)
+                new = out[:, ids.shape[1]:]
+                for text in tokenizer.batch_decode(new, skip_special_tokens=True):
+                    samples.append(text)
+                    labels.append(parse_answer(text, task))
+        unparsable = sum(1 for x in labels if x < 0)
+        return Prediction(labels, {"metrics": {"unparsable": unparsable,
+                                               "unparsable_rate": unparsable / max(1, len(labels))},
+                                   "examples": samples[:5]})
+
+
+@hookimpl
+def register_strategies(register):
+    register(CotStrategy())
