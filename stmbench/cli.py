@@ -97,6 +97,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from stmbench import leaderboard
     from stmbench.grid import plan_grid
     from stmbench.results import ResultStore
+    from stmbench.spec import RunSpec
 
     session = _session(args)
     grid = _grid_from(args)
@@ -120,7 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         path = store.write(result, predictions)
         outcome["ok" if result["status"] == "ok" else "failed"] += 1
         acc = (result.get("metrics") or {}).get("accuracy")
-        spec_label = " / ".join(str(result["spec"].get(k)) for k in ("backbone", "task", "strategy", "adapter"))
+        spec_label = RunSpec.from_dict(result["spec"]).label()
         detail = f"accuracy {100 * acc:.1f}" if acc is not None else result.get("error", "")
         print(f"  [{result['status']}] {spec_label}: {detail} -> {path}", flush=True)
 
@@ -130,7 +131,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if session.settings.leaderboard_dir is not None:
         board, paths = leaderboard.generate(session.settings.results_dir, session.settings.leaderboard_dir)
         print()
-        print(leaderboard.render_markdown(board).split("\n\n", 2)[-1].split("\n\nRegenerate")[0])
+        header, body = leaderboard.table(board, markdown=False)
+        from tabulate import tabulate
+
+        keep = [i for i, h in enumerate(header) if h not in ("runs",)]
+        print(tabulate([[line[i] for i in keep] for line in body], headers=[header[i] for i in keep],
+                       tablefmt="github", disable_numparse=True))
         print()
         print(f"leaderboard: {', '.join(str(p) for p in paths)}")
     return 1 if outcome["failed"] else 0
@@ -139,8 +145,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from stmbench import leaderboard
 
-    board, paths = leaderboard.generate(args.results_dir, args.out)
-    print(f"{board.meta['ok']} ok result(s) in {args.results_dir} -> {', '.join(str(p) for p in paths)}")
+    board, paths = leaderboard.generate(args.results_dir, args.out, copy_results=not args.no_copy_results)
+    if args.metric != "accuracy":
+        print(leaderboard.render_markdown(board, args.metric))
+    print(f"{board.meta['ok']} ok result(s) in {args.results_dir} -> {len(paths)} files in {args.out}: "
+          f"{', '.join(p.name for p in paths[:2])}{' and figures' if len(paths) > 2 else ''}")
     return 0
 
 
@@ -264,9 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--dry-run", action="store_true", help="show the plan and stop")
     where.add_argument("--skip-bad-rows", action="store_true",
                        help="count malformed data rows instead of stopping at the first")
-    where.add_argument("--executor", help="local (default) or ray")
+    where.add_argument("--executor", help="a registered executor (default local; see stmbench plugins)")
     where.add_argument("--executor-option", action="append", default=[], metavar="KEY=VALUE",
-                       help="e.g. address=auto or num_gpus=1 for ray; repeatable")
+                       help="options for the executor plugin; repeatable")
     where.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     where.add_argument("--trust-remote-code", action="store_true", help="allow hub models' own code")
     run.set_defaults(func=cmd_run)
@@ -274,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     lb = sub.add_parser("leaderboard", parents=[common], help="write the leaderboard from stored results")
     lb.add_argument("--results-dir", default="results")
     lb.add_argument("--out", default="leaderboard")
+    lb.add_argument("--metric", choices=["accuracy", "macro_f1"], default="accuracy",
+                    help="also print the table for this metric (the page has a toggle)")
+    lb.add_argument("--no-copy-results", action="store_true",
+                    help="do not copy the result files next to the page (its links then point nowhere)")
     lb.set_defaults(func=cmd_leaderboard)
 
     pl = sub.add_parser("plugins", parents=[common], help="list loaded plugins by kind")

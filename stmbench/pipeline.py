@@ -135,11 +135,19 @@ def train(model: Any, features: Any, *, strategy: Any, tokenizer: Any, spec: Run
             "tokens_per_second": tokens / seconds if seconds > 0 else None}
 
 
+def _report_counts(prefix: str, data: Any) -> dict[str, int]:
+    """What validation counted while loading a split: bad rows skipped, rows with an ignored label,
+    duplicate pairs (kept)."""
+    return {f"{prefix}_bad_rows": data.report.get("bad_rows", 0),
+            f"{prefix}_ignored_labels": data.report.get("ignored", 0),
+            f"{prefix}_duplicates": data.report.get("duplicates", 0)}
+
+
 def execute(spec: RunSpec, session: Session) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run one spec; return ``(result fields, predictions record)``.  Raises on failure."""
     import transformers
 
-    from stmbench.modeling import count_parameters, peak_memory_mb, reset_peak_memory
+    from stmbench.modeling import count_parameters, model_device, peak_memory_mb, reset_peak_memory
 
     task = session.get("task", spec.task)
     strategy = session.get("strategy", spec.strategy)
@@ -151,15 +159,15 @@ def execute(spec: RunSpec, session: Session) -> tuple[dict[str, Any], dict[str, 
     transformers.set_seed(spec.seed)
 
     eval_data = session.task_data(task, task.eval_split, skip_bad_rows=spec.skip_bad_rows)
-    counts: dict[str, Any] = {"eval_examples": len(eval_data.dataset),
-                              "eval_bad_rows": eval_data.report.get("bad_rows", 0),
-                              "eval_duplicates": eval_data.report.get("duplicates", 0)}
+    counts: dict[str, Any] = {"eval_examples": len(eval_data.dataset), **_report_counts("eval", eval_data)}
     train_data = None
     if strategy.trains:
         train_data = session.task_data(task, "train", skip_bad_rows=spec.skip_bad_rows)
-        counts.update(train_bad_rows=train_data.report.get("bad_rows", 0),
-                      train_duplicates=train_data.report.get("duplicates", 0),
+        counts.update(_report_counts("train", train_data),
                       train_eval_overlap=session.overlap(train_data, eval_data))
+        if counts["train_eval_overlap"]:
+            log.warning("task %s: %d evaluation pairs also occur in the training data",
+                        task.name, counts["train_eval_overlap"])
 
     model, tokenizer = backbone.load(spec.backbone, head=strategy.head, num_labels=len(task.labels), task=task,
                                      session=session, load_kwargs=adapter.load_kwargs(spec.adapter_options, session),
@@ -190,8 +198,6 @@ def execute(spec: RunSpec, session: Session) -> tuple[dict[str, Any], dict[str, 
         out["training"] = trained
     else:
         counts["train_examples"] = 0
-        from stmbench.modeling import model_device
-
         if str(model_device(model)) != device and not getattr(model, "hf_device_map", None):
             model.to(device)
     start = time.perf_counter()

@@ -169,7 +169,7 @@ class Task:
                 raise StmbenchError(f"task {self.name!r}: no folder {folder}")
             log.info("task %s: no folder %s, trying the hub", self.name, folder)
         if self.hub:
-            return self._load_hub(split, skip_bad_rows, data_dir)
+            return self._load_hub(split, skip_bad_rows)
         raise StmbenchError(
             f"task {self.name!r} is loaded from local files: pass --data-dir DIR with DIR/{self.name}/ "
             f"holding {self._file_names(split)}"
@@ -270,10 +270,17 @@ class Task:
             )
         data = path.read_bytes()
         fmt = self.local["format"]  # type: ignore[index]
+        rows, report = self._collect(((raw, (str(path), line_no)) for line_no, raw in self._parse_local(path, data, fmt)),
+                                     skip_bad_rows)
+        return self._rows_to_data(rows, str(path), hashlib.sha256(data).hexdigest()[:16], report)
+
+    def _collect(self, raw_rows: Any, skip_bad_rows: bool) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        """Validate ``(raw row, (file, line))`` pairs: keep the good rows, drop ignored labels, and
+        raise on a bad row (or, with ``skip_bad_rows``, count it and go on)."""
         rows, bad, ignored = [], 0, 0
-        for line_no, raw in self._parse_local(path, data, fmt):
+        for raw, where in raw_rows:
             try:
-                row = self._validate(raw, (str(path), line_no))
+                row = self._validate(raw, where)
             except DataError as exc:
                 if not skip_bad_rows:
                     raise
@@ -284,8 +291,7 @@ class Task:
                 ignored += 1
             else:
                 rows.append(row)
-        fp = hashlib.sha256(data).hexdigest()[:16]
-        return self._rows_to_data(rows, str(path), fp, {"bad_rows": bad, "ignored": ignored})
+        return rows, {"bad_rows": bad, "ignored": ignored}
 
     def _parse_local(self, path: Path, data: bytes, fmt: str):
         """Yield ``(line number, row dict)``; undecodable or malformed lines yield a row that fails
@@ -332,7 +338,7 @@ class Task:
             yield line_no, row
 
     # hub ------------------------------------------------------------------------------------
-    def _load_hub(self, split: str, skip_bad_rows: bool, data_dir: Path | None) -> TaskData:
+    def _load_hub(self, split: str, skip_bad_rows: bool) -> TaskData:
         from stmbench.hub import load_hub_dataset
 
         hub = self.hub or {}
@@ -343,28 +349,18 @@ class Task:
         label_feature = ds.features.get(fields.get("label", "label"))
         int2str = getattr(label_feature, "int2str", None)
         where = f"hub {hub['path']}" + (f" ({hub['name']})" if hub.get("name") else "") + f" split {hub_split}"
-        rows, bad, ignored = [], 0, 0
-        for i, raw in enumerate(ds, 1):
-            row = {k: raw.get(src) for k, src in fields.items()}
-            if int2str is not None and isinstance(row.get("label"), int):
-                if row["label"] < 0:  # ClassLabel -1: the split's labels are hidden
-                    raise StmbenchError(
-                        f"{where} has no labels (hidden test split); evaluate on 'validation'"
-                    )
-                row["label"] = int2str(row["label"])
-            try:
-                checked = self._validate(row, (where, i))
-            except DataError as exc:
-                if not skip_bad_rows:
-                    raise
-                log.warning("skipped bad row: %s", exc)
-                bad += 1
-                continue
-            if checked is None:
-                ignored += 1
-            else:
-                rows.append(checked)
-        return self._rows_to_data(rows, where, ds._fingerprint, {"bad_rows": bad, "ignored": ignored})
+
+        def mapped():
+            for i, raw in enumerate(ds, 1):
+                row = {k: raw.get(src) for k, src in fields.items()}
+                if int2str is not None and isinstance(row.get("label"), int):
+                    if row["label"] < 0:  # ClassLabel -1: the split's labels are hidden
+                        raise StmbenchError(f"{where} has no labels (hidden test split); evaluate on 'validation'")
+                    row["label"] = int2str(row["label"])
+                yield row, (where, i)
+
+        rows, report = self._collect(mapped(), skip_bad_rows)
+        return self._rows_to_data(rows, where, ds._fingerprint, report)
 
     def _local_hint(self, split: str) -> str:
         names = self._file_names(split)

@@ -101,3 +101,20 @@ def test_choose_pad_token_adds_one_when_pad_is_eos():
     tok = Tok()
     tok.unk_token_id, tok.unk_token = 3, "<unk>"
     assert choose_pad_token(tok) is False and tok.pad_token == "<unk>"
+
+
+def test_scoring_modes_agree_for_one_token_answers(session):
+    """One pass per prompt (first_token) and one pass per choice (sequence, lm-eval's way) agree."""
+    from stmbench_plugins.strategies._common import score_choices
+
+    task = session.get("task", "sample")
+    model, tok = session.catalogue.backbone_for("tiny-llama").load("tiny-llama", head="causal_lm", num_labels=2,
+                                                                   task=task, session=session, load_kwargs={},
+                                                                   seed=0)
+    prompts = [task.render("complex", ex) for ex in session.task_data(task, "test").dataset.select(range(40))]
+    fast, fast_mode = score_choices(model, tok, prompts, task.label_words, max_len=256, batch_size=16)
+    slow, slow_mode = score_choices(model, tok, prompts, task.label_words, max_len=256, batch_size=16,
+                                    mode="sequence")
+    assert (fast_mode, slow_mode) == ("first_token", "sequence")
+    for a, b in zip(fast, slow):
+        assert a == pytest.approx(b, abs=1e-4)

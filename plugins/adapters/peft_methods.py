@@ -186,13 +186,17 @@ class IA3Adapter(PeftAdapter):
 
 
 @dataclass
-class PromptTuningOptions:
-    num_virtual_tokens: int = field(default=20, metadata={"help": "soft prompt length"})
-    init_text: str = field(default="", metadata={"help": "initialise the soft prompt from this text (default: random)"})
+class VirtualTokenOptions:
+    num_virtual_tokens: int = field(default=20, metadata={"help": "number of virtual tokens"})
 
     def __post_init__(self) -> None:
         if self.num_virtual_tokens < 1:
             raise ValueError("num_virtual_tokens must be at least 1")
+
+
+@dataclass
+class PromptTuningOptions(VirtualTokenOptions):
+    init_text: str = field(default="", metadata={"help": "initialise the soft prompt from this text (default: random)"})
 
 
 class PromptLearningAdapter(PeftAdapter):
@@ -223,14 +227,9 @@ class PromptTuningAdapter(PromptLearningAdapter):
 
 
 @dataclass
-class PrefixTuningOptions:
-    num_virtual_tokens: int = field(default=20, metadata={"help": "prefix length per layer"})
+class PrefixTuningOptions(VirtualTokenOptions):
     prefix_projection: bool = field(default=False, metadata={"help": "reparameterise the prefix with an MLP"})
     encoder_hidden_size: int = field(default=256, metadata={"help": "MLP width when prefix_projection"})
-
-    def __post_init__(self) -> None:
-        if self.num_virtual_tokens < 1:
-            raise ValueError("num_virtual_tokens must be at least 1")
 
 
 class PrefixTuningAdapter(PromptLearningAdapter):

@@ -39,19 +39,19 @@ def forward_logits(model: Any, input_ids: Any, attention_mask: Any) -> Any:
 
 
 def score_choices(model: Any, tokenizer: Any, contexts: list[str], choices: list[str], *,
-                  max_len: int, batch_size: int) -> tuple[list[list[float]], str]:
+                  max_len: int, batch_size: int, mode: str = "auto") -> tuple[list[list[float]], str]:
     """Log-likelihood of every choice after every context: ``scores[i][k]``.
 
     When every choice is one token after every context, one forward pass per context scores all
     choices at the answer position.  Otherwise each (context, choice) is scored as a sequence, the
     sum of its tokens' log-probabilities, exactly as lm-eval's ``acc`` does.  Returns the scores and
-    the mode used (``first_token`` or ``sequence``).
+    the mode used (``first_token`` or ``sequence``); ``mode="sequence"`` forces sequence scoring.
     """
     import torch
 
     n = len(contexts)
     encoded = [encode_pairs(tokenizer, contexts, [c] * n, max_len) for c in choices]
-    single = all(len(enc[i][1]) == 1 for enc in encoded for i in range(n))
+    single = mode != "sequence" and all(len(enc[i][1]) == 1 for enc in encoded for i in range(n))
     device = model_device(model)
     pad = tokenizer.pad_token_id
     scores = [[0.0] * len(choices) for _ in range(n)]

@@ -1,0 +1,68 @@
+"""Leaderboard figures drawn with matplotlib as deterministic SVG (fixed hash salt, no date)."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass
+class Series:
+    label: str
+    x: list[float]
+    y: list[float]  # accuracy in %
+    err: list[float]
+
+
+def _figure(width: float = 6.4, height: float = 3.6):
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"svg.hashsalt": "stmbench", "svg.fonttype": "none", "font.size": 9,
+                         "axes.spines.top": False, "axes.spines.right": False})
+    return plt, plt.figure(figsize=(width, height))
+
+
+def _svg(plt, fig) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None})
+    plt.close(fig)
+    text = buf.getvalue()
+    text = text[text.index("<svg"):]  # drop the XML prologue and doctype: the SVG is inlined in HTML
+    return re.sub(r"\s*<metadata>.*?</metadata>", "", text, count=1, flags=re.S)  # RDF boilerplate
+
+
+def size_curve(title: str, series: Sequence[Series]) -> str:
+    """Accuracy against training-set size (log x axis), one line per series."""
+    plt, fig = _figure()
+    ax = fig.add_subplot()
+    for s in series:
+        ax.errorbar(s.x, s.y, yerr=s.err, marker="o", capsize=3, label=s.label)
+    ax.set_xscale("log")
+    ax.set_xlabel("training examples")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _svg(plt, fig)
+
+
+def strategy_bars(title: str, labels: Sequence[str], values: Sequence[float], errors: Sequence[float]) -> str:
+    """One bar per strategy (the best row of each), with the std over seeds."""
+    plt, fig = _figure(6.4, 0.5 + 0.35 * max(3, len(labels)))
+    ax = fig.add_subplot()
+    positions = list(range(len(labels)))
+    ax.barh(positions, values, xerr=errors, capsize=3, color="#4c72b0")
+    ax.set_yticks(positions, labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("accuracy (%)")
+    ax.set_xlim(0, 100)
+    for pos, value in zip(positions, values):
+        ax.text(min(value + 1, 92), pos, f"{value:.1f}", va="center", fontsize=8)
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    return _svg(plt, fig)
