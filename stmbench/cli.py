@@ -131,7 +131,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if session.settings.leaderboard_dir is not None:
         board, paths = leaderboard.generate(session.settings.results_dir, session.settings.leaderboard_dir)
         print()
-        header, body = leaderboard.table(board, markdown=False)
+        header, body = leaderboard.table(board)
         from tabulate import tabulate
 
         keep = [i for i, h in enumerate(header) if h not in ("runs",)]

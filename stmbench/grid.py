@@ -102,7 +102,7 @@ def _prepare(spec: RunSpec, info: BackboneInfo, session: Session,
     if reason is None:
         try:
             layers = [{"learning_rate": adapter.default_learning_rate},
-                      backbone.default_training(adapter.name, strategy.name), user_training]
+                      backbone.default_training(adapter, strategy), user_training]
             if not strategy.trains:  # only what evaluation uses is part of the run's identity
                 layers = [{k: v for k, v in layer.items() if k in EVAL_SETTINGS} for layer in layers]
             spec = spec.replace(training=TrainingSettings.resolve(*layers))

@@ -134,7 +134,7 @@ class Backbone(Plugin):
         """
         raise NotImplementedError
 
-    def default_training(self, adapter: str, strategy: str) -> dict[str, Any]:
+    def default_training(self, adapter: Adapter, strategy: Strategy) -> dict[str, Any]:
         """Training settings this backbone recommends where the user gave none (e.g. a learning
         rate for a tiny random model).  Empty by default: the adapter's defaults apply."""
         return {}
