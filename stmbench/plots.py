@@ -62,7 +62,10 @@ def strategy_bars(title: str, labels: Sequence[str], values: Sequence[float], er
     ax.set_xlabel("accuracy (%)")
     ax.set_xlim(0, 100)
     for pos, value in zip(positions, values):
-        ax.text(min(value + 1, 92), pos, f"{value:.1f}", va="center", fontsize=8)
+        if value > 85:  # no room to the right: write it inside the bar's end
+            ax.text(value - 1, pos, f"{value:.1f}", va="center", ha="right", fontsize=8, color="white")
+        else:
+            ax.text(value + 1, pos, f"{value:.1f}", va="center", fontsize=8)
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
     return _svg(plt, fig)
