@@ -88,10 +88,9 @@ def _prepare(spec: RunSpec, info: BackboneInfo, session: Session,
              user_training: dict[str, Any]) -> tuple[RunSpec, str | None]:
     task = session.get("task", spec.task)
     strategy = session.get("strategy", spec.strategy)
-    adapter = session.get("adapter", spec.adapter)
     backbone = session.catalogue.backbone_for(spec.backbone)
     spec = strategy.normalize(spec, info)
-    adapter = session.get("adapter", spec.adapter)  # a strategy may replace it (``none``)
+    adapter = session.get("adapter", spec.adapter)  # after normalize: a strategy may replace it (``none``)
     spec = spec.replace(adapter_options=adapter.options(spec.adapter_options),
                         strategy_options=strategy.options(spec.strategy_options))
     reason = (
@@ -117,5 +116,6 @@ def _check_axes(spec: RunSpec, strategy: Any, adapter: Any, task: Any) -> str | 
     if strategy.trains and spec.train_size == 0:
         return f"strategy {strategy.name!r} trains, so train size 0 makes no sense"
     if strategy.trains and not adapter.trains:
-        return f"adapter {adapter.name!r} trains nothing, but strategy {strategy.name!r} trains"
+        return (f"adapter {adapter.name!r} trains nothing, but strategy {strategy.name!r} trains "
+                "(for a linear probe use 'frozen')")
     return None

@@ -126,3 +126,10 @@ def test_plan_rejects_missing_prompt_and_bad_options(session):
         plan_grid(GridSpec(adapters="lora", adapter_options={"lora": {"rank": 4}}), session)
     with pytest.raises(StmbenchError, match="r must be at least 1"):
         plan_grid(GridSpec(adapters="lora", adapter_options={"lora": {"r": 0}}), session)
+
+
+def test_adapter_that_trains_nothing_is_rejected_for_training_strategies(session):
+    plan = plan_grid(GridSpec(strategies="generative", adapters="none,full"), session)
+    assert [s.adapter for s in plan.runs] == ["full"]
+    [(spec, why)] = plan.rejected
+    assert spec.adapter == "none" and "trains nothing" in why and "'frozen'" in why

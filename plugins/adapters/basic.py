@@ -53,12 +53,7 @@ class FrozenAdapter(Adapter):
 class NoAdapter(Adapter):
     name = "none"
     description = "no training (for strategies that only evaluate, such as in_context)"
-    trains = False
-
-    def check(self, info: BackboneInfo, strategy: Any, options: dict[str, Any], session: Any) -> str | None:
-        if strategy.trains:
-            return f"adapter 'none' trains nothing, but strategy {strategy.name!r} trains; use 'frozen' for a probe"
-        return None
+    trains = False  # the planner rejects it for strategies that train
 
     def wrap(self, model: Any, *, head: str, info: BackboneInfo, options: dict[str, Any]) -> Any:
         for p in model.parameters():
