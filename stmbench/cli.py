@@ -94,6 +94,8 @@ def _session(args: argparse.Namespace) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
     from stmbench import leaderboard
     from stmbench.grid import plan_grid
     from stmbench.results import ResultStore
@@ -132,8 +134,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         board, paths = leaderboard.generate(session.settings.results_dir, session.settings.leaderboard_dir)
         print()
         header, body = leaderboard.table(board)
-        from tabulate import tabulate
-
         keep = [i for i, h in enumerate(header) if h not in ("runs",)]
         print(tabulate([[line[i] for i in keep] for line in body], headers=[header[i] for i in keep],
                        tablefmt="github", disable_numparse=True))
