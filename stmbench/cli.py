@@ -47,15 +47,16 @@ def _settings_from(args: argparse.Namespace) -> Any:
 
 def _parse_options(items: list[str], what: str) -> dict[str, dict[str, Any]]:
     """``["lora.r=16", "lora.use_dora=true"]`` -> ``{"lora": {"r": 16, "use_dora": True}}``."""
-    import yaml
+    from stmbench.spec import parse_assignment
 
     out: dict[str, dict[str, Any]] = {}
     for item in items:
+        usage = f"--{what}-option {item!r}: expected NAME.KEY=VALUE, e.g. lora.r=16"
         name, dot, rest = item.partition(".")
-        key, eq, value = rest.partition("=")
-        if not (dot and eq and name and key):
-            raise StmbenchError(f"--{what}-option {item!r}: expected NAME.KEY=VALUE, e.g. lora.r=16")
-        out.setdefault(name, {})[key] = yaml.safe_load(value) if value else ""
+        if not (dot and name):
+            raise StmbenchError(usage)
+        key, value = parse_assignment(rest, usage)
+        out.setdefault(name, {})[key] = value
     return out
 
 
@@ -76,15 +77,9 @@ def _grid_from(args: argparse.Namespace) -> Any:
 
 
 def _kv(items: list[str]) -> list[tuple[str, Any]]:
-    import yaml
+    from stmbench.spec import parse_assignment
 
-    out = []
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise StmbenchError(f"--executor-option {item!r}: expected KEY=VALUE")
-        out.append((key, yaml.safe_load(value)))
-    return out
+    return [parse_assignment(item, f"--executor-option {item!r}: expected KEY=VALUE") for item in items]
 
 
 def _session(args: argparse.Namespace) -> Any:

@@ -170,6 +170,15 @@ def _as_list(value: Any) -> list[Any]:
     return [value]
 
 
+def parse_assignment(item: str, usage: str) -> tuple[str, Any]:
+    """``"key=value"`` -> ``(key, value)`` with the value read as YAML (``r=16`` -> 16, ``x=true`` ->
+    True); an empty value is ``""``.  ``usage`` is the error message for a malformed item."""
+    key, eq, value = item.partition("=")
+    if not eq or not key.strip():
+        raise StmbenchError(usage)
+    return key.strip(), yaml.safe_load(value) if value.strip() else ""
+
+
 def parse_axis_entry(entry: Any) -> tuple[str, dict[str, Any]]:
     """A strategy / adapter axis entry -> ``(name, options)``.
 
@@ -186,13 +195,8 @@ def parse_axis_entry(entry: Any) -> tuple[str, dict[str, Any]]:
     text = str(entry).strip()
     if text.endswith("]") and "[" in text:
         name, _, inner = text[:-1].partition("[")
-        options: dict[str, Any] = {}
-        for item in _split_top_level(inner):
-            key, eq, value = item.partition("=")
-            if not eq or not key.strip():
-                raise StmbenchError(f"axis entry {text!r}: expected NAME[KEY=VALUE,...]")
-            options[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-        return name.strip(), options
+        usage = f"axis entry {text!r}: expected NAME[KEY=VALUE,...]"
+        return name.strip(), dict(parse_assignment(item, usage) for item in _split_top_level(inner))
     return text, {}
 
 

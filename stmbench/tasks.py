@@ -244,13 +244,9 @@ class Task:
         fn = getattr(importlib.import_module(module), attr)
         rows = fn(split=split, labels=self.labels, **spec)
         where = f"generator {target}"
-        out = []
-        for i, raw in enumerate(rows, 1):
-            row = self._validate(raw, (where, i))
-            if row is not None:
-                out.append(row)
+        out, report = self._collect(((raw, (where, i)) for i, raw in enumerate(rows, 1)), skip_bad_rows=False)
         fp = hashlib.sha256(json.dumps([target, spec, split], sort_keys=True).encode()).hexdigest()[:16]
-        return self._rows_to_data(out, f"{where} (synthetic)", fp, {"bad_rows": 0, "ignored": 0})
+        return self._rows_to_data(out, f"{where} (synthetic)", fp, report)
 
     # local files --------------------------------------------------------------------------
     def _file_names(self, split: str) -> list[str]:
