@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ def _settings_from(args: argparse.Namespace) -> Any:
         device=getattr(args, "device", None),
         debug=args.debug,
         progress=args.progress,
+        **{k: getattr(args, k) for k in ("save_steps", "claim_timeout") if getattr(args, k, None) is not None},
     )
 
 
@@ -92,49 +92,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
     from stmbench import leaderboard
-    from stmbench.grid import plan_grid
-    from stmbench.results import ResultStore
-    from stmbench.spec import RunSpec
+    from stmbench.study import run_study
 
     session = _session(args)
-    grid = _grid_from(args)
-    start = time.perf_counter()
-    plan = plan_grid(grid, session)
-    store = ResultStore(session.settings.results_dir)
-    todo = [s for s in plan.runs if args.rerun or not store.is_done(s.run_id)]
-    skipped = len(plan.runs) - len(todo)
-    print(f"{len(plan.runs)} run(s) planned: {len(todo)} to do, {skipped} already done (skipped)"
-          + (f", {len(plan.rejected)} combination(s) rejected" if plan.rejected else ""))
-    for spec, reason in plan.rejected:
-        print(f"  rejected: {spec.label()}: {reason}")
-    if args.dry_run:
-        for spec in todo:
-            print(f"  would run {spec.run_id}: {spec.label()}")
-        return 0
-    executor = session.get("executor", grid.executor)
-    outcome = {"ok": 0, "failed": 0}
-
-    def on_result(result: dict[str, Any], predictions: dict[str, Any] | None) -> None:
-        path = store.write(result, predictions)
-        outcome["ok" if result["status"] == "ok" else "failed"] += 1
-        acc = (result.get("metrics") or {}).get("accuracy")
-        spec_label = RunSpec.from_dict(result["spec"]).label()
-        detail = f"accuracy {100 * acc:.1f}" if acc is not None else result.get("error", "")
-        print(f"  [{result['status']}] {spec_label}: {detail} -> {path}", flush=True)
-
-    executor.execute(todo, session=session, on_result=on_result, options=grid.executor_options)
-    elapsed = time.perf_counter() - start
-    print(f"done in {elapsed:.1f} s: {outcome['ok']} ok, {outcome['failed']} failed, {skipped} skipped")
-    if session.settings.leaderboard_dir is not None:
-        board, paths = leaderboard.generate(session.settings.results_dir, session.settings.leaderboard_dir)
+    report = run_study(_grid_from(args), session, rerun=args.rerun, dry_run=args.dry_run,
+                       progress=lambda line: print(line, flush=True))
+    if report.board is not None:
         print()
-        header, body = leaderboard.table(board)
+        header, body = leaderboard.table(report.board)
         keep = [i for i, h in enumerate(header) if h not in ("runs",)]
         print(tabulate([[line[i] for i in keep] for line in body], headers=[header[i] for i in keep],
                        tablefmt="github", disable_numparse=True))
         print()
-        print(f"leaderboard: {', '.join(str(p) for p in paths)}")
-    return 1 if outcome["failed"] else 0
+        print(f"leaderboard: {', '.join(str(p) for p in report.leaderboard)}")
+    return 1 if report.failed else 0
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -272,6 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--executor-option", action="append", default=[], metavar="KEY=VALUE",
                        help="options for the executor plugin; repeatable")
     where.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    where.add_argument("--save-steps", type=int, metavar="N",
+                       help="checkpoint every N training steps so a killed run resumes (default: every epoch; "
+                            "0: no checkpoints)")
+    where.add_argument("--claim-timeout", type=float, metavar="SECONDS",
+                       help="another worker's claim on a run is stale after this long without a heartbeat "
+                            "(default 300)")
     where.add_argument("--trust-remote-code", action="store_true", help="allow hub models' own code")
     run.set_defaults(func=cmd_run)
 

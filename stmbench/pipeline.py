@@ -6,17 +6,21 @@ reason, so the rest of the grid goes on.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import logging
 import platform
+import shutil
 import tempfile
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 from stmbench.errors import StmbenchError
 from stmbench.session import Session, tokenizer_fingerprint
 from stmbench.spec import FULL, RunSpec
+from stmbench.types import BackboneInfo
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +99,17 @@ def _checkpointing(enabled: bool) -> dict[str, bool]:
     return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": True}
 
 
-def _trainer_args(spec: RunSpec, output_dir: str, device: str, show_progress: bool) -> Any:
+def _save_args(save_steps: int | None) -> dict[str, Any]:
+    """Checkpoint every ``save_steps`` steps, every epoch (``None``) or never (``0``); one kept."""
+    if save_steps == 0:
+        return {"save_strategy": "no"}
+    if save_steps is None:
+        return {"save_strategy": "epoch", "save_total_limit": 1}
+    return {"save_strategy": "steps", "save_steps": save_steps, "save_total_limit": 1}
+
+
+def _trainer_args(spec: RunSpec, output_dir: str, device: str, show_progress: bool,
+                  save_steps: int | None = 0) -> Any:
     from transformers import TrainingArguments
 
     t = spec.training
@@ -106,32 +120,60 @@ def _trainer_args(spec: RunSpec, output_dir: str, device: str, show_progress: bo
         gradient_accumulation_steps=t.gradient_accumulation_steps, weight_decay=t.weight_decay,
         warmup_steps=t.warmup_steps, lr_scheduler_type=t.lr_scheduler_type, optim=t.optim,
         bf16=t.bf16, fp16=t.fp16, **_checkpointing(t.gradient_checkpointing),
-        seed=spec.seed, data_seed=spec.seed, save_strategy="no", eval_strategy="no",
+        seed=spec.seed, data_seed=spec.seed, **_save_args(save_steps), eval_strategy="no",
         logging_strategy="epoch", report_to="none", use_cpu=device.startswith("cpu"),
         dataloader_num_workers=0, disable_tqdm=not show_progress,
     )
 
 
+def last_checkpoint(folder: Path) -> tuple[str, int] | None:
+    """The newest complete Trainer checkpoint in ``folder`` and its step, or ``None``."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not folder.is_dir():
+        return None
+    path = get_last_checkpoint(str(folder))
+    if path is None:
+        return None
+    return path, int(Path(path).name.rsplit("-", 1)[-1])
+
+
 def train(model: Any, features: Any, *, strategy: Any, tokenizer: Any, spec: RunSpec, session: Session) -> dict[str, Any]:
-    """Train with ``transformers.Trainer``; return loss, seconds and tokens per second."""
+    """Train with ``transformers.Trainer``; return loss, seconds and tokens per second.
+
+    Checkpoints go to :meth:`Session.checkpoint_dir` (every epoch, or every ``--save-steps``), and a
+    run that finds one there (it was killed) resumes from it through ``resume_from_checkpoint``: the
+    Trainer restores weights, optimizer, scheduler and RNG states and skips the batches it has seen.
+    """
     from transformers import PrinterCallback, Trainer
 
     callbacks: list[Any] = []
     for extra in session.hook.trainer_callbacks(run=spec):
         callbacks.extend(extra or [])
     device = session.device
-    with tempfile.TemporaryDirectory(prefix="stmbench-trainer-") as out:
-        trainer = Trainer(model=model, args=_trainer_args(spec, out, device, session.show_progress),
+    save_steps = session.settings.save_steps
+    with contextlib.ExitStack() as stack:
+        if save_steps == 0:
+            out = stack.enter_context(tempfile.TemporaryDirectory(prefix="stmbench-trainer-"))
+            resume = None
+        else:
+            folder = session.checkpoint_dir(spec.run_id)
+            out, resume = str(folder), last_checkpoint(folder)
+        trainer = Trainer(model=model, args=_trainer_args(spec, out, device, session.show_progress, save_steps),
                           train_dataset=features, data_collator=strategy.data_collator(tokenizer, spec),
                           callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)
+        if resume is not None:
+            log.info("resuming %s from %s (step %d)", spec.label(), resume[0], resume[1])
         start = time.perf_counter()
-        output = trainer.train()
+        output = trainer.train(resume_from_checkpoint=resume[0] if resume else None)
         seconds = time.perf_counter() - start
     epochs = output.metrics.get("epoch") or spec.training.num_train_epochs
-    tokens = sum(len(ids) for ids in features["input_ids"]) * float(epochs)
+    done = 1.0 - (resume[1] / output.global_step if resume and output.global_step else 0.0)
+    tokens = sum(len(ids) for ids in features["input_ids"]) * float(epochs) * done
     return {"train_loss": float(output.training_loss), "train_seconds": seconds,
             "train_steps": int(output.global_step), "epochs": float(epochs),
+            "resumed_from_step": resume[1] if resume else None,
             "tokens_per_second": tokens / seconds if seconds > 0 else None}
 
 
@@ -143,8 +185,10 @@ def _report_counts(prefix: str, data: Any) -> dict[str, int]:
             f"{prefix}_duplicates": data.report.get("duplicates", 0)}
 
 
-def execute(spec: RunSpec, session: Session) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run one spec; return ``(result fields, predictions record)``.  Raises on failure."""
+def execute(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run one spec; return ``(result fields, predictions record)``.  Raises on failure.
+
+    ``info`` is the backbone description the planner resolved (resolved again when not given)."""
     import transformers
 
     from stmbench.modeling import count_parameters, model_device, peak_memory_mb, reset_peak_memory
@@ -153,7 +197,7 @@ def execute(spec: RunSpec, session: Session) -> tuple[dict[str, Any], dict[str, 
     strategy = session.get("strategy", spec.strategy)
     adapter = session.get("adapter", spec.adapter)
     backbone = session.catalogue.backbone_for(spec.backbone)
-    info = backbone.resolve(spec.backbone, session)
+    info = info or backbone.resolve(spec.backbone, session)
     device = session.device
     reset_peak_memory(device)
     transformers.set_seed(spec.seed)
@@ -232,10 +276,9 @@ def variant_labels(spec: RunSpec, session: Session) -> dict[str, str]:
     return out
 
 
-def run_spec(spec: RunSpec, session: Session) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Run one spec through the lifecycle hooks; never raises for the run's own failures."""
+def _base_result(spec: RunSpec, session: Session) -> dict[str, Any]:
     task = session.catalogue.entries["task"].get(spec.task)
-    result: dict[str, Any] = {
+    return {
         "run_id": spec.run_id,
         "status": "running",
         "spec": spec.to_dict(),
@@ -250,13 +293,29 @@ def run_spec(spec: RunSpec, session: Session) -> tuple[dict[str, Any], dict[str,
         "seed": spec.seed,
         "started_at": _now(),
     }
+
+
+def failed_result(spec: RunSpec, error: str, session: Session) -> dict[str, Any]:
+    """The stored result of a run that could not report one itself (its process died)."""
+    result = _base_result(spec, session)
+    result.update(status="failed", error=error, traceback="", finished_at=_now())
+    result["times"] = {}
+    return result
+
+
+def run_spec(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Run one spec through the lifecycle hooks; never raises for the run's own failures.
+
+    A run that ends ``ok`` removes its checkpoints; a failed one keeps them for the next try."""
+    result = _base_result(spec, session)
     predictions = None
     start = time.perf_counter()
     session.hook.run_started(run=spec)
     try:
-        fields, predictions = execute(spec, session)
+        fields, predictions = execute(spec, session, info)
         result.update(fields)
         result["status"] = "ok"
+        shutil.rmtree(session.checkpoint_dir(spec.run_id), ignore_errors=True)
     except Exception as exc:  # noqa: BLE001 - any failure of a run is recorded, the grid goes on
         result["status"] = "failed"
         result["error"] = str(exc) if isinstance(exc, StmbenchError) else f"{type(exc).__name__}: {exc}"

@@ -45,6 +45,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "stmbench_plugins.strategies.cot",
     "stmbench_plugins.strategies.in_context",
     "stmbench_plugins.executors.local",
+    "stmbench_plugins.executors.pool",
+    "stmbench_plugins.executors.ray_executor",
     "stmbench_plugins.tasks.builtin",
 )
 

@@ -12,6 +12,14 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+
+def _file_mode() -> int:
+    """The mode a plain ``open()`` would give a new file under the current umask (0644 under 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 PREDICTIONS_SUFFIX = ".predictions.json"
 
 
@@ -21,6 +29,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _file_mode())  # mkstemp's 0600 would make results unreadable to others
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

@@ -48,6 +48,8 @@ class Settings:
     device: str | None = None  # "cpu", "cuda", "cuda:1"; None: cuda when available
     debug: bool = False
     progress: bool | None = None  # progress bars; None: when stderr is a terminal
+    save_steps: int | None = None  # checkpoint every N steps; None: every epoch; 0: never
+    claim_timeout: float = 300.0  # seconds without a heartbeat after which another worker's claim is stale
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if isinstance(v, list) else v)
@@ -85,6 +87,7 @@ class Session:
         extras: list[Any] = list(settings.plugins) + list(extra_plugins or [])
         if settings.task_dirs:
             extras.append(TaskDirPlugin(settings.task_dirs))
+        self.extra_plugins = list(extra_plugins or [])
         self.pm = get_plugin_manager(extras)
         self.catalogue = Catalogue(self.pm)
         self._task_data: dict[tuple[Any, ...], TaskData] = {}
@@ -109,6 +112,14 @@ class Session:
         import sys
 
         return sys.stderr.isatty()
+
+    def checkpoint_dir(self, run_id: str) -> Path:
+        """Where the Trainer of ``run_id`` keeps its checkpoints, so a killed run can resume: in the
+        cache, keyed by the run id and the results folder (two studies of the same spec never share)."""
+        import hashlib
+
+        where = hashlib.sha256(str(self.settings.results_dir.resolve()).encode("utf-8")).hexdigest()[:8]
+        return self.settings.cache_dir / "checkpoints" / f"{run_id}-{where}"
 
     def overlap(self, train: TaskData, evaluation: TaskData) -> int:
         """How many evaluation pairs also occur in the training data (in either order)."""

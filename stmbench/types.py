@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from stmbench.session import Session
     from stmbench.spec import RunSpec
+    from stmbench.study import Runner, WorkQueue
 
 #: Model heads a strategy can ask a backbone for.
 HEAD_CAUSAL_LM = "causal_lm"
@@ -217,20 +218,20 @@ class Strategy(Plugin):
 
 
 class Executor(Plugin):
-    """Runs a list of run specs and hands each outcome to the driver, which stores it."""
+    """Runs the runs of a study and hands each outcome back to the driver, which stores it.
+
+    The driver's :class:`stmbench.study.WorkQueue` hands out runs one at a time (``take()`` claims
+    the next one, ``None`` when none is free now); the :class:`stmbench.study.Runner` runs one
+    (``run(spec) -> (result, predictions)``, in this process, or pickled into a worker process);
+    ``work.done(spec, result, predictions)`` stores an outcome; ``run.failed(spec, reason)`` makes
+    the result of a run whose process died.  Loop until ``work.finished()``, calling ``work.wait()``
+    when nothing can be taken while other workers hold the remaining runs.  ``options`` were
+    validated against :attr:`options_class`.
+    """
 
     kind = "executor"
 
-    def execute(
-        self,
-        specs: list[RunSpec],
-        *,
-        session: Session,
-        on_result: Callable[[dict[str, Any], dict[str, Any] | None], None],
-        options: dict[str, Any],
-    ) -> None:
-        """Run every spec (``stmbench.pipeline.run_spec`` does one) and call
-        ``on_result(result, predictions)`` for each as soon as it is done, in this process."""
+    def execute(self, work: WorkQueue, *, run: Runner, options: dict[str, Any]) -> None:
         raise NotImplementedError
 
 

@@ -136,8 +136,12 @@ class TinyBackbone(Backbone):
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".building-"))
         try:
+            import torch
+
             tokenizer = build_tokenizer(chars, self.family)
-            build_model(tokenizer, self.family, self.shape).save_pretrained(tmp)
+            with torch.random.fork_rng(devices=[]):  # building must not move the run's random state:
+                model = build_model(tokenizer, self.family, self.shape)  # a fresh head is drawn from it
+            model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             try:
                 os.replace(tmp, folder)

@@ -40,11 +40,12 @@ class RecordingExecutor(Executor):
     name = "fake_serial"
     description = "fake: runs specs in reverse order"
 
-    def execute(self, specs, *, session, on_result, options):
-        from stmbench.pipeline import run_spec
-
+    def execute(self, work, *, run, options):
+        specs = []
+        while (spec := work.take()) is not None:  # claim everything first, then run backwards
+            specs.append(spec)
         for spec in reversed(specs):
-            on_result(*run_spec(spec, session))
+            work.done(spec, *run(spec))
 
 
 class StepCounter(TrainerCallback):

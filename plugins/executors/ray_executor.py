@@ -1,0 +1,127 @@
+"""The ``ray`` executor: every run is a Ray task on a Ray cluster (``pip install "stmbench[ray]"``).
+
+Each run is one task with the resources it needs (``num_cpus``, ``num_gpus``) and ``max_calls=1``, so
+it gets a fresh worker process that gives its GPU memory back when it ends.  ``address=auto`` joins
+a running cluster (``ray start --head`` / ``ray start --address=...`` on the nodes); no address starts
+a local instance.  Outcomes come back to the driver, which stores them, so the workers need no
+shared results folder.  A task whose worker dies (segfault, OOM kill, a lost node) is stored as a
+``failed`` run with Ray's reason; Ray does not retry it (``max_retries=0``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from stmbench import hookimpl
+from stmbench.errors import StmbenchError
+from stmbench.types import Executor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RayOptions:
+    address: str = field(default="", metadata={
+        "help": "'auto' joins the running cluster, or a cluster address (host:port, ray://host:10001); "
+                "empty starts a local instance"})
+    num_cpus: float = field(default=1.0, metadata={"help": "CPUs per run"})
+    num_gpus: Any = field(default=None, metadata={
+        "help": "GPUs per run (default: 1 where the cluster has GPUs, else 0)"})
+    max_in_flight: int = field(default=0, metadata={
+        "help": "most runs submitted at once (default: as many as the cluster's resources fit)"})
+    local_cpus: int = field(default=0, metadata={
+        "help": "CPUs of a local instance started here (default: all of this machine's)"})
+
+    def __post_init__(self) -> None:
+        self.address = str(self.address or "")
+        self.num_cpus = float(self.num_cpus)
+        if self.num_cpus <= 0:
+            raise ValueError("num_cpus must be positive")
+        if self.num_gpus is not None:
+            self.num_gpus = float(self.num_gpus)
+            if self.num_gpus < 0:
+                raise ValueError("num_gpus must not be negative")
+        if int(self.max_in_flight) < 0 or int(self.local_cpus) < 0:
+            raise ValueError("max_in_flight and local_cpus must not be negative")
+        self.max_in_flight, self.local_cpus = int(self.max_in_flight), int(self.local_cpus)
+
+
+def _ray_run(runner: Any, spec: Any, threads: int) -> Any:
+    """The body of one Ray task (in a fresh worker process)."""
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    return runner(spec)
+
+
+def _capacity(resources: dict[str, float], num_cpus: float, num_gpus: float) -> int:
+    fits = [int(resources.get("CPU", 1) // num_cpus)]
+    if num_gpus:
+        fits.append(int(resources.get("GPU", 0) // num_gpus))
+    return max(1, min(fits))
+
+
+class RayExecutor(Executor):
+    name = "ray"
+    description = "one Ray task per run on a Ray cluster (address=auto) or a local instance; the driver stores"
+    options_class = RayOptions
+
+    def execute(self, work, *, run, options: dict[str, Any]) -> None:
+        try:
+            import ray
+            from ray.exceptions import RayError
+        except ImportError:
+            raise StmbenchError('the ray executor needs Ray: pip install "stmbench[ray]"') from None
+        started = False
+        pending: dict[Any, Any] = {}  # Ray object ref -> spec
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
+            if options["address"]:
+                ray.init(address=options["address"], **kwargs)
+            else:
+                ray.init(num_cpus=options["local_cpus"] or None, **kwargs)
+                started = True
+        try:
+            resources = ray.cluster_resources()
+            gpus = options["num_gpus"] if options["num_gpus"] is not None else (1.0 if resources.get("GPU") else 0.0)
+            limit = options["max_in_flight"] or _capacity(resources, options["num_cpus"], gpus)
+            log.info("ray: %s CPU(s), %s GPU(s) in the cluster; %d run(s) at a time", resources.get("CPU", 0),
+                     resources.get("GPU", 0), limit)
+            task = ray.remote(num_cpus=options["num_cpus"], num_gpus=gpus, max_calls=1, max_retries=0)(_ray_run)
+            runner = ray.put(run)
+            threads = int(options["num_cpus"])
+            while True:
+                while len(pending) < limit:
+                    spec = work.take()
+                    if spec is None:
+                        break
+                    pending[task.remote(runner, spec, threads)] = spec
+                if not pending:
+                    if work.finished():
+                        break
+                    work.wait()
+                    continue
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=work.poll)
+                for ref in ready:
+                    spec = pending.pop(ref)
+                    try:
+                        result, predictions = ray.get(ref)
+                    except RayError as exc:
+                        reason = f"the Ray task failed: {type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
+                        log.error("run %s: %s", spec.label(), reason)
+                        result, predictions = run.failed(spec, reason), None
+                    work.done(spec, result, predictions)
+        except BaseException:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
+        finally:
+            if started:
+                ray.shutdown()
+
+
+@hookimpl
+def register_executors(register):
+    register(RayExecutor())

@@ -1,0 +1,50 @@
+"""A test plugin for the scale-out tests, steered by environment variables (so it works the same in
+the driver, in pool workers, in Ray workers and in separate ``stmbench run`` processes):
+
+* ``STMBENCH_TEST_TRAININGS=FILE``: every started run appends ``run_id pid`` to FILE;
+* ``STMBENCH_TEST_EXIT_SEED=N``: a run with seed N kills its own process with ``os._exit(3)``;
+* ``STMBENCH_TEST_KILL_AT_STEP=N``: the process is killed with SIGKILL at training step N;
+* ``STMBENCH_TEST_STEPS=FILE``: every trained run appends ``run_id first_step`` to FILE.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from transformers import TrainerCallback
+
+from stmbench import hookimpl
+
+
+def _append(var: str, line: str) -> None:
+    path = os.environ.get(var)
+    if path:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+
+
+class StepWatch(TrainerCallback):
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+        self.first = True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.first:
+            _append("STMBENCH_TEST_STEPS", f"{self.run_id} {state.global_step}")
+            self.first = False
+        kill_at = os.environ.get("STMBENCH_TEST_KILL_AT_STEP")
+        if kill_at and state.global_step == int(kill_at):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+@hookimpl
+def run_started(run):
+    _append("STMBENCH_TEST_TRAININGS", f"{run.run_id} {os.getpid()}")
+    if os.environ.get("STMBENCH_TEST_EXIT_SEED") == str(run.seed):
+        os._exit(3)
+
+
+@hookimpl
+def trainer_callbacks(run):
+    return [StepWatch(run.run_id)]
