@@ -76,8 +76,9 @@ def register_tasks(register: Callable[[Task], None]) -> None:
 def register_executors(register: Callable[[Executor], None]) -> None:
     """Contribute executors: ``register(MyExecutor())`` for each :class:`stmbench.types.Executor`.
 
-    An executor runs a list of run specs (in this process, in subprocesses, on a Ray cluster)
-    and hands every result back to the driver, which stores it.
+    An executor runs the runs that the driver's work queue hands out (in this process, in worker
+    processes, on a Ray cluster) with the runner it is given, and hands every outcome back to the
+    work queue, which stores it.  See :class:`stmbench.types.Executor`.
     """
 
 
