@@ -24,6 +24,7 @@ from stmbench.significance import compare
 ALPHA = 0.05
 METRICS = {"accuracy": "accuracy", "macro_f1": "macro-F1"}
 DEV_MARK = "†"
+FLAG_MARK = "⚠"
 
 
 # --- aggregation ------------------------------------------------------------------------------
@@ -67,6 +68,12 @@ class Cell:
     run_ids: dict[int, str] = field(default_factory=dict)
     mark: str = ""  #: "best", "tied" or ""
     p_value: float | None = None
+    flags: dict[int, list[str]] = field(default_factory=dict)  #: seed -> health flags of its run
+
+    def flag_text(self) -> str:
+        """``⚠ diverged, degenerate`` when any seed's run is flagged, else ``""``."""
+        names = sorted({f for flags in self.flags.values() for f in flags})
+        return f"{FLAG_MARK} {', '.join(names)}" if names else ""
 
     @property
     def n(self) -> int:
@@ -193,6 +200,9 @@ def build(results: list[dict[str, Any]], store: ResultStore | None = None) -> Bo
         if "macro_f1" in r["metrics"]:
             cell.macro_f1[seed] = float(r["metrics"]["macro_f1"])
         cell.run_ids[seed] = r["run_id"]
+        flags = list((r.get("health") or {}).get("flags") or [])
+        if flags:
+            cell.flags[seed] = flags
     task_list = sorted(tasks)
 
     def order(row: Row) -> tuple[Any, ...]:
@@ -301,6 +311,8 @@ def task_header(board: Board, task: str) -> str:
 
 def cell_text(cell: Cell, metric: str, markdown: bool) -> str:
     text = cell.text(metric)
+    if text and cell.flags:
+        text += f" {cell.flag_text()}"
     if not text or metric != "accuracy":
         return text
     if cell.mark == "best":
@@ -347,6 +359,10 @@ def describe(board: Board, metric: str = "accuracy") -> list[str]:
                  "(number of seeds). Average: the mean over tasks, for rows that have every task.")
     lines.append("Bold: the best row of a task; ≈: not significantly worse than it (McNemar's exact test on "
                  f"per-example predictions, pooled over the seeds both rows share, p ≥ {ALPHA}); marks use accuracy.")
+    if any(c.flags for row in board.rows for c in row.cells.values()):
+        lines.append(f"{FLAG_MARK} a run of the cell finished but is not to be trusted: diverged (its training loss rose "
+                     "to over twice its initial loss) or degenerate (it predicts one class where the gold has "
+                     "several); the run's `health` says more.")
     if m["dev_tasks"]:
         lines.append(f"{DEV_MARK} evaluated on the dev split (the public test split has no labels).")
     lines.append("Cost: trainable parameters (share of all), mean training time per run, training tokens per "
@@ -412,9 +428,10 @@ def html_view(board: Board) -> dict[str, Any]:
                 "acc_sort": "" if cell is None else f"{cell.mean('accuracy'):.6f}",
                 "f1_sort": "" if cell is None or cell.mean("macro_f1") is None else f"{cell.mean('macro_f1'):.6f}",
                 "p": "" if cell is None or cell.p_value is None else f"{cell.p_value:.3g}",
+                "flags": cell.flag_text() if cell else "",
             })
         acc, f1 = row.average(board.tasks, "accuracy"), row.average(board.tasks, "macro_f1")
-        cells.append({"task": "", "mark": "", "acc": "" if acc is None else f"{100 * acc:.1f}",
+        cells.append({"task": "", "mark": "", "flags": "", "acc": "" if acc is None else f"{100 * acc:.1f}",
                       "f1": "" if f1 is None else f"{100 * f1:.1f}",
                       "acc_sort": "" if acc is None else f"{acc:.6f}", "f1_sort": "" if f1 is None else f"{f1:.6f}",
                       "p": ""})

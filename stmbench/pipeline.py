@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import logging
+import math
 import platform
 import shutil
 import tempfile
@@ -121,7 +122,9 @@ def _trainer_args(spec: RunSpec, output_dir: str, device: str, show_progress: bo
         warmup_steps=t.warmup_steps, lr_scheduler_type=t.lr_scheduler_type, optim=t.optim,
         bf16=t.bf16, fp16=t.fp16, **_checkpointing(t.gradient_checkpointing),
         seed=spec.seed, data_seed=spec.seed, **_save_args(save_steps), eval_strategy="no",
-        logging_strategy="epoch", report_to="none", use_cpu=device.startswith("cpu"),
+        logging_strategy="steps", logging_steps=t.logging_steps, logging_first_step=True,
+        logging_nan_inf_filter=False,
+        report_to="none", use_cpu=device.startswith("cpu"),
         dataloader_num_workers=0, disable_tqdm=not show_progress,
     )
 
@@ -138,6 +141,51 @@ def last_checkpoint(folder: Path) -> tuple[str, int] | None:
     return path, int(Path(path).name.rsplit("-", 1)[-1])
 
 
+def health_callback() -> Any:
+    """A ``TrainerCallback`` that stops training at the first step whose gradients (after clipping) or
+    logged loss are NaN or infinite (the Trainer would go on with NaN weights) and remembers where."""
+    import torch
+    from transformers import TrainerCallback
+
+    class HealthCallback(TrainerCallback):
+        def __init__(self) -> None:
+            self.diverged: tuple[int, str, float] | None = None
+
+        def _stop(self, control: Any, step: int, key: str, value: float) -> None:
+            if self.diverged is None:
+                self.diverged = (step, key, value)
+            control.should_training_stop = True
+            control.should_save = False
+
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
+            grads = [p.grad for p in model.parameters() if p.grad is not None] if model is not None else []
+            if grads:
+                norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.detach().float())
+                                                             for g in grads]))
+                if not torch.isfinite(norm):
+                    self._stop(control, state.global_step + 1, "grad_norm", float(norm))
+            return control
+
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+            if state.global_step >= state.max_steps:  # the curve ends at the last step
+                control.should_log = True
+            return control
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+            for key in ("loss", "grad_norm"):
+                value = (logs or {}).get(key)
+                if isinstance(value, (int, float)) and not math.isfinite(value):
+                    self._stop(control, state.global_step, key, float(value))
+            return control
+
+    return HealthCallback()
+
+
+def loss_curve(log_history: list[dict[str, Any]]) -> list[list[float]]:
+    """``[[step, loss], ...]`` of the Trainer's logged training losses."""
+    return [[int(e["step"]), float(e["loss"])] for e in log_history if "loss" in e and "step" in e]
+
+
 def train(model: Any, features: Any, *, strategy: Any, tokenizer: Any, spec: RunSpec, session: Session) -> dict[str, Any]:
     """Train with ``transformers.Trainer``; return loss, seconds and tokens per second.
 
@@ -147,7 +195,8 @@ def train(model: Any, features: Any, *, strategy: Any, tokenizer: Any, spec: Run
     """
     from transformers import PrinterCallback, Trainer
 
-    callbacks: list[Any] = []
+    health = health_callback()
+    callbacks: list[Any] = [health]
     for extra in session.hook.trainer_callbacks(run=spec):
         callbacks.extend(extra or [])
     device = session.device
@@ -168,13 +217,58 @@ def train(model: Any, features: Any, *, strategy: Any, tokenizer: Any, spec: Run
         start = time.perf_counter()
         output = trainer.train(resume_from_checkpoint=resume[0] if resume else None)
         seconds = time.perf_counter() - start
+        curve = loss_curve(trainer.state.log_history)
+    if health.diverged is None and not math.isfinite(output.training_loss):
+        health.diverged = (int(output.global_step), "loss", float(output.training_loss))
+    if health.diverged is not None:
+        step, key, value = health.diverged
+        shutil.rmtree(session.checkpoint_dir(spec.run_id), ignore_errors=True)  # resuming would diverge again
+        raise Diverged(f"diverged at step {step}: {'loss' if key == 'loss' else 'gradient norm'} {value}",
+                       loss_curve=curve)
     epochs = output.metrics.get("epoch") or spec.training.num_train_epochs
     done = 1.0 - (resume[1] / output.global_step if resume and output.global_step else 0.0)
     tokens = sum(len(ids) for ids in features["input_ids"]) * float(epochs) * done
     return {"train_loss": float(output.training_loss), "train_seconds": seconds,
             "train_steps": int(output.global_step), "epochs": float(epochs),
-            "resumed_from_step": resume[1] if resume else None,
+            "resumed_from_step": resume[1] if resume else None, "loss_curve": curve,
             "tokens_per_second": tokens / seconds if seconds > 0 else None}
+
+
+class Diverged(StmbenchError):
+    """Training produced a NaN or infinite loss or gradient norm."""
+
+    def __init__(self, message: str, loss_curve: list[list[float]]):
+        super().__init__(message)
+        self.loss_curve = loss_curve
+
+
+# a run whose logged training loss rises to this many times its first is flagged ``diverged``
+DIVERGED_RATIO = 2.0
+
+
+def health(training: dict[str, Any] | None, gold: list[int], predicted: list[int]) -> dict[str, Any]:
+    """Flags of a run that finished but should not be trusted: ``diverged`` (the training loss rose
+    far above where it started) and ``degenerate`` (one class predicted where the gold has several)."""
+    flags: list[str] = []
+    out: dict[str, Any] = {}
+    curve = (training or {}).get("loss_curve") or []
+    if len(curve) >= 2:
+        first, last = curve[0][1], curve[-1][1]
+        peak_step, peak = max(curve[1:], key=lambda point: point[1])
+        out.update(initial_loss=first, final_loss=last, peak_loss=peak, peak_step=int(peak_step))
+        if first > 0 and peak > DIVERGED_RATIO * first:
+            flags.append("diverged")
+    gold_classes, predicted_classes = len(set(gold)), len(set(predicted))
+    out.update(gold_classes=gold_classes, predicted_classes=predicted_classes)
+    if gold_classes > 1 and predicted_classes <= 1:
+        flags.append("degenerate")
+    notes = []
+    if "diverged" in flags:
+        notes.append(f"the training loss rose to {out['peak_loss']:.4g} at step {out['peak_step']}, over "
+                     f"{DIVERGED_RATIO:g}x the initial {out['initial_loss']:.4g} (final {out['final_loss']:.4g})")
+    if "degenerate" in flags:
+        notes.append(f"every prediction is one class ({predicted_classes} predicted, {gold_classes} in the gold)")
+    return {"flags": flags, "notes": notes, **out}
 
 
 def _report_counts(prefix: str, data: Any) -> dict[str, int]:
@@ -252,6 +346,9 @@ def execute(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -
     metrics = score(task, gold, prediction.labels)
     metrics.update(prediction.extra.pop("metrics", {}))
     out["metrics"] = metrics
+    out["health"] = health(out.get("training"), gold, list(prediction.labels))
+    for note in out["health"]["notes"]:
+        log.warning("run %s is flagged: %s", spec.label(), note)
     out["prediction_info"] = prediction.extra
     out["counts"] = counts
     out["peak_memory_mb"] = peak_memory_mb(device)
@@ -320,6 +417,8 @@ def run_spec(spec: RunSpec, session: Session, info: BackboneInfo | None = None) 
         result["status"] = "failed"
         result["error"] = str(exc) if isinstance(exc, StmbenchError) else f"{type(exc).__name__}: {exc}"
         result["traceback"] = traceback.format_exc()
+        if isinstance(exc, Diverged):
+            result["training"] = {"loss_curve": exc.loss_curve}
         log.error("run %s failed: %s", spec.label(), result["error"])
         log.debug("%s", result["traceback"])
     result.setdefault("times", {})["total_seconds"] = time.perf_counter() - start

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,10 +43,21 @@ class TrainingSettings:
     bf16: bool = _help("train in bfloat16 mixed precision", default=False)
     fp16: bool = _help("train in float16 mixed precision", default=False)
     gradient_checkpointing: bool = _help("trade compute for memory", default=False)
+    logging_steps: int = _help("log the training loss (the loss curve kept in the result) every N steps",
+                               default=10)
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise StmbenchError(f"training setting {f.name} must be a finite number, not {value}")
         if self.learning_rate <= 0:
             raise StmbenchError("learning_rate must be positive")
+        for name in ("weight_decay", "warmup_steps", "num_train_epochs"):
+            if getattr(self, name) < 0:
+                raise StmbenchError(f"{name} must not be negative")
+        if self.max_steps < -1 or self.max_steps == 0:
+            raise StmbenchError("max_steps must be positive, or -1 to use num_train_epochs")
         if self.num_train_epochs <= 0 and self.max_steps <= 0:
             raise StmbenchError("num_train_epochs or max_steps must be positive")
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size",
@@ -54,6 +66,17 @@ class TrainingSettings:
                 raise StmbenchError(f"{name} must be at least 1")
         if self.bf16 and self.fp16:
             raise StmbenchError("choose one of bf16 and fp16")
+        if self.logging_steps < 1:
+            raise StmbenchError("logging_steps must be at least 1")
+
+    def identity(self) -> dict[str, Any]:
+        """What names a run: every setting, except those added later while they keep their default
+        (so results stored before a setting existed keep their run ids)."""
+        data = dataclasses.asdict(self)
+        for f in dataclasses.fields(self):
+            if f.name in _LATER_SETTINGS and data[f.name] == f.default:
+                del data[f.name]
+        return data
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -72,6 +95,11 @@ class TrainingSettings:
         kinds = {f.name: f.type for f in dataclasses.fields(cls)}
         typed = {k: _coerce(k, v, kinds[k]) for k, v in merged.items()}
         return cls(**typed)
+
+
+# training settings that do not change what a run computes, or that were added after results were
+# stored: left out of a run's identity while at their defaults (see TrainingSettings.identity)
+_LATER_SETTINGS = frozenset({"logging_steps"})
 
 
 def _coerce(name: str, value: Any, kind: Any) -> Any:
@@ -118,7 +146,7 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        blob = json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        blob = json.dumps({**self.to_dict(), "training": self.training.identity()}, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
     def replace(self, **changes: Any) -> RunSpec:

@@ -3,9 +3,10 @@ process for every run.
 
 ``--executor pool --executor-option devices=cuda:0,cuda:1`` pins one worker to each GPU (through
 ``CUDA_VISIBLE_DEVICES``); ``--executor-option workers=N`` runs N CPU workers that split the cores.
-Each worker is started (``multiprocessing`` spawn) and warmed up, meaning libraries imported and
-plugins loaded, before its run arrives, runs exactly one spec, sends the outcome back and exits; a
-new warm worker takes its place.  So a run that kills its process (a segfault, ``os._exit``, CUDA
+Each worker is a fresh process, forked from ``multiprocessing``'s fork server, which imported torch,
+transformers and peft once (spawned, where there is no fork server); it loads the plugins before its
+run arrives, runs exactly one spec, sends the outcome back and exits, and a new worker takes its
+place.  So a run that kills its process (a segfault, ``os._exit``, CUDA
 out of memory, the kernel's OOM killer) is stored as ``failed`` with the exit reason, and the grid
 goes on.
 """
@@ -80,12 +81,15 @@ def plan_slots(options: dict[str, Any], cpus: int | None = None) -> list[Slot]:
     return slots
 
 
-def _exit_parent_watch(parent: int) -> None:
-    """Exit when the driver is gone (killed with -9, say): its claims expire, nobody reads our result."""
+def _exit_parent_watch(driver: int) -> None:
+    """Exit when the driver is gone (killed with -9, say): its claims expire, nobody reads our result.
+    (The driver is not our parent when we were forked by the fork server.)"""
+    from stmbench.claims import pid_alive
+
     def watch() -> None:
         while True:
             threading.Event().wait(1.0)
-            if os.getppid() != parent:
+            if not pid_alive(driver):
                 os._exit(1)
 
     threading.Thread(target=watch, daemon=True, name="stmbench-parent-watch").start()
@@ -174,6 +178,18 @@ class Worker:
         self.proc.join()
 
 
+def worker_context() -> Any:
+    """Where workers come from: the fork server, with what a run imports preloaded (no import per run,
+    and no CUDA or threads in the process forked from), else spawn (no fork server on Windows)."""
+    from stmbench.study import RUN_MODULES
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(list(RUN_MODULES))
+    return ctx
+
+
 class PoolExecutor(Executor):
     name = "pool"
     description = "one worker process per device (devices=cuda:0,cuda:1) or CPU share (workers=N), a fresh process per run"
@@ -183,7 +199,7 @@ class PoolExecutor(Executor):
         slots = plan_slots(options)
         log.info("pool: %d worker(s): %s (%d CPU thread(s) each)", len(slots),
                  ", ".join(s.label for s in slots), slots[0].threads)
-        ctx = multiprocessing.get_context("spawn")
+        ctx = worker_context()
         runners = {s.label: run.with_device(s.device) for s in slots}
         workers: list[Worker | None] = [Worker(ctx, s, runners[s.label]) for s in slots]
         try:
