@@ -41,6 +41,7 @@ def _settings_from(args: argparse.Namespace) -> Any:
         device=getattr(args, "device", None),
         debug=args.debug,
         progress=args.progress,
+        force=getattr(args, "force", False),
         **{k: getattr(args, k) for k in ("save_steps", "claim_timeout") if getattr(args, k, None) is not None},
     )
 
@@ -111,7 +112,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from stmbench import leaderboard
 
-    board, paths = leaderboard.generate(args.results_dir, args.out, copy_results=not args.no_copy_results)
+    board, paths = leaderboard.generate(args.results_dir, args.out, copy_results=not args.no_copy_results,
+                                        force=args.force)
     if args.metric != "accuracy":
         print(leaderboard.render_markdown(board, args.metric))
     print(f"{board.meta['ok']} ok result(s) in {args.results_dir} -> {len(paths)} files in {args.out}: "
@@ -235,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--results-dir", default="results", help="one JSON per run (default ./results)")
     where.add_argument("--leaderboard-dir", default="leaderboard", help="default ./leaderboard")
     where.add_argument("--no-leaderboard", action="store_true", help="do not write the leaderboard")
+    where.add_argument("--force", action="store_true",
+                       help="replace a leaderboard that was built from another results folder")
     where.add_argument("--rerun", action="store_true", help="run again even the runs stored as ok")
     where.add_argument("--dry-run", action="store_true", help="show the plan and stop")
     where.add_argument("--skip-bad-rows", action="store_true",
@@ -257,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--out", default="leaderboard")
     lb.add_argument("--metric", choices=["accuracy", "macro_f1"], default="accuracy",
                     help="also print the table for this metric (the page has a toggle)")
+    lb.add_argument("--force", action="store_true",
+                    help="replace a leaderboard that was built from another results folder")
     lb.add_argument("--no-copy-results", action="store_true",
                     help="do not copy the result files next to the page (its links then point nowhere)")
     lb.set_defaults(func=cmd_leaderboard)

@@ -10,15 +10,17 @@ the only date is the newest result's finish time.
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import math
+import os
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stmbench.results import PREDICTIONS_SUFFIX, ResultStore, atomic_write_text
+from stmbench.errors import StmbenchError
+from stmbench.results import PREDICTIONS_SUFFIX, ResultStore, atomic_write_bytes, atomic_write_text
 from stmbench.significance import compare
 
 ALPHA = 0.05
@@ -322,9 +324,14 @@ def cell_text(cell: Cell, metric: str, markdown: bool) -> str:
     return text
 
 
+def md_escape(text: str) -> str:
+    """Text for a GitHub markdown table cell: HTML escaped (as the page does), pipes kept in the cell."""
+    return html.escape(str(text), quote=False).replace("|", "\\|")
+
+
 def table(board: Board, metric: str = "accuracy", *, markdown: bool = True,
           results_link: str = "results") -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the main table as text."""
+    """Header and rows of the main table as text (escaped for markdown when ``markdown``)."""
     header = ["backbone", "adapter", "strategy", "prompt", "train size"]
     if board.show_config:
         header.append("config")
@@ -341,8 +348,12 @@ def table(board: Board, metric: str = "accuracy", *, markdown: bool = True,
         cost = cost_texts(row)
         line += [cost["trainable"], cost["train_time"], cost["tokens_per_second"], cost["peak_memory"]]
         ids = sorted(r["run_id"] for r in row.results)
+        if markdown:
+            line = [md_escape(x) for x in line]
         line.append(" ".join(f"[{i[:6]}]({results_link}/{i}.json)" for i in ids) if markdown else " ".join(ids))
         body.append(line)
+    if markdown:
+        header = [md_escape(h) for h in header]
     return header, body
 
 
@@ -384,8 +395,8 @@ def render_markdown(board: Board, metric: str = "accuracy") -> str:
             out += [f"![{name[:-4]}]({name})", ""]
     if board.failed:
         out += ["", "## Failed runs", ""]
-        out.append(tabulate([[f"[{r['run_id'][:6]}](results/{r['run_id']}.json)", _spec_text(r["spec"]),
-                              (r.get("error") or "").splitlines()[0][:200] if r.get("error") else ""]
+        out.append(tabulate([[f"[{r['run_id'][:6]}](results/{r['run_id']}.json)", md_escape(_spec_text(r["spec"])),
+                              md_escape((r.get("error") or "").splitlines()[0][:200]) if r.get("error") else ""]
                              for r in board.failed], headers=["run", "spec", "error"], tablefmt="github",
                             disable_numparse=True))
     out += ["", "Regenerate from the copies of the results kept here: "
@@ -478,7 +489,7 @@ def write(board: Board, out_dir: str | Path, *, copy_from: Path | None = None) -
                 for suffix in (".json", PREDICTIONS_SUFFIX):
                     src = copy_from / f"{r['run_id']}{suffix}"
                     if src.exists():
-                        shutil.copyfile(src, target / src.name)
+                        atomic_write_bytes(target / src.name, src.read_bytes())
                         keep.add(src.name)
             for old in target.glob("*.json"):
                 if old.name not in keep:
@@ -486,7 +497,44 @@ def write(board: Board, out_dir: str | Path, *, copy_from: Path | None = None) -
     return paths
 
 
-def generate(results_dir: str | Path, out_dir: str | Path, *, copy_results: bool = True) -> tuple[Board, list[Path]]:
-    store = ResultStore(results_dir)
+SOURCE_FILE = ".stmbench-source.json"  #: in a leaderboard folder: the results folder it was built from
+
+
+def _source_of(out: Path) -> Path | None:
+    try:
+        relative = json.loads((out / SOURCE_FILE).read_text(encoding="utf-8"))["results_dir"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return (out / relative).resolve()
+
+
+def check_target(results_dir: str | Path, out_dir: str | Path, *, force: bool = False,
+                 need_results: bool = True) -> None:
+    """Refuse, before anything is written, to build a leaderboard from a results folder that does not
+    exist or holds no results, or to replace one that was built from another results folder (its own
+    copies in ``out/results`` count as its source) unless ``force``."""
+    results, out = Path(results_dir), Path(out_dir)
+    if need_results:
+        if not results.is_dir():
+            raise StmbenchError(f"results folder {results} does not exist (nothing to build a leaderboard from)")
+        if not ResultStore(results).load_all():
+            raise StmbenchError(f"results folder {results} holds no results (nothing to build a leaderboard from)")
+    source = _source_of(out)
+    if force or source is None or not (out / "README.md").exists():
+        return
+    if results.resolve() not in (source, (out / "results").resolve()):
+        raise StmbenchError(f"{out} holds a leaderboard built from {os.path.relpath(source)}, not {results}; "
+                            "pass --force to replace it (or choose another --out / --leaderboard-dir)")
+
+
+def generate(results_dir: str | Path, out_dir: str | Path, *, copy_results: bool = True,
+             force: bool = False) -> tuple[Board, list[Path]]:
+    results, out = Path(results_dir), Path(out_dir)
+    check_target(results, out, force=force)
+    store = ResultStore(results)
     board = build(store.load_all(), store)
-    return board, write(board, out_dir, copy_from=Path(results_dir) if copy_results else None)
+    paths = write(board, out, copy_from=results if copy_results else None)
+    if results.resolve() != (out / "results").resolve() or _source_of(out) is None:
+        atomic_write_text(out / SOURCE_FILE, json.dumps(
+            {"results_dir": os.path.relpath(results.resolve(), out.resolve())}) + "\n")
+    return board, paths

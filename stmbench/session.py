@@ -50,6 +50,7 @@ class Settings:
     progress: bool | None = None  # progress bars; None: when stderr is a terminal
     save_steps: int | None = None  # checkpoint every N steps; None: every epoch; 0: never
     claim_timeout: float = 300.0  # seconds without a heartbeat after which another worker's claim is stale
+    force: bool = False  # replace a leaderboard that was built from another results folder
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if isinstance(v, list) else v)

@@ -320,6 +320,11 @@ def run_study(grid: GridSpec, session: Session, *, rerun: bool = False, dry_run:
     plan = plan_grid(grid, session)
     executor = session.get("executor", grid.executor)
     options = executor.options(grid.executor_options)  # bad executor options fail before anything runs
+    if session.settings.leaderboard_dir is not None:  # refuse a leaderboard we may not replace now
+        from stmbench import leaderboard
+
+        leaderboard.check_target(session.settings.results_dir, session.settings.leaderboard_dir,
+                                 force=session.settings.force, need_results=False)
     store = ResultStore(session.settings.results_dir)
     todo = [s for s in plan.runs if rerun or not store.is_done(s.run_id)]
     report = StudyReport(plan=plan, todo=todo, skipped=len(plan.runs) - len(todo))
@@ -348,5 +353,6 @@ def run_study(grid: GridSpec, session: Session, *, rerun: bool = False, dry_run:
         from stmbench import leaderboard
 
         report.board, report.leaderboard = leaderboard.generate(session.settings.results_dir,
-                                                                session.settings.leaderboard_dir)
+                                                                session.settings.leaderboard_dir,
+                                                                force=session.settings.force)
     return report

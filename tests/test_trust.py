@@ -67,3 +67,51 @@ def test_health_flags():
     assert health({"loss_curve": [[1, 1.0], [5, 900.0], [9, 0.9]]}, [0, 1], [0, 1])["flags"] == ["diverged"]
     assert health(None, [0, 1, 1], [1, 1, 1])["flags"] == ["degenerate"]
     assert health(None, [1, 1], [1, 1])["flags"] == []  # one gold class: one predicted class is fine
+
+
+# --- nothing lost by a slip ------------------------------------------------------------------------
+
+def _stored(folder, n=2):
+    from tests.test_leaderboard import add, pattern
+
+    store = ResultStore(folder)
+    for i in range(n):
+        add(store, run_id=f"r{i}", correct=pattern(60 + i), backbone="<b>x|y</b>")
+    return store
+
+
+def test_a_leaderboard_is_not_replaced_from_another_or_a_missing_results_folder(tmp_path, cli):
+    from stmbench import leaderboard
+
+    _stored(tmp_path / "results")
+    leaderboard.generate(tmp_path / "results", tmp_path / "lb")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "lb").iterdir() if p.is_file()}
+    _stored(tmp_path / "other", 1)
+    for args, message in ((["--results-dir", str(tmp_path / "typo")], "does not exist"),
+                          (["--results-dir", str(tmp_path / "other")], "pass --force"),
+                          (["--results-dir", str(tmp_path / "empty")], "holds no results")):
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        code, out, err = cli("leaderboard", *args, "--out", str(tmp_path / "lb"))
+        assert code == 2 and message in err and "Traceback" not in err, err
+        assert {p.name: p.read_bytes() for p in (tmp_path / "lb").iterdir() if p.is_file()} == before
+    # its own copies are its source; --force replaces it
+    assert cli("leaderboard", "--results-dir", str(tmp_path / "lb" / "results"), "--out", str(tmp_path / "lb"))[0] == 0
+    assert cli("leaderboard", "--results-dir", str(tmp_path / "other"), "--out", str(tmp_path / "lb"), "--force")[0] == 0
+    assert len(list((tmp_path / "lb" / "results").glob("*[0-9].json"))) == 1
+
+
+def test_the_markdown_leaderboard_escapes_html_and_pipes_and_files_get_normal_permissions(tmp_path):
+    import os
+
+    from stmbench import leaderboard
+
+    _stored(tmp_path / "results")
+    old = os.umask(0o022)
+    try:
+        leaderboard.generate(tmp_path / "results", tmp_path / "lb")
+    finally:
+        os.umask(old)
+    text = (tmp_path / "lb" / "README.md").read_text(encoding="utf-8")
+    assert "<b>" not in text and "&lt;b&gt;x\\|y&lt;/b&gt;" in text
+    for path in [*(tmp_path / "lb").glob("*.*"), *(tmp_path / "lb" / "results").glob("*.json")]:
+        assert path.stat().st_mode & 0o777 == 0o644, path
