@@ -54,6 +54,11 @@ def _check_names(grid: GridSpec, session: Session) -> None:
         for name in names:
             session.get(kind, name)  # raises UnknownNameError listing the known names
     session.get("executor", grid.executor)
+    prompts = {p for name in grid.tasks for p in session.get("task", name).prompts}
+    for prompt in grid.prompts:
+        if prompt not in prompts:
+            raise StmbenchError(f"unknown prompt {prompt!r}; the task(s) {', '.join(grid.tasks)} have: "
+                                f"{', '.join(sorted(prompts))}")
     for kind, given, axis in (("adapter", grid.adapter_options, adapters),
                               ("strategy", grid.strategy_options, strategies)):
         for name in given:

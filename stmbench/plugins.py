@@ -69,12 +69,32 @@ def _import_plugin(spec: str) -> Any:
         module_spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(module_spec)  # type: ignore[arg-type]
         sys.modules[name] = module
-        module_spec.loader.exec_module(module)  # type: ignore[union-attr]
+        try:
+            module_spec.loader.exec_module(module)  # type: ignore[union-attr]
+        except Exception as exc:  # noqa: BLE001 - a broken plugin is the user's input: say where
+            sys.modules.pop(name, None)
+            raise StmbenchError(f"--plugin {spec}: loading it failed: {_where(exc)}") from exc
         return module
     try:
         return importlib.import_module(spec)
-    except ImportError as exc:
-        raise StmbenchError(f"--plugin {spec}: cannot import it: {exc}") from exc
+    except ModuleNotFoundError as exc:
+        if exc.name and spec.split(".")[0] == exc.name.split(".")[0] and spec.startswith(exc.name):
+            raise StmbenchError(f"--plugin {spec}: no such module ({exc})") from exc
+        raise StmbenchError(f"--plugin {spec}: loading it failed: {_where(exc)}") from exc
+    except Exception as exc:  # noqa: BLE001
+        raise StmbenchError(f"--plugin {spec}: loading it failed: {_where(exc)}") from exc
+
+
+def _where(exc: BaseException) -> str:
+    """``SyntaxError: invalid syntax (plugin.py:3)``: the error and the file:line it happened at."""
+    import traceback
+
+    if isinstance(exc, SyntaxError):
+        return f"SyntaxError: {exc.msg} ({exc.filename}:{exc.lineno})"
+    frames = traceback.extract_tb(exc.__traceback__)
+    frames = [f for f in frames if "importlib" not in f.filename] or frames
+    place = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{place}"
 
 
 def _load_entry_points(pm: pluggy.PluginManager) -> None:

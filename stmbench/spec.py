@@ -266,6 +266,16 @@ class GridSpec:
     executor_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for name in ("training", "adapter_options", "strategy_options", "executor_options"):
+            value = getattr(self, name)
+            if value is None:
+                setattr(self, name, {})
+            elif not isinstance(value, dict):
+                raise StmbenchError(f"{name} must be a mapping of names to values, not {value!r}")
+        for name in ("adapter_options", "strategy_options"):
+            for key, value in getattr(self, name).items():
+                if not isinstance(value, dict):
+                    raise StmbenchError(f"{name}.{key} must be a mapping of option names to values, not {value!r}")
         for axis in AXES:
             values = _as_list(getattr(self, axis))
             if not values:
@@ -279,6 +289,12 @@ class GridSpec:
             raise StmbenchError(f"seeds and shots must be integers: {exc}") from None
         if any(s < 0 for s in self.shots):
             raise StmbenchError("shots must not be negative")
+        for seed in self.seeds:
+            if not 0 <= seed <= 2**32 - 1:
+                raise StmbenchError(f"seed {seed} is outside 0..{2**32 - 1} (numpy's and torch's seed range)")
+        for size in self.train_sizes:
+            if size != FULL and size < 1:
+                raise StmbenchError(f"train size {size}: a train size is a positive number of examples or 'full'")
         for axis in ("backbones", "tasks", "prompts"):
             setattr(self, axis, [str(v) for v in getattr(self, axis)])
         for axis in ("strategies", "adapters"):  # may carry options: validate the form now
@@ -321,5 +337,5 @@ class GridSpec:
         data.pop("description", None)
         try:
             return cls(**data)
-        except StmbenchError as exc:
+        except (StmbenchError, TypeError, ValueError) as exc:
             raise StmbenchError(f"{path}: {exc}") from None

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stmbench.checks import preflight
 from stmbench.claims import ClaimBook
 from stmbench.errors import StmbenchError
 from stmbench.results import ResultStore
@@ -325,13 +326,23 @@ def run_study(grid: GridSpec, session: Session, *, rerun: bool = False, dry_run:
 
         leaderboard.check_target(session.settings.results_dir, session.settings.leaderboard_dir,
                                  force=session.settings.force, need_results=False)
+    if not plan.runs:
+        reasons = sorted({reason for _, reason in plan.rejected})
+        raise StmbenchError(f"nothing to run: every combination of the grid was rejected ({'; '.join(reasons)})"
+                            if reasons else "nothing to run: the grid names no runs")
     store = ResultStore(session.settings.results_dir)
-    todo = [s for s in plan.runs if rerun or not store.is_done(s.run_id)]
+    if session.settings.results_dir.is_dir():
+        todo = [s for s in plan.runs if rerun or not store.is_done(s.run_id)]
+    else:
+        todo = list(plan.runs)
     report = StudyReport(plan=plan, todo=todo, skipped=len(plan.runs) - len(todo))
+    checked = preflight(todo, session, skip_bad_rows=grid.skip_bad_rows)  # raises before anything trains
     say(f"{len(plan.runs)} run(s) planned: {len(todo)} to do, {report.skipped} already done (skipped)"
         + (f", {len(plan.rejected)} combination(s) rejected" if plan.rejected else ""))
     for spec, reason in plan.rejected:
         say(f"  rejected: {spec.label()}: {reason}")
+    for line in checked if dry_run else []:
+        say(f"  checked: {line}")
     if dry_run:
         for spec in todo:
             say(f"  would run {spec.run_id}: {spec.label()}")

@@ -80,7 +80,11 @@ class Task:
         self.synthetic: bool = bool(config.get("synthetic", False))
         self.citation: str = config.get("citation", "")
         raw_labels = config.get("labels") or []
-        _check(len(raw_labels) >= 2, where, "a task needs at least two labels")
+        _check(isinstance(raw_labels, list) and len(raw_labels) >= 2, where, "a task needs a list of at least two labels")
+        for i, lab in enumerate(raw_labels, 1):
+            _check(isinstance(lab, dict), where, f"label {i} must be a mapping with 'value' and 'word'")
+            for key in ("value", "word"):
+                _check(lab.get(key) not in (None, ""), where, f"label {i} ({lab.get('value', '?')!r}) has no {key!r}")
         self.labels = [Label(str(lab["value"]), str(lab.get("name", lab["value"])), str(lab["word"]))
                        for lab in raw_labels]
         values = [lab.value for lab in self.labels]
@@ -92,7 +96,12 @@ class Task:
         _check(bool(self.prompts), where, "a task needs at least one prompt template")
         needed = {"text_a"} if self.task_kind == "single" else {"text_a", "text_b"}
         for pname, template in self.prompts.items():
-            fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+            _check(isinstance(template, str), where, f"prompt {pname!r} must be a text template")
+            try:
+                fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+            except ValueError as exc:  # an unbalanced { or }
+                raise StmbenchError(f"{where}: prompt {pname!r} is not a valid template ({exc}; write "
+                                    "{{ and }} for literal braces)") from None
             _check(fields <= PLACEHOLDERS, where, f"prompt {pname!r} uses unknown fields {sorted(fields - PLACEHOLDERS)}")
             _check(needed <= fields, where, f"prompt {pname!r} must use {sorted(needed)}")
         self.answer_marker: str = config.get("answer_marker", "答案：")

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, TESTS
 
 
 def stored(folder):
@@ -50,17 +50,19 @@ def test_embedded_default_end_to_end(cli, tmp_path):
     assert (board / "README.md").read_text(encoding="utf-8") == markdown  # byte-identical
 
 
-def test_failed_run_is_recorded_and_the_grid_goes_on(cli, tmp_path):
+def test_failed_run_is_recorded_and_the_grid_goes_on(cli, tmp_path, monkeypatch):
     results = tmp_path / "results"
-    # train size 7000 exceeds the sample task's 6000 training pairs: that run fails, the other runs
-    code, out, err = cli("run", "--strategies", "discriminative", "--adapters", "full", "--train-sizes", "7000,64",
-                         "--num-train-epochs", "1", "--results-dir", str(results), "--no-leaderboard")
+    # the test plugin makes the run of seed 7 fail as it starts training; the other run goes on
+    monkeypatch.setenv("STMBENCH_TEST_FAIL_SEED", "7")
+    args = ["--strategies", "discriminative", "--adapters", "full", "--train-sizes", "64", "--seeds", "7,8",
+            "--num-train-epochs", "1", "--results-dir", str(results), "--no-leaderboard",
+            "--plugin", str(TESTS / "plugins" / "scale_plugin.py")]
+    code, out, err = cli("run", *args)
     assert code == 1
-    runs = {r["spec"]["train_size"]: r for r in stored(results)}
-    assert runs[7000]["status"] == "failed" and "exceeds the 6000 training examples" in runs[7000]["error"]
-    assert runs[64]["status"] == "ok"
-    code, out, _ = cli("run", "--strategies", "discriminative", "--adapters", "full", "--train-sizes", "7000,64",
-                       "--num-train-epochs", "1", "--results-dir", str(results), "--no-leaderboard")
+    runs = {r["spec"]["seed"]: r for r in stored(results)}
+    assert runs[7]["status"] == "failed" and "test failure of seed 7" in runs[7]["error"]
+    assert runs[8]["status"] == "ok"
+    code, out, _ = cli("run", *args)
     assert "1 to do, 1 already done" in out  # the failed run is tried again, the ok one skipped
 
 

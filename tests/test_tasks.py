@@ -95,10 +95,10 @@ def test_bad_label_error_through_the_cli(cli, tmp_path):
     code, _, err = cli("run", "--tasks", "lcqmc", "--data-dir", str(tmp_path / "data"), "--adapters", "full",
                        "--strategies", "discriminative", "--max-steps", "1", "--results-dir", str(tmp_path / "r"),
                        "--no-leaderboard")
-    assert code == 1
-    result = json.loads(next((tmp_path / "r").glob("*[0-9a-f].json")).read_text(encoding="utf-8"))
-    assert result["status"] == "failed"
-    assert result["error"] == f"{path}:7: label '7' is not one of the task's labels (0, 1)"
+    # checked before anything trains: one error naming the file and line, nothing stored
+    assert code == 2 and "Traceback" not in err
+    assert f"{path}:7: label '7' is not one of the task's labels (0, 1)" in err
+    assert not (tmp_path / "r").exists()
     code, _, _ = cli("run", "--tasks", "lcqmc", "--data-dir", str(tmp_path / "data"), "--adapters", "full",
                      "--strategies", "discriminative", "--max-steps", "1", "--skip-bad-rows",
                      "--results-dir", str(tmp_path / "r2"), "--no-leaderboard")

@@ -4,7 +4,8 @@ the driver, in pool workers, in Ray workers and in separate ``stmbench run`` pro
 * ``STMBENCH_TEST_TRAININGS=FILE``: every started run appends ``run_id pid`` to FILE;
 * ``STMBENCH_TEST_EXIT_SEED=N``: a run with seed N kills its own process with ``os._exit(3)``;
 * ``STMBENCH_TEST_KILL_AT_STEP=N``: the process is killed with SIGKILL at training step N;
-* ``STMBENCH_TEST_STEPS=FILE``: every trained run appends ``run_id first_step`` to FILE.
+* ``STMBENCH_TEST_STEPS=FILE``: every trained run appends ``run_id first_step`` to FILE;
+* ``STMBENCH_TEST_FAIL_SEED=N``: a run with seed N raises an error as its training starts.
 """
 
 from __future__ import annotations
@@ -47,4 +48,6 @@ def run_started(run):
 
 @hookimpl
 def trainer_callbacks(run):
+    if os.environ.get("STMBENCH_TEST_FAIL_SEED") == str(run.seed):
+        raise RuntimeError(f"test failure of seed {run.seed}")
     return [StepWatch(run.run_id)]
