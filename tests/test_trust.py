@@ -115,3 +115,150 @@ def test_the_markdown_leaderboard_escapes_html_and_pipes_and_files_get_normal_pe
     assert "<b>" not in text and "&lt;b&gt;x\\|y&lt;/b&gt;" in text
     for path in [*(tmp_path / "lb").glob("*.*"), *(tmp_path / "lb" / "results").glob("*.json")]:
         assert path.stat().st_mode & 0o777 == 0o644, path
+
+
+# --- every mistake caught before training: one line, no traceback, nothing stored or trained ------
+
+def _task_yaml(tmp_path, **changes):
+    """A task folder holding one generated-data task file, with ``changes`` applied."""
+    import yaml
+
+    config = {"name": "mytask", "generator": "sample", "synthetic": True,
+              "labels": [{"value": "0", "word": "no"}, {"value": "1", "word": "yes"}],
+              "prompts": {"concise": "{text_a} / {text_b}?"}, **changes}
+    folder = tmp_path / "tasks"
+    folder.mkdir(exist_ok=True)
+    (folder / "mytask.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    return folder
+
+
+def _lcqmc_data(tmp_path, breaking=None):
+    """``--data-dir`` with the lcqmc files in their original format, broken by ``breaking(task, folder)``."""
+    from stmbench.session import Session, Settings
+    from tests.fixtures import write_task
+
+    task = Session(Settings(progress=False)).get("task", "lcqmc")
+    folder = write_task(task, tmp_path / "data")
+    if breaking:
+        breaking(task, folder)
+    return ["--tasks", "lcqmc", "--data-dir", str(tmp_path / "data")]
+
+
+def _corrupt(kind, split="train", line=5):
+    from tests.fixtures import corrupt_line, file_for
+
+    def breaking(task, folder):
+        path = folder / file_for(task, split)
+        corrupt_line(path, line, kind, task)
+        return path
+    return breaking
+
+
+def _one_class(task, folder):
+    from tests.fixtures import file_for
+
+    path = folder / file_for(task, "train")
+    lines = [line.rsplit("\t", 1)[0] + "\t1" for line in path.read_text(encoding="utf-8").splitlines()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+BAD_INPUTS = [
+    # training settings
+    ("lr-nan", lambda t: ["--learning-rate", "nan"], "learning_rate must be a finite number"),
+    ("lr-inf", lambda t: ["--learning-rate", "inf"], "learning_rate must be a finite number"),
+    ("lr-negative", lambda t: ["--learning-rate=-1e-5"], "learning_rate must be positive"),
+    ("lr-zero", lambda t: ["--learning-rate", "0"], "learning_rate must be positive"),
+    ("epochs-negative", lambda t: ["--num-train-epochs=-1"], "num_train_epochs must not be negative"),
+    ("weight-decay-negative", lambda t: ["--weight-decay=-0.1"], "weight_decay must not be negative"),
+    ("warmup-negative", lambda t: ["--warmup-steps=-5"], "warmup_steps must not be negative"),
+    ("batch-zero", lambda t: ["--per-device-train-batch-size", "0"], "per_device_train_batch_size"),
+    ("seq-length-zero", lambda t: ["--max-seq-length", "0"], "max_seq_length must be at least 1"),
+    ("accumulation-zero", lambda t: ["--gradient-accumulation-steps", "0"], "gradient_accumulation_steps"),
+    ("max-steps-zero", lambda t: ["--max-steps", "0"], "max_steps must be positive"),
+    ("logging-steps-zero", lambda t: ["--logging-steps", "0"], "logging_steps must be at least 1"),
+    ("both-precisions", lambda t: ["--bf16", "--fp16"], "choose one of bf16 and fp16"),
+    ("optim", lambda t: ["--optim", "adamw_nope"], "--optim adamw_nope: unknown"),
+    ("scheduler", lambda t: ["--lr-scheduler-type", "wavy"], "--lr-scheduler-type wavy: unknown"),
+    # axes
+    ("seed-negative", lambda t: ["--seeds=-1"], "seed -1 is outside"),
+    ("seed-too-big", lambda t: ["--seeds", str(2**32)], f"seed {2**32} is outside"),
+    ("seed-not-a-number", lambda t: ["--seeds", "one"], "seeds and shots must be integers"),
+    ("train-size-zero", lambda t: ["--train-sizes", "0"], "train size 0"),
+    ("train-size-negative", lambda t: ["--train-sizes=-3"], "train size must not be negative, got -3"),
+    ("train-size-too-big", lambda t: ["--train-sizes", "7000"], "train size(s) 7000 exceed its 6000"),
+    ("prompt", lambda t: ["--prompts", "nope"], "unknown prompt 'nope'"),
+    ("strategy", lambda t: ["--strategies", "nope"], "nope"),
+    ("adapter", lambda t: ["--adapters", "nope"], "nope"),
+    ("task", lambda t: ["--tasks", "nope"], "nope"),
+    ("backbone", lambda t: ["--backbones", "no-such-backbone"], "no-such-backbone"),
+    ("all-rejected", lambda t: ["--adapters", "none"], "every combination of the grid was rejected"),
+    ("adapter-option", lambda t: ["--adapters", "lora", "--adapter-option", "lora.rank=4"], "rank"),
+    # where and how
+    ("device-unknown", lambda t: ["--device", "tpu"], "--device tpu: unknown device"),
+    ("device-missing", lambda t: ["--device", "cuda:99"], "--device cuda:99"),
+    ("fp16-on-cpu", lambda t: ["--device", "cpu", "--fp16"], "--fp16: float16 mixed precision needs a GPU"),
+    ("executor", lambda t: ["--executor", "nope"], "nope"),
+    ("executor-option", lambda t: ["--executor-option", "workers=2"], "workers"),
+    ("results-dir-is-a-file", lambda t: ["--results-dir", _write(t, "afile", "x")], "it is a file"),
+    # files
+    ("grid-training-not-a-mapping", lambda t: ["--config", _write(t, "g.yaml", "training: 5\n")], "training must be a mapping"),
+    ("grid-unknown-key", lambda t: ["--config", _write(t, "g.yaml", "epochz: 3\n")], "unknown key(s) epochz"),
+    ("grid-bad-yaml", lambda t: ["--config", _write(t, "g.yaml", "tasks: [a\n")], "g.yaml"),
+    ("grid-missing", lambda t: ["--config", str(t / "nope.yaml")], "nope.yaml"),
+    ("task-label-without-word", lambda t: ["--task-dir", str(_task_yaml(t, labels=[{"value": "0"}, {"value": "1", "word": "y"}]))],
+     "has no 'word'"),
+    ("task-prompt-brace", lambda t: ["--task-dir", str(_task_yaml(t, prompts={"concise": "{text_a / {text_b}"}))],
+     "prompt 'concise' is not a valid template"),
+    ("plugin-raises", lambda t: ["--plugin", _write(t, "boom.py", "x = 1\nraise RuntimeError('boom')\n")],
+     "RuntimeError: boom (" ),
+    ("plugin-syntax", lambda t: ["--plugin", _write(t, "syn.py", "def f(:\n")], "SyntaxError"),
+    ("plugin-missing-module", lambda t: ["--plugin", "no_such_plugin_module"], "no_such_plugin_module"),
+    # data
+    ("data-empty-file", lambda t: _lcqmc_data(t, lambda task, f: (f / "train.txt").write_text("")), "train.txt"),
+    ("data-missing-split", lambda t: _lcqmc_data(t, lambda task, f: (f / "test.txt").unlink()), "test"),
+    ("data-column-count", lambda t: _lcqmc_data(t, _corrupt("columns")), "train.txt:5"),
+    ("data-not-utf8", lambda t: _lcqmc_data(t, _corrupt("bad_utf8")), "train.txt"),
+    ("data-unknown-label", lambda t: _lcqmc_data(t, _corrupt("label")), "train.txt:5: label '7'"),
+    ("data-empty-text", lambda t: _lcqmc_data(t, _corrupt("empty")), "train.txt:5: empty text"),
+    ("data-bad-eval-row", lambda t: _lcqmc_data(t, _corrupt("label", split="test", line=3)), "test.txt:3"),
+    ("data-one-class", lambda t: _lcqmc_data(t, _one_class), "every row has one label"),
+]
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_a_bad_input_is_one_line_before_anything_trains(case, cli, tmp_path, monkeypatch):
+    from tests.conftest import TESTS
+
+    name, make_args, needle = case
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "0123456789abcdef.json").write_text('{"run_id": "0123456789abcdef", "status": "ok"}', encoding="utf-8")
+    before = {p.name: p.read_bytes() for p in results.iterdir()}
+    trainings = tmp_path / "trainings.txt"
+    monkeypatch.setenv("STMBENCH_TEST_TRAININGS", str(trainings))
+    args = ["run", "-q", "--strategies", "discriminative", "--adapters", "full", "--max-steps", "1",
+            "--results-dir", str(results), "--leaderboard-dir", str(tmp_path / "lb"),
+            "--plugin", str(TESTS / "plugins" / "scale_plugin.py")]
+    code, out, err = cli(*args, *make_args(tmp_path))
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert code != 0, (out, err)
+    assert "Traceback" not in err and "Traceback" not in out
+    assert len(errors) == 1 and needle in errors[0], err
+    assert {p.name: p.read_bytes() for p in results.iterdir()} == before
+    assert not trainings.exists(), "a run started"
+    assert not (tmp_path / "lb").exists()
+
+
+def test_dry_run_shows_the_checks_it_made(cli, tmp_path):
+    code, out, err = cli("run", "--dry-run", "--results-dir", str(tmp_path / "r"), "--train-sizes", "100")
+    assert code == 0
+    checked = [line.strip() for line in out.splitlines() if line.strip().startswith("checked:")]
+    assert "checked: device cpu" in checked
+    assert "checked: task sample, split train: 6000 rows, 2 label(s)" in checked
+    assert not (tmp_path / "r").exists()
