@@ -73,7 +73,7 @@ def _grid_from(args: argparse.Namespace) -> Any:
                      strategy_options=_parse_options(args.strategy_option, "strategy") or None,
                      executor=args.executor,
                      executor_options=dict(_kv(args.executor_option)) or None,
-                     skip_bad_rows=True if args.skip_bad_rows else None)
+                     skip_bad_rows=True if args.skip_bad_rows else None, limit=args.limit)
     return grid.with_overrides(**overrides)
 
 
@@ -241,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="replace a leaderboard that was built from another results folder")
     where.add_argument("--rerun", action="store_true", help="run again even the runs stored as ok")
     where.add_argument("--dry-run", action="store_true", help="show the plan and stop")
+    where.add_argument("--limit", type=int, metavar="N",
+                       help="evaluate on a seeded sample of N examples of the eval split, for a quick look "
+                            "(as lm-eval's --limit); such results are partial: shown apart, never ranked")
     where.add_argument("--skip-bad-rows", action="store_true",
                        help="count malformed data rows instead of stopping at the first")
     where.add_argument("--executor", help="a registered executor (default local; see stmbench plugins)")

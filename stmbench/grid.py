@@ -37,7 +37,7 @@ def expand(grid: GridSpec) -> Iterator[RunSpec]:
                       train_size=size, seed=seed, shots=shots,
                       adapter_options={**grid.adapter_options.get(adapter, {}), **a_opts},
                       strategy_options={**grid.strategy_options.get(strategy, {}), **s_opts},
-                      skip_bad_rows=grid.skip_bad_rows)
+                      skip_bad_rows=grid.skip_bad_rows, limit=grid.limit)
 
 
 @dataclass

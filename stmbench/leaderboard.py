@@ -34,8 +34,10 @@ FLAG_MARK = "⚠"
 def _config_id(result: dict[str, Any]) -> str:
     """A short id of the settings that are not row keys (training settings, options)."""
     spec = result["spec"]
-    blob = json.dumps([spec.get("training"), spec.get("adapter_options"), spec.get("strategy_options"),
-                       spec.get("skip_bad_rows")], sort_keys=True)
+    parts = [spec.get("training"), spec.get("adapter_options"), spec.get("strategy_options"), spec.get("skip_bad_rows")]
+    if spec.get("limit"):
+        parts.append({"limit": spec["limit"]})
+    blob = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:6]
 
 
@@ -138,6 +140,7 @@ class Board:
     meta: dict[str, Any]
     show_config: bool = False
     figures: dict[str, str] = field(default_factory=dict)  #: file name -> SVG text
+    partial: Board | None = None  #: runs evaluated on a --limit sample, shown apart and never ranked
 
 
 def _predictions(store: ResultStore | None, run_id: str) -> tuple[list[int], list[int]] | None:
@@ -172,13 +175,9 @@ def _mark_significance(rows: list[Row], tasks: list[str], store: ResultStore | N
                 row.cells[task].mark = "tied"
 
 
-def build(results: list[dict[str, Any]], store: ResultStore | None = None) -> Board:
-    """Aggregate stored results into rows (mean and std over seeds), with significance marks."""
-    from stmbench import __version__
-
-    ok = sorted((r for r in results if r.get("status") == "ok" and "accuracy" in (r.get("metrics") or {})),
-                key=lambda r: r["run_id"])
-    failed = sorted((r for r in results if r.get("status") != "ok"), key=lambda r: r["run_id"])
+def _group(ok: list[dict[str, Any]]) -> tuple[list[Row], list[str], set[str], bool]:
+    """Rows (one per backbone x adapter x strategy x prompt x train size x config, a cell per task,
+    sorted best first), the tasks, the tasks evaluated on dev, and whether configs need a column."""
     groups: dict[tuple[str, ...], Row] = {}
     configs: dict[tuple[str, ...], set[str]] = {}
     tasks: set[str] = set()
@@ -212,15 +211,30 @@ def build(results: list[dict[str, Any]], store: ResultStore | None = None) -> Bo
         return (-(avg if avg is not None else -1.0), tuple(row.key.values()), row.config)
 
     rows = sorted(groups.values(), key=order)
+    return rows, task_list, dev_tasks, any(len(c) > 1 for c in configs.values())
+
+
+def build(results: list[dict[str, Any]], store: ResultStore | None = None) -> Board:
+    """Aggregate stored results into rows (mean and std over seeds), with significance marks."""
+    from stmbench import __version__
+
+    ok = sorted((r for r in results if r.get("status") == "ok" and "accuracy" in (r.get("metrics") or {})),
+                key=lambda r: r["run_id"])
+    failed = sorted((r for r in results if r.get("status") != "ok"), key=lambda r: r["run_id"])
+    partial = [r for r in ok if r.get("partial")]  # evaluated on a --limit sample: never ranked
+    ok = [r for r in ok if not r.get("partial")]
+    rows, task_list, dev_tasks, show_config = _group(ok)
     _mark_significance(rows, task_list, store)
+    partial_rows, partial_tasks, _, partial_config = _group(partial)
     synthetic = sorted({r["spec"]["task"] for r in results if (r.get("task_info") or {}).get("synthetic")})
     devices = sorted({_device_text(r.get("device") or {}) for r in ok})
     newest = max((r.get("finished_at") or "" for r in results), default="")
     versions = sorted({(r.get("versions") or {}).get("stmbench", "?") for r in ok})
     meta = {"version": __version__, "result_versions": versions, "generated_from": newest,
-            "results": len(results), "ok": len(ok), "failed": len(failed), "devices": devices,
-            "synthetic_tasks": synthetic, "dev_tasks": sorted(dev_tasks)}
-    board = Board(task_list, rows, failed, meta, any(len(c) > 1 for c in configs.values()))
+            "results": len(results), "ok": len(ok) + len(partial), "failed": len(failed), "devices": devices,
+            "synthetic_tasks": synthetic, "dev_tasks": sorted(dev_tasks), "partial": len(partial)}
+    board = Board(task_list, rows, failed, meta, show_config)
+    board.partial = Board(partial_tasks, partial_rows, [], meta, partial_config) if partial_rows else None
     board.figures = _figures(board)
     return board
 
@@ -389,6 +403,12 @@ def render_markdown(board: Board, metric: str = "accuracy") -> str:
     out += [line + "  " for line in describe(board, metric)]
     out.append("")
     out.append(tabulate(body, headers=header, tablefmt="github", disable_numparse=True) if body else "No results yet.")
+    if board.partial is not None:
+        header, body = table(board.partial, metric)
+        out += ["", "## Partial evaluations (not ranked)", "",
+                "Runs evaluated on a sample of their evaluation split (`--limit N`, the same seeded sample for every "
+                "run) for a quick look; they are not comparable with the table above and carry no marks.", ""]
+        out.append(tabulate(body, headers=header, tablefmt="github", disable_numparse=True))
     if board.figures:
         out += ["", "## Figures", ""]
         for name in sorted(board.figures):
@@ -461,8 +481,12 @@ def render_html(board: Board) -> str:
     env = jinja2.Environment(loader=jinja2.PackageLoader("stmbench", "templates"), autoescape=True,
                              keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
     figures = [{"name": name, "svg": svg} for name, svg in sorted(board.figures.items())]
+    partial = None
+    if board.partial is not None:
+        header, body = table(board.partial, markdown=False)
+        partial = {"header": header, "rows": body}
     return env.get_template("leaderboard.html.j2").render(
-        board=board, view=html_view(board), notes=describe(board), figures=figures)
+        board=board, view=html_view(board), notes=describe(board), figures=figures, partial=partial)
 
 
 # --- files ------------------------------------------------------------------------------------

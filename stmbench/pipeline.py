@@ -7,6 +7,7 @@ reason, so the rest of the grid goes on.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import logging
 import math
@@ -74,6 +75,16 @@ def subsample_indices(data: Any, size: int | str, seed: int, task: str) -> list[
     except ValueError:  # a class too small to stratify (tiny sizes): fall back to a seeded shuffle
         part = indexed.shuffle(seed=seed).select(range(size))
     return sorted(part["__index__"])
+
+
+LIMIT_SEED = 0  # every --limit run sees the same sample, whatever its own seed
+
+
+def limit_sample(data: Any, n: int) -> Any:
+    """A fixed-seed sample of ``n`` examples of the eval split, in their original order."""
+    import random
+
+    return data.select(sorted(random.Random(LIMIT_SEED).sample(range(len(data)), n)))
 
 
 def score(task: Any, gold: list[int], predicted: list[int]) -> dict[str, float]:
@@ -297,6 +308,10 @@ def execute(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -
     transformers.set_seed(spec.seed)
 
     eval_data = session.task_data(task, task.eval_split, skip_bad_rows=spec.skip_bad_rows)
+    partial = None
+    if spec.limit is not None and spec.limit < len(eval_data.dataset):
+        partial = {"limit": spec.limit, "of": len(eval_data.dataset)}
+        eval_data = dataclasses.replace(eval_data, dataset=limit_sample(eval_data.dataset, spec.limit))
     counts: dict[str, Any] = {"eval_examples": len(eval_data.dataset), **_report_counts("eval", eval_data)}
     train_data = None
     if strategy.trains:
@@ -346,6 +361,8 @@ def execute(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -
     metrics = score(task, gold, prediction.labels)
     metrics.update(prediction.extra.pop("metrics", {}))
     out["metrics"] = metrics
+    if partial is not None:
+        out["partial"] = partial
     out["health"] = health(out.get("training"), gold, list(prediction.labels))
     for note in out["health"]["notes"]:
         log.warning("run %s is flagged: %s", spec.label(), note)

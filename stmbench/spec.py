@@ -134,6 +134,7 @@ class RunSpec:
     adapter_options: dict[str, Any] = field(default_factory=dict)
     strategy_options: dict[str, Any] = field(default_factory=dict)
     skip_bad_rows: bool = False
+    limit: int | None = None  # evaluate on a seeded sample of this many eval examples (a partial result)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -146,7 +147,10 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        blob = json.dumps({**self.to_dict(), "training": self.training.identity()}, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        data = {**self.to_dict(), "training": self.training.identity()}
+        if data["limit"] is None:  # a field added later: stored full runs keep their ids
+            del data["limit"]
+        blob = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
     def replace(self, **changes: Any) -> RunSpec:
@@ -262,6 +266,7 @@ class GridSpec:
     adapter_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     strategy_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     skip_bad_rows: bool = False
+    limit: int | None = None
     executor: str = "local"
     executor_options: dict[str, Any] = field(default_factory=dict)
 
@@ -292,6 +297,13 @@ class GridSpec:
         for seed in self.seeds:
             if not 0 <= seed <= 2**32 - 1:
                 raise StmbenchError(f"seed {seed} is outside 0..{2**32 - 1} (numpy's and torch's seed range)")
+        if self.limit is not None:
+            try:
+                self.limit = int(self.limit)
+            except (TypeError, ValueError):
+                raise StmbenchError(f"limit {self.limit!r} is not a number of examples") from None
+            if self.limit < 1:
+                raise StmbenchError(f"limit {self.limit}: evaluate on at least 1 example")
         for size in self.train_sizes:
             if size != FULL and size < 1:
                 raise StmbenchError(f"train size {size}: a train size is a positive number of examples or 'full'")
