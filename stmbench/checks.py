@@ -75,6 +75,8 @@ def _data_problems(runs: list[RunSpec], session: Any, skip_bad_rows: bool) -> tu
         splits = tasks.setdefault(run.task, {task.eval_split})
         if strategy.trains or run.shots:
             splits.add("train")
+        if strategy.trains and run.training.eval_strategy != "no" and task.eval_split != "validation":
+            splits.add("validation")  # selected on
     for name in sorted(tasks):
         task = session.get("task", name)
         for split in sorted(tasks[name]):

@@ -120,11 +120,20 @@ def _save_args(save_steps: int | None) -> dict[str, Any]:
     return {"save_strategy": "steps", "save_steps": save_steps, "save_total_limit": 1}
 
 
+def _selection_args(t: Any) -> dict[str, Any]:
+    """Evaluate on dev every epoch or ``eval_steps``, save at the same times, and load the checkpoint
+    with the best dev accuracy at the end (the Trainer's ``load_best_model_at_end``)."""
+    steps = {"eval_steps": t.eval_steps, "save_steps": t.eval_steps} if t.eval_strategy == "steps" else {}
+    return {"eval_strategy": t.eval_strategy, "save_strategy": t.eval_strategy, **steps, "save_total_limit": 1,
+            "load_best_model_at_end": True, "metric_for_best_model": "accuracy", "greater_is_better": True}
+
+
 def _trainer_args(spec: RunSpec, output_dir: str, device: str, show_progress: bool,
                   save_steps: int | None = 0) -> Any:
     from transformers import TrainingArguments
 
     t = spec.training
+    saving = _selection_args(t) if t.eval_strategy != "no" else {**_save_args(save_steps), "eval_strategy": "no"}
     return TrainingArguments(
         output_dir=output_dir, learning_rate=t.learning_rate, num_train_epochs=t.num_train_epochs,
         max_steps=t.max_steps, per_device_train_batch_size=t.per_device_train_batch_size,
@@ -132,7 +141,7 @@ def _trainer_args(spec: RunSpec, output_dir: str, device: str, show_progress: bo
         gradient_accumulation_steps=t.gradient_accumulation_steps, weight_decay=t.weight_decay,
         warmup_steps=t.warmup_steps, lr_scheduler_type=t.lr_scheduler_type, optim=t.optim,
         bf16=t.bf16, fp16=t.fp16, **_checkpointing(t.gradient_checkpointing),
-        seed=spec.seed, data_seed=spec.seed, **_save_args(save_steps), eval_strategy="no",
+        seed=spec.seed, data_seed=spec.seed, **saving,
         logging_strategy="steps", logging_steps=t.logging_steps, logging_first_step=True,
         logging_nan_inf_filter=False,
         report_to="none", use_cpu=device.startswith("cpu"),
@@ -197,31 +206,69 @@ def loss_curve(log_history: list[dict[str, Any]]) -> list[list[float]]:
     return [[int(e["step"]), float(e["loss"])] for e in log_history if "loss" in e and "step" in e]
 
 
-def train(model: Any, features: Any, *, strategy: Any, tokenizer: Any, spec: RunSpec, session: Session) -> dict[str, Any]:
+def _dev_trainer(strategy: Any, task: Any, tokenizer: Any, spec: RunSpec, session: Session) -> Any:
+    """A ``Trainer`` whose ``evaluate`` scores the dev rows the way the run is tested: through the
+    strategy's own ``predict`` (generation, label scoring or a head), not the training loss."""
+    from transformers import Trainer
+
+    class DevTrainer(Trainer):
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):  # noqa: ANN001
+            data = eval_dataset if eval_dataset is not None else self.eval_dataset
+            was_training = self.model.training
+            prediction = strategy.predict(self.model, data=data, task=task, tokenizer=tokenizer, spec=spec,
+                                          session=session)
+            self.model.train(was_training)
+            metrics = {f"{metric_key_prefix}_{k}": v for k, v in score(task, list(data["label"]), prediction.labels).items()}
+            self.log(metrics)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics=metrics)
+            return metrics
+
+    return DevTrainer
+
+
+def dev_curve(log_history: list[dict[str, Any]]) -> list[list[float]]:
+    """``[[step, dev accuracy], ...]`` of the evaluations during training."""
+    return [[int(e["step"]), float(e["eval_accuracy"])] for e in log_history if "eval_accuracy" in e and "step" in e]
+
+
+def train(model: Any, features: Any, *, strategy: Any, tokenizer: Any, spec: RunSpec, session: Session,
+          dev: Any = None, task: Any = None) -> dict[str, Any]:
     """Train with ``transformers.Trainer``; return loss, seconds and tokens per second.
 
     Checkpoints go to :meth:`Session.checkpoint_dir` (every epoch, or every ``--save-steps``), and a
     run that finds one there (it was killed) resumes from it through ``resume_from_checkpoint``: the
     Trainer restores weights, optimizer, scheduler and RNG states and skips the batches it has seen.
+    With ``eval_strategy`` epoch or steps, ``dev`` (rows of the task) is scored during training, and
+    the checkpoint with the best dev accuracy is loaded at the end (``load_best_model_at_end``).
     """
-    from transformers import PrinterCallback, Trainer
+    from transformers import EarlyStoppingCallback, PrinterCallback, Trainer
+
+    selecting = spec.training.eval_strategy != "no"
+    if selecting and dev is None:
+        raise StmbenchError("eval_strategy needs dev rows to select on")
 
     health = health_callback()
     callbacks: list[Any] = [health]
     for extra in session.hook.trainer_callbacks(run=spec):
         callbacks.extend(extra or [])
+    if selecting and spec.training.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=spec.training.early_stopping_patience))
     device = session.device
     save_steps = session.settings.save_steps
     with contextlib.ExitStack() as stack:
-        if save_steps == 0:
+        if save_steps == 0 and not selecting:
             out = stack.enter_context(tempfile.TemporaryDirectory(prefix="stmbench-trainer-"))
             resume = None
         else:
             folder = session.checkpoint_dir(spec.run_id)
             out, resume = str(folder), last_checkpoint(folder)
-        trainer = Trainer(model=model, args=_trainer_args(spec, out, device, session.show_progress, save_steps),
-                          train_dataset=features, data_collator=strategy.data_collator(tokenizer, spec),
-                          callbacks=callbacks)
+        if save_steps == 0:  # selection needs checkpoints: into a folder removed with the run
+            out = stack.enter_context(tempfile.TemporaryDirectory(prefix="stmbench-trainer-"))
+            resume = None
+        trainer_class = _dev_trainer(strategy, task, tokenizer, spec, session) if selecting else Trainer
+        trainer = trainer_class(model=model, args=_trainer_args(spec, out, device, session.show_progress, save_steps),
+                                train_dataset=features, eval_dataset=dev if selecting else None,
+                                data_collator=strategy.data_collator(tokenizer, spec), callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)
         if resume is not None:
             log.info("resuming %s from %s (step %d)", spec.label(), resume[0], resume[1])
@@ -229,6 +276,12 @@ def train(model: Any, features: Any, *, strategy: Any, tokenizer: Any, spec: Run
         output = trainer.train(resume_from_checkpoint=resume[0] if resume else None)
         seconds = time.perf_counter() - start
         curve = loss_curve(trainer.state.log_history)
+        selection = None
+        if selecting:
+            state = trainer.state
+            selection = {"metric": "accuracy", "selected_step": state.best_global_step,
+                         "dev_metric": state.best_metric, "dev_curve": dev_curve(state.log_history),
+                         "stopped_early": state.global_step < state.max_steps}
     if health.diverged is None and not math.isfinite(output.training_loss):
         health.diverged = (int(output.global_step), "loss", float(output.training_loss))
     if health.diverged is not None:
@@ -241,7 +294,7 @@ def train(model: Any, features: Any, *, strategy: Any, tokenizer: Any, spec: Run
     tokens = sum(len(ids) for ids in features["input_ids"]) * float(epochs) * done
     return {"train_loss": float(output.training_loss), "train_seconds": seconds,
             "train_steps": int(output.global_step), "epochs": float(epochs),
-            "resumed_from_step": resume[1] if resume else None, "loss_curve": curve,
+            "resumed_from_step": resume[1] if resume else None, "loss_curve": curve, "selection": selection,
             "tokens_per_second": tokens / seconds if seconds > 0 else None}
 
 
@@ -280,6 +333,30 @@ def health(training: dict[str, Any] | None, gold: list[int], predicted: list[int
     if "degenerate" in flags:
         notes.append(f"every prediction is one class ({predicted_classes} predicted, {gold_classes} in the gold)")
     return {"flags": flags, "notes": notes, **out}
+
+
+HOLDOUT_SEED = 0  # the held-out dev rows are the same for every run of a task
+
+
+def dev_rows(task: Any, train_data: Any, spec: RunSpec, session: Session) -> tuple[Any, dict[str, Any], list[int] | None]:
+    """The rows to select on: the task's validation split when it is tested on another split, else a
+    seeded, label-stratified share of train (``dev_holdout``), returned with the train rows left
+    (``pool``).  The split the run is tested on is never used."""
+    if task.eval_split != "validation":
+        data = session.task_data(task, "validation", skip_bad_rows=spec.skip_bad_rows)
+        return data.dataset, {"dev": "validation split", "dev_examples": len(data.dataset)}, None
+    n = len(train_data.dataset)
+    indexed = train_data.dataset.add_column("__index__", list(range(n)))
+    try:
+        parts = indexed.train_test_split(test_size=spec.training.dev_holdout, stratify_by_column="label",
+                                         seed=HOLDOUT_SEED)
+    except ValueError:  # a class too small to stratify
+        parts = indexed.train_test_split(test_size=spec.training.dev_holdout, seed=HOLDOUT_SEED)
+    held, pool = sorted(parts["test"]["__index__"]), sorted(parts["train"]["__index__"])
+    info = {"dev": f"held out from train ({spec.training.dev_holdout:g} of it, seeded, label-stratified): "
+                   f"the eval split ({task.eval_split}) is the task's dev split",
+            "dev_examples": len(held)}
+    return train_data.dataset.select(held), info, pool
 
 
 def _report_counts(prefix: str, data: Any) -> dict[str, int]:
@@ -341,13 +418,22 @@ def execute(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -
         key = {"task": task.name, "data": train_data.fingerprint, "split": "train", "strategy": strategy.name,
                "tokenizer": tokenizer_fingerprint(tokenizer), **strategy.feature_key(spec, session)}
         features, hit = session.cached_features(key, train_data.dataset, encode)
-        indices = subsample_indices(train_data.dataset, spec.train_size, spec.seed, task.name)
+        dev, dev_info, pool = None, None, None
+        if spec.training.eval_strategy != "no":
+            dev, dev_info, pool = dev_rows(task, train_data, spec, session)
+        base = train_data.dataset if pool is None else train_data.dataset.select(pool)
+        indices = subsample_indices(base, spec.train_size, spec.seed, task.name)
+        if pool is not None:
+            indices = [pool[i] for i in indices] if indices is not None else pool
         if indices is not None:
             features = features.select(indices)
         out["cache"]["features"] = "hit" if hit else "miss"
         counts["train_examples"] = len(features)
-        trained = train(model, features, strategy=strategy, tokenizer=tokenizer, spec=spec, session=session)
+        trained = train(model, features, strategy=strategy, tokenizer=tokenizer, spec=spec, session=session,
+                        dev=dev, task=task)
         out["times"].update({k: trained.pop(k) for k in ("train_seconds", "tokens_per_second")})
+        if trained.get("selection") is not None:
+            trained["selection"].update(dev_info)
         out["training"] = trained
     else:
         counts["train_examples"] = 0

@@ -45,6 +45,12 @@ class TrainingSettings:
     gradient_checkpointing: bool = _help("trade compute for memory", default=False)
     logging_steps: int = _help("log the training loss (the loss curve kept in the result) every N steps",
                                default=10)
+    eval_strategy: str = _help("evaluate on the dev split during training (no, epoch, steps) and test the "
+                               "checkpoint with the best dev accuracy", default="no")
+    eval_steps: int = _help("with eval_strategy steps: evaluate (and save) every N steps", default=50)
+    early_stopping_patience: int = _help("stop after N dev evaluations without improvement (0: never)", default=0)
+    dev_holdout: float = _help("share of train held out for selection where the eval split is the dev split",
+                               default=0.1)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -68,6 +74,16 @@ class TrainingSettings:
             raise StmbenchError("choose one of bf16 and fp16")
         if self.logging_steps < 1:
             raise StmbenchError("logging_steps must be at least 1")
+        if self.eval_strategy not in ("no", "epoch", "steps"):
+            raise StmbenchError(f"eval_strategy {self.eval_strategy!r}: use no, epoch or steps")
+        if self.eval_steps < 1:
+            raise StmbenchError("eval_steps must be at least 1")
+        if self.early_stopping_patience < 0:
+            raise StmbenchError("early_stopping_patience must not be negative")
+        if self.early_stopping_patience and self.eval_strategy == "no":
+            raise StmbenchError("early_stopping_patience needs eval_strategy epoch or steps")
+        if not 0 < self.dev_holdout < 1:
+            raise StmbenchError("dev_holdout must be between 0 and 1")
 
     def identity(self) -> dict[str, Any]:
         """What names a run: every setting, except those added later while they keep their default
@@ -76,6 +92,9 @@ class TrainingSettings:
         for f in dataclasses.fields(self):
             if f.name in _LATER_SETTINGS and data[f.name] == f.default:
                 del data[f.name]
+        if self.eval_strategy == "no":  # what only selection uses changes nothing without it
+            for name in ("eval_steps", "early_stopping_patience", "dev_holdout"):
+                data.pop(name, None)
         return data
 
     @classmethod
@@ -99,7 +118,8 @@ class TrainingSettings:
 
 # training settings that do not change what a run computes, or that were added after results were
 # stored: left out of a run's identity while at their defaults (see TrainingSettings.identity)
-_LATER_SETTINGS = frozenset({"logging_steps"})
+_LATER_SETTINGS = frozenset({"logging_steps", "eval_strategy", "eval_steps", "early_stopping_patience",
+                             "dev_holdout"})
 
 
 def _coerce(name: str, value: Any, kind: Any) -> Any:

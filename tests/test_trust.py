@@ -12,6 +12,7 @@ from stmbench.pipeline import health
 from stmbench.results import ResultStore
 from stmbench.spec import GridSpec
 from stmbench.study import run_study
+from tests.conftest import REPO
 
 
 def _one_run(session, learning_rate, train_size=64, **training):
@@ -288,3 +289,69 @@ def test_limit_evaluates_a_seeded_sample_marked_partial_and_never_ranked(cli, tm
     assert 'id="partial"' in (board / "index.html").read_text(encoding="utf-8")
     # a full run is not "done" because a partial run of the same cell is
     assert "1 to do" in cli("run", *common, "--seeds", "1", "--dry-run")[1]
+
+
+# --- model selection on dev ---------------------------------------------------------------------------
+
+SELECTING = {"num_train_epochs": 3, "lr_scheduler_type": "constant", "learning_rate": 5e-4, "max_seq_length": 64,
+             "per_device_train_batch_size": 32}
+
+
+def _easy_task_dir(tmp_path, **changes):
+    import yaml
+
+    from tests.easy_task import task_config
+
+    folder = tmp_path / "easy-tasks"
+    folder.mkdir(exist_ok=True)
+    config = task_config(**changes)
+    (folder / f"{config['name']}.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    return folder
+
+
+def test_dev_selection_tests_the_best_dev_checkpoint_when_later_epochs_overfit(make_session, monkeypatch, tmp_path):
+    from tests.conftest import TESTS
+
+    # the test plugin zeroes every weight from the end of epoch 2 on: dev accuracy falls after epoch 1
+    monkeypatch.setenv("STMBENCH_TEST_SPOIL_FROM_EPOCH", "2")
+    session = make_session(plugins=[str(TESTS / "plugins" / "scale_plugin.py")], task_dirs=[_easy_task_dir(tmp_path)])
+    grid = GridSpec(tasks=["easy"], strategies=["discriminative"], adapters=["full"], train_sizes=[320], seeds=[3],
+                    training={**SELECTING, "eval_strategy": "epoch"})
+    [result] = run_study(grid, session).results
+    assert result["status"] == "ok", result.get("error")
+    selection = result["training"]["selection"]
+    per_epoch = result["training"]["train_steps"] // 3
+    assert [step for step, _ in selection["dev_curve"]] == [per_epoch, 2 * per_epoch, 3 * per_epoch]
+    assert selection["selected_step"] == per_epoch
+    assert selection["dev_metric"] == selection["dev_curve"][0][1] > selection["dev_curve"][1][1]
+    assert selection["dev"] == "validation split" and selection["dev_examples"] == 200
+    # what was tested is the epoch-1 model: the same accuracy as a run that stopped after one epoch
+    # (a constant learning rate and the same seed give the same first epoch)
+    one = GridSpec(tasks=["easy"], strategies=["discriminative"], adapters=["full"], train_sizes=[320], seeds=[3],
+                   training={**SELECTING, "num_train_epochs": 1})
+    [first_epoch] = run_study(one, session).results
+    assert result["metrics"]["accuracy"] == first_epoch["metrics"]["accuracy"] > 0.8
+    # without selection the spoiled last epoch is what gets tested
+    [last] = run_study(GridSpec(tasks=["easy"], strategies=["discriminative"], adapters=["full"], train_sizes=[320],
+                                seeds=[3], training=SELECTING), session).results
+    assert last["metrics"]["accuracy"] == 0.5
+
+
+def test_where_the_eval_split_is_dev_a_stratified_slice_of_train_is_held_out(cli, tmp_path):
+    import yaml
+
+    config = yaml.safe_load((REPO / "tasks" / "sample.yaml").read_text(encoding="utf-8"))
+    config.update(name="sample-dev", eval_split="validation")
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "sample-dev.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    code, out, err = cli("run", "--task-dir", str(tmp_path / "tasks"), "--tasks", "sample-dev", "--strategies",
+                         "discriminative", "--adapters", "full", "--train-sizes", "full", "--max-steps", "4",
+                         "--eval-strategy", "steps", "--eval-steps", "2", "--early-stopping-patience", "1",
+                         "--results-dir", str(tmp_path / "r"), "--no-leaderboard")
+    assert code == 0, err
+    [result] = [json.loads(p.read_text(encoding="utf-8")) for p in (tmp_path / "r").glob("*[0-9a-f].json")]
+    selection = result["training"]["selection"]
+    assert selection["dev"].startswith("held out from train") and "validation" in selection["dev"]
+    assert selection["dev_examples"] == 600 and result["counts"]["train_examples"] == 5400
+    assert [s for s, _ in selection["dev_curve"]] in ([2, 4], [2])
+    assert result["counts"]["eval_examples"] == 300  # tested on the validation split, never selected on

@@ -5,7 +5,9 @@ the driver, in pool workers, in Ray workers and in separate ``stmbench run`` pro
 * ``STMBENCH_TEST_EXIT_SEED=N``: a run with seed N kills its own process with ``os._exit(3)``;
 * ``STMBENCH_TEST_KILL_AT_STEP=N``: the process is killed with SIGKILL at training step N;
 * ``STMBENCH_TEST_STEPS=FILE``: every trained run appends ``run_id first_step`` to FILE;
-* ``STMBENCH_TEST_FAIL_SEED=N``: a run with seed N raises an error as its training starts.
+* ``STMBENCH_TEST_FAIL_SEED=N``: a run with seed N raises an error as its training starts;
+* ``STMBENCH_TEST_SPOIL_FROM_EPOCH=N``: from the end of epoch N on, every weight is zeroed (the model
+  "overfits": its dev accuracy falls), so dev selection must pick an earlier epoch.
 """
 
 from __future__ import annotations
@@ -26,6 +28,15 @@ def _append(var: str, line: str) -> None:
 
 
 class StepWatch(TrainerCallback):
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        spoil = os.environ.get("STMBENCH_TEST_SPOIL_FROM_EPOCH")
+        if spoil and model is not None and state.epoch >= float(spoil) - 1e-6:
+            import torch
+
+            with torch.no_grad():
+                for param in model.parameters():
+                    param.zero_()
+
     def __init__(self, run_id: str):
         self.run_id = run_id
         self.first = True
