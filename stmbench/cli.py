@@ -73,8 +73,24 @@ def _grid_from(args: argparse.Namespace) -> Any:
                      strategy_options=_parse_options(args.strategy_option, "strategy") or None,
                      executor=args.executor,
                      executor_options=dict(_kv(args.executor_option)) or None,
-                     skip_bad_rows=True if args.skip_bad_rows else None, limit=args.limit)
+                     skip_bad_rows=True if args.skip_bad_rows else None, limit=args.limit,
+                     sweep=_sweep(args) or None)
     return grid.with_overrides(**overrides)
+
+
+def _sweep(args: argparse.Namespace) -> dict[str, list[str]]:
+    """``--learning-rates 1e-5,5e-5`` and ``--sweep NAME=V1,V2`` -> ``{name: [values]}``."""
+    from stmbench.spec import _split_top_level
+
+    out: dict[str, list[str]] = {}
+    if args.learning_rates:
+        out["learning_rate"] = _split_top_level(args.learning_rates)
+    for item in args.sweep:
+        name, eq, values = item.partition("=")
+        if not (eq and name.strip() and values.strip()):
+            raise StmbenchError(f"--sweep {item!r}: expected NAME=V1,V2,..., e.g. num_train_epochs=1,3")
+        out[name.strip()] = _split_top_level(values)
+    return out
 
 
 def _kv(items: list[str]) -> list[tuple[str, Any]]:
@@ -228,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     axes.add_argument("--train-sizes", dest="train_sizes", help="numbers of training examples or 'full'")
     axes.add_argument("--seeds", help="default 42")
     axes.add_argument("--shots", help="in-context examples for in_context, e.g. 0,5 (default 0)")
+    axes.add_argument("--learning-rates", metavar="LR,LR,...",
+                      help="tune the learning rate: run each value and keep, per cell, the one with the best dev "
+                           "accuracy (every trial is stored; implies --eval-strategy epoch unless given)")
+    axes.add_argument("--sweep", action="append", default=[], metavar="SETTING=V1,V2",
+                      help="tune any training setting the same way, e.g. num_train_epochs=1,3 (repeatable)")
     run.add_argument("--adapter-option", action="append", default=[], metavar="NAME.KEY=VALUE",
                      help="e.g. lora.r=16 or lora.target_modules=all-linear; repeatable")
     run.add_argument("--strategy-option", action="append", default=[], metavar="NAME.KEY=VALUE",

@@ -40,6 +40,13 @@ def expand(grid: GridSpec) -> Iterator[RunSpec]:
                       skip_bad_rows=grid.skip_bad_rows, limit=grid.limit)
 
 
+def sweep_trials(grid: GridSpec) -> list[dict[str, Any]]:
+    """The training settings of each trial of a cell: every combination of the swept values
+    (``[{}]`` without a sweep)."""
+    names = sorted(grid.sweep)
+    return [dict(zip(names, values)) for values in itertools.product(*(grid.sweep[n] for n in names))]
+
+
 @dataclass
 class Plan:
     runs: list[RunSpec] = field(default_factory=list)
@@ -75,8 +82,15 @@ def plan_grid(grid: GridSpec, session: Session) -> Plan:
         plan.backbones[name] = session.catalogue.backbone_for(name).resolve(name, session)
     seen: set[str] = set()
     rejected_seen: set[tuple[str, str]] = set()
-    for raw in expand(grid):
-        spec, reason = _prepare(raw, plan.backbones[raw.backbone], session, grid.training)
+    trials = sweep_trials(grid)
+    if grid.sweep and "eval_strategy" not in grid.training:
+        log.info("sweeping %s: each trial is evaluated on dev every epoch (--eval-strategy epoch) and each "
+                 "cell keeps the value with the best dev accuracy", ", ".join(grid.sweep))
+    for raw, trial in ((r, t) for r in expand(grid) for t in trials):
+        if trial:
+            raw = raw.replace(sweep=tuple(sorted(trial)))
+            trial = {"eval_strategy": "epoch", **trial} if "eval_strategy" not in grid.training else trial
+        spec, reason = _prepare(raw, plan.backbones[raw.backbone], session, {**grid.training, **trial})
         if reason is not None:
             key = (spec.run_id, reason)
             if key not in rejected_seen:
@@ -110,6 +124,8 @@ def _prepare(spec: RunSpec, info: BackboneInfo, session: Session,
             if not strategy.trains:  # only what evaluation uses is part of the run's identity
                 layers = [{k: v for k, v in layer.items() if k in EVAL_SETTINGS} for layer in layers]
             spec = spec.replace(training=TrainingSettings.resolve(*layers))
+            if not strategy.trains:  # nothing to tune: one run, not a trial
+                spec = spec.replace(sweep=())
         except StmbenchError as exc:
             reason = str(exc)
     return spec, reason

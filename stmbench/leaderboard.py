@@ -34,7 +34,8 @@ FLAG_MARK = "⚠"
 def _config_id(result: dict[str, Any]) -> str:
     """A short id of the settings that are not row keys (training settings, options)."""
     spec = result["spec"]
-    parts = [spec.get("training"), spec.get("adapter_options"), spec.get("strategy_options"), spec.get("skip_bad_rows")]
+    training = {k: v for k, v in (spec.get("training") or {}).items() if k not in (spec.get("sweep") or ())}
+    parts = [training, spec.get("adapter_options"), spec.get("strategy_options"), spec.get("skip_bad_rows")]
     if spec.get("limit"):
         parts.append({"limit": spec["limit"]})
     blob = json.dumps(parts, sort_keys=True)
@@ -73,6 +74,7 @@ class Cell:
     mark: str = ""  #: "best", "tied" or ""
     p_value: float | None = None
     flags: dict[int, list[str]] = field(default_factory=dict)  #: seed -> health flags of its run
+    sweep: str = ""  #: the value chosen on dev and the number of trials, for a tuned cell
 
     def flag_text(self) -> str:
         """``⚠ diverged, degenerate`` when any seed's run is flagged, else ``""``."""
@@ -108,6 +110,9 @@ class Row:
     cells: dict[str, Cell] = field(default_factory=dict)
     results: list[dict[str, Any]] = field(default_factory=list)
     train_examples: int = 0  #: for sorting "full" among numbers
+    #: task -> swept values -> seed -> result: the trials of a tuned cell, before one value is chosen
+    trials: dict[str, dict[tuple[Any, ...], dict[int, dict[str, Any]]]] = field(default_factory=dict)
+    all_trials: list[dict[str, Any]] = field(default_factory=list)  #: every trial (chosen or not)
 
     def average(self, tasks: list[str], metric: str = "accuracy") -> float | None:
         means = [self.cells[t].mean(metric) if t in self.cells else None for t in tasks]
@@ -189,21 +194,24 @@ def _group(ok: list[dict[str, Any]]) -> tuple[list[Row], list[str], set[str], bo
         cfg = _config_id(r)
         configs.setdefault(tuple(key.values()), set()).add(cfg)
         row = groups.setdefault(tuple(key.values()) + (cfg,), Row(key=key, config=cfg))
-        row.results.append(r)
         row.train_examples = max(row.train_examples, (r.get("counts") or {}).get("train_examples") or 0)
         task = spec["task"]
         tasks.add(task)
         if (r.get("task_info") or {}).get("eval_split") not in (None, "test"):
             dev_tasks.add(task)
-        cell = row.cells.setdefault(task, Cell())
-        seed = int(spec["seed"])
-        cell.accuracy[seed] = float(r["metrics"]["accuracy"])
-        if "macro_f1" in r["metrics"]:
-            cell.macro_f1[seed] = float(r["metrics"]["macro_f1"])
-        cell.run_ids[seed] = r["run_id"]
-        flags = list((r.get("health") or {}).get("flags") or [])
-        if flags:
-            cell.flags[seed] = flags
+        if spec.get("sweep"):
+            values = tuple((name, (spec.get("training") or {}).get(name)) for name in spec["sweep"])
+            row.trials.setdefault(task, {}).setdefault(values, {})[int(spec["seed"])] = r
+            row.all_trials.append(r)
+            continue
+        _fill(row, task, r)
+    for row in groups.values():
+        for task, trials in row.trials.items():
+            chosen = max(sorted(trials, key=repr), key=lambda values: _dev_score(trials[values]))
+            for r in trials[chosen].values():
+                _fill(row, task, r)
+            row.cells[task].sweep = f"{', '.join(f'{_short_name(n)} {_short_value(v)}' for n, v in chosen)}; " \
+                                    f"{len(trials)} trials"
     task_list = sorted(tasks)
 
     def order(row: Row) -> tuple[Any, ...]:
@@ -212,6 +220,36 @@ def _group(ok: list[dict[str, Any]]) -> tuple[list[Row], list[str], set[str], bo
 
     rows = sorted(groups.values(), key=order)
     return rows, task_list, dev_tasks, any(len(c) > 1 for c in configs.values())
+
+
+def _fill(row: Row, task: str, r: dict[str, Any]) -> None:
+    """Put one run's test metrics into its row's cell for ``task``."""
+    row.results.append(r)
+    cell = row.cells.setdefault(task, Cell())
+    seed = int(r["spec"]["seed"])
+    cell.accuracy[seed] = float(r["metrics"]["accuracy"])
+    if "macro_f1" in r["metrics"]:
+        cell.macro_f1[seed] = float(r["metrics"]["macro_f1"])
+    cell.run_ids[seed] = r["run_id"]
+    flags = list((r.get("health") or {}).get("flags") or [])
+    if flags:
+        cell.flags[seed] = flags
+
+
+def _dev_score(runs: dict[int, dict[str, Any]]) -> float:
+    """The mean dev accuracy of one trial's seeds (the test split never chooses)."""
+    values = [((r.get("training") or {}).get("selection") or {}).get("dev_metric") for r in runs.values()]
+    values = [v for v in values if isinstance(v, (int, float))]
+    return sum(values) / len(values) if values else float("-inf")
+
+
+def _short_name(name: str) -> str:
+    return {"learning_rate": "lr", "num_train_epochs": "epochs", "per_device_train_batch_size": "batch",
+            "weight_decay": "wd", "warmup_steps": "warmup"}.get(name, name)
+
+
+def _short_value(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def build(results: list[dict[str, Any]], store: ResultStore | None = None) -> Board:
@@ -327,6 +365,8 @@ def task_header(board: Board, task: str) -> str:
 
 def cell_text(cell: Cell, metric: str, markdown: bool) -> str:
     text = cell.text(metric)
+    if text and cell.sweep:
+        text += f" [{cell.sweep}]"
     if text and cell.flags:
         text += f" {cell.flag_text()}"
     if not text or metric != "accuracy":
@@ -384,6 +424,10 @@ def describe(board: Board, metric: str = "accuracy") -> list[str]:
                  "(number of seeds). Average: the mean over tasks, for rows that have every task.")
     lines.append("Bold: the best row of a task; ≈: not significantly worse than it (McNemar's exact test on "
                  f"per-example predictions, pooled over the seeds both rows share, p ≥ {ALPHA}); marks use accuracy.")
+    if any(c.sweep for row in board.rows for c in row.cells.values()):
+        lines.append("[lr 0.0005; 3 trials]: a tuned cell: of its trials (one per swept value, every seed), the value "
+                     "with the best mean dev accuracy is shown, and significance uses those runs; the test split "
+                     "chooses nothing. Every trial is kept in results/.")
     if any(c.flags for row in board.rows for c in row.cells.values()):
         lines.append(f"{FLAG_MARK} a run of the cell finished but is not to be trusted: diverged (its training loss rose "
                      "to over twice its initial loss) or degenerate (it predicts one class where the gold has "
@@ -459,10 +503,10 @@ def html_view(board: Board) -> dict[str, Any]:
                 "acc_sort": "" if cell is None else f"{cell.mean('accuracy'):.6f}",
                 "f1_sort": "" if cell is None or cell.mean("macro_f1") is None else f"{cell.mean('macro_f1'):.6f}",
                 "p": "" if cell is None or cell.p_value is None else f"{cell.p_value:.3g}",
-                "flags": cell.flag_text() if cell else "",
+                "flags": cell.flag_text() if cell else "", "sweep": cell.sweep if cell else "",
             })
         acc, f1 = row.average(board.tasks, "accuracy"), row.average(board.tasks, "macro_f1")
-        cells.append({"task": "", "mark": "", "flags": "", "acc": "" if acc is None else f"{100 * acc:.1f}",
+        cells.append({"task": "", "mark": "", "flags": "", "sweep": "", "acc": "" if acc is None else f"{100 * acc:.1f}",
                       "f1": "" if f1 is None else f"{100 * f1:.1f}",
                       "acc_sort": "" if acc is None else f"{acc:.6f}", "f1_sort": "" if f1 is None else f"{f1:.6f}",
                       "p": ""})
@@ -509,7 +553,9 @@ def write(board: Board, out_dir: str | Path, *, copy_from: Path | None = None) -
         if target.resolve() != copy_from.resolve():
             target.mkdir(exist_ok=True)
             keep = set()
-            for r in [*(x for row in board.rows for x in row.results), *board.failed]:
+            shown = [x for b in (board, board.partial) if b is not None for row in b.rows
+                     for x in [*row.results, *row.all_trials]]
+            for r in [*shown, *board.failed]:
                 for suffix in (".json", PREDICTIONS_SUFFIX):
                     src = copy_from / f"{r['run_id']}{suffix}"
                     if src.exists():

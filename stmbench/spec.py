@@ -155,21 +155,26 @@ class RunSpec:
     strategy_options: dict[str, Any] = field(default_factory=dict)
     skip_bad_rows: bool = False
     limit: int | None = None  # evaluate on a seeded sample of this many eval examples (a partial result)
+    sweep: tuple[str, ...] = ()  # training settings swept in this run's cell: the run is one trial
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data["sweep"] = list(self.sweep)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSpec:
         data = dict(data)
         data["training"] = TrainingSettings(**data.get("training", {}))
+        data["sweep"] = tuple(data.get("sweep") or ())
         return cls(**data)
 
     @property
     def run_id(self) -> str:
         data = {**self.to_dict(), "training": self.training.identity()}
-        if data["limit"] is None:  # a field added later: stored full runs keep their ids
-            del data["limit"]
+        for name in ("limit", "sweep"):  # fields added later: stored runs keep their ids
+            if not data[name]:
+                del data[name]
         blob = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
@@ -287,11 +292,12 @@ class GridSpec:
     strategy_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     skip_bad_rows: bool = False
     limit: int | None = None
+    sweep: dict[str, list[Any]] = field(default_factory=dict)  # training setting -> values tried per cell
     executor: str = "local"
     executor_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("training", "adapter_options", "strategy_options", "executor_options"):
+        for name in ("training", "adapter_options", "strategy_options", "executor_options", "sweep"):
             value = getattr(self, name)
             if value is None:
                 setattr(self, name, {})
@@ -333,6 +339,18 @@ class GridSpec:
             for entry in getattr(self, axis):
                 parse_axis_entry(entry)
         TrainingSettings.resolve(self.training)  # validate names and types early
+        sweep = {}
+        for name, values in self.sweep.items():
+            values = _as_list(values)
+            if name not in TrainingSettings.field_names():
+                raise StmbenchError(f"sweep: unknown training setting {name!r}; known: "
+                                    f"{', '.join(TrainingSettings.field_names())}")
+            if not values:
+                raise StmbenchError(f"sweep: no values for {name}")
+            for value in values:
+                TrainingSettings.resolve(self.training, {name: value})  # each trial must be valid
+            sweep[name] = values
+        self.sweep = sweep
 
     def with_overrides(self, **overrides: Any) -> GridSpec:
         """A copy with the non-``None`` overrides applied (``training`` is merged, not replaced)."""
@@ -340,8 +358,8 @@ class GridSpec:
         for key, value in overrides.items():
             if value is None:
                 continue
-            if key == "training":
-                values["training"] = {**self.training, **value}
+            if key in ("training", "sweep"):
+                values[key] = {**getattr(self, key), **value}
             elif key in ("adapter_options", "strategy_options"):
                 merged = {k: dict(v) for k, v in values[key].items()}
                 for name, opts in value.items():

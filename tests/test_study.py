@@ -218,6 +218,9 @@ def test_example_recipes_plan_on_a_tiny_backbone(session, recipe):
         backbones=["tiny-llama"], tasks=["sample"], train_sizes=["full"])
     plan = plan_grid(grid, session)
     assert plan.runs
+    trained = [s for s in plan.runs if s.strategy != "in_context"]
+    assert all(s.sweep == ("learning_rate",) and s.training.eval_strategy == "epoch" for s in trained)
+    assert len({s.training.learning_rate for s in trained}) == 3
     strategies = {s.strategy for s in plan.runs}
     if recipe.startswith("paper"):
         assert {"generative", "discriminative", "cot", "in_context"} <= strategies

@@ -355,3 +355,32 @@ def test_where_the_eval_split_is_dev_a_stratified_slice_of_train_is_held_out(cli
     assert selection["dev_examples"] == 600 and result["counts"]["train_examples"] == 5400
     assert [s for s, _ in selection["dev_curve"]] in ([2, 4], [2])
     assert result["counts"]["eval_examples"] == 300  # tested on the validation split, never selected on
+
+
+# --- tuned comparisons -------------------------------------------------------------------------------
+
+def test_a_learning_rate_sweep_stores_every_trial_and_shows_one_row_per_cell(cli, tmp_path):
+    results, board = tmp_path / "results", tmp_path / "lb"
+    code, out, err = cli("run", "--task-dir", str(_easy_task_dir(tmp_path)), "--tasks", "easy",
+                         "--strategies", "discriminative", "--adapters", "full", "--train-sizes", "128",
+                         "--seeds", "1,2", "--learning-rates", "1e-6,5e-4", "--num-train-epochs", "2",
+                         "--lr-scheduler-type", "constant", "--max-seq-length", "64",
+                         "--results-dir", str(results), "--leaderboard-dir", str(board))
+    assert code == 0, err
+    stored = [json.loads(p.read_text(encoding="utf-8")) for p in results.glob("*[0-9a-f].json")]
+    assert len(stored) == 4  # 2 learning rates x 2 seeds, every trial kept
+    assert all(r["spec"]["sweep"] == ["learning_rate"] and r["spec"]["training"]["eval_strategy"] == "epoch"
+               for r in stored)
+    dev = {}
+    for r in stored:
+        dev.setdefault(r["spec"]["training"]["learning_rate"], []).append(r["training"]["selection"]["dev_metric"])
+    best = max(dev, key=lambda lr: sum(dev[lr]) / 2)
+    assert best == 5e-4  # the tiny model learns nothing at 1e-6
+    chosen = sorted(r["metrics"]["accuracy"] for r in stored if r["spec"]["training"]["learning_rate"] == best)
+    markdown = (board / "README.md").read_text(encoding="utf-8")
+    rows = [line for line in markdown.splitlines() if line.startswith("| tiny-llama")]
+    assert len(rows) == 1 and "[lr 0.0005; 2 trials]" in rows[0]
+    mean = 100 * sum(chosen) / 2
+    assert f"{mean:.1f} ± " in rows[0]
+    assert len(list((board / "results").glob("*[0-9a-f].json"))) == 4  # every trial is evidence
+    assert "[lr 0.0005; 2 trials]" in (board / "index.html").read_text(encoding="utf-8")
