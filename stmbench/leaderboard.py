@@ -593,7 +593,9 @@ def check_target(results_dir: str | Path, out_dir: str | Path, *, force: bool = 
     if force or source is None or not (out / "README.md").exists():
         return
     if results.resolve() not in (source, (out / "results").resolve()):
-        raise StmbenchError(f"{out} holds a leaderboard built from {os.path.relpath(source)}, not {results}; "
+        shown = os.path.relpath(source)
+        shown = str(source) if shown.startswith("..") else shown
+        raise StmbenchError(f"{out} holds a leaderboard built from {shown}, not {results}; "
                             "pass --force to replace it (or choose another --out / --leaderboard-dir)")
 
 

@@ -76,6 +76,8 @@ def cli(tmp_path: Path, shared_cache: Path, capsys):
         argv = list(args)
         if argv and argv[0] in ("run", "plugins", "tasks", "export-lm-eval", "leaderboard"):
             argv[1:1] = ["--cache-dir", str(cache or shared_cache), "--no-progress"]
+            if argv[0] == "run":  # never the repository's own leaderboard (a test's flag comes later and wins)
+                argv[1:1] = ["--leaderboard-dir", str(tmp_path / "leaderboard")]
         code = main(argv)
         out, err = capsys.readouterr()
         return code, out, err

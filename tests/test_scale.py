@@ -165,8 +165,8 @@ def test_ray_gives_the_same_metrics_as_local(make_session, tmp_path, monkeypatch
     pytest.importorskip("ray", reason='the ray executor needs pip install "stmbench[ray]"')
     trainings = tmp_path / "trainings.txt"
     monkeypatch.setenv("STMBENCH_TEST_TRAININGS", str(trainings))
-    local = make_session(results_dir=tmp_path / "local")
-    remote = make_session(results_dir=tmp_path / "ray", plugins=[SCALE_PLUGIN])
+    local = make_session(results_dir=tmp_path / "local", leaderboard_dir=tmp_path / "lb-local")
+    remote = make_session(results_dir=tmp_path / "ray", plugins=[SCALE_PLUGIN], leaderboard_dir=tmp_path / "lb-ray")
     expected = run_study(_grid(), local)
     report = run_study(_grid(executor="ray", executor_options={"local_cpus": 2, "num_cpus": 2}), remote)
     assert (report.ok, report.failed) == (4, 0)

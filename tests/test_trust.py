@@ -258,7 +258,8 @@ def test_a_bad_input_is_one_line_before_anything_trains(case, cli, tmp_path, mon
 
 
 def test_dry_run_shows_the_checks_it_made(cli, tmp_path):
-    code, out, err = cli("run", "--dry-run", "--results-dir", str(tmp_path / "r"), "--train-sizes", "100")
+    code, out, err = cli("run", "--dry-run", "--results-dir", str(tmp_path / "r"), "--train-sizes", "100",
+                         "--leaderboard-dir", str(tmp_path / "lb"))
     assert code == 0
     checked = [line.strip() for line in out.splitlines() if line.strip().startswith("checked:")]
     assert any(line.startswith("checked: device ") for line in checked)
