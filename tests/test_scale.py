@@ -147,12 +147,21 @@ def test_bad_executor_options_fail_before_anything_runs(session):
 
 
 @pytest.mark.slow
-def test_pool_stores_a_run_that_killed_its_process_as_failed(make_session, monkeypatch):
+@pytest.mark.parametrize("runs_per_worker", [1, 3])
+def test_pool_stores_a_run_that_killed_its_process_as_failed(make_session, monkeypatch, tmp_path, runs_per_worker):
     monkeypatch.setenv("STMBENCH_TEST_EXIT_SEED", "2")
+    trainings = tmp_path / "trainings.txt"
+    monkeypatch.setenv("STMBENCH_TEST_TRAININGS", str(trainings))
     session = make_session(plugins=[SCALE_PLUGIN])
     report = run_study(_grid(train_sizes=[32], seeds=[1, 2, 3, 4], executor="pool",
-                             executor_options={"workers": 2}), session)
+                             executor_options={"workers": 2, "runs_per_worker": runs_per_worker}), session)
     assert (report.ok, report.failed) == (3, 1)
+    pids = [line.split()[1] for line in trainings.read_text(encoding="utf-8").splitlines()]
+    assert len(pids) == 4 and str(os.getpid()) not in pids
+    if runs_per_worker == 1:
+        assert len(set(pids)) == 4  # a fresh process per run
+    else:
+        assert len(set(pids)) < 4  # a worker took a second run
     [failed] = [r for r in ResultStore(session.settings.results_dir).load_all() if r["status"] == "failed"]
     assert failed["spec"]["seed"] == 2 and "exited with code 3" in failed["error"]
     assert {r["spec"]["seed"] for r in report.results if r["status"] == "ok"} == {1, 3, 4}

@@ -5,8 +5,8 @@ process for every run.
 ``CUDA_VISIBLE_DEVICES``); ``--executor-option workers=N`` runs N CPU workers that split the cores.
 Each worker is a fresh process, forked from ``multiprocessing``'s fork server, which imported torch,
 transformers and peft once (spawned, where there is no fork server); it loads the plugins before its
-run arrives, runs exactly one spec, sends the outcome back and exits, and a new worker takes its
-place.  So a run that kills its process (a segfault, ``os._exit``, CUDA
+run arrives, runs one spec (``runs_per_worker=N``: N specs, one after another), sends each outcome
+back and exits, and a new worker takes its place.  So a run that kills its process (a segfault, ``os._exit``, CUDA
 out of memory, the kernel's OOM killer) is stored as ``failed`` with the exit reason, and the grid
 goes on.
 """
@@ -36,6 +36,9 @@ class PoolOptions:
     workers: int = field(default=0, metadata={
         "help": "number of CPU workers when no devices are given; they split the cores "
                 "(default: half the cores, at least 1)"})
+    runs_per_worker: int = field(default=1, metadata={
+        "help": "runs a worker process does before a fresh one replaces it (default 1: a fresh process per "
+                "run; more reuses its loaded data and model files, and a crash still fails only its own run)"})
 
     def __post_init__(self) -> None:
         devices = self.devices if isinstance(self.devices, (list, tuple)) else str(self.devices or "").split(",")
@@ -47,6 +50,9 @@ class PoolOptions:
         if int(self.workers) < 0:
             raise ValueError("workers must not be negative")
         self.workers = int(self.workers)
+        self.runs_per_worker = int(self.runs_per_worker)
+        if self.runs_per_worker < 1:
+            raise ValueError("runs_per_worker must be at least 1")
 
 
 @dataclass
@@ -102,6 +108,8 @@ def _driver_log_levels() -> dict[str, int]:
 
 def _worker_main(runner: Any, conn: Any, env: dict[str, str], threads: int, parent: int,
                  levels: dict[str, int], label: str) -> None:
+    for name in set(os.environ) - set(env):
+        del os.environ[name]
     os.environ.update(env)
     _exit_parent_watch(parent)
     handler = logging.StreamHandler()
@@ -115,10 +123,11 @@ def _worker_main(runner: Any, conn: Any, env: dict[str, str], threads: int, pare
 
     torch.set_num_threads(threads)
     runner.warm()
-    spec = conn.recv()
-    if spec is None:
-        return
-    conn.send(runner(spec))
+    while True:
+        spec = conn.recv()
+        if spec is None:
+            break
+        conn.send(runner(spec))
     conn.close()
 
 
@@ -139,15 +148,19 @@ class Worker:
     def __init__(self, ctx: Any, slot: Slot, runner: Any):
         self.slot = slot
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(runner, child, slot.env, slot.threads, os.getpid(),
+        # the driver's environment now (the fork server's is the one it had when it started), then the slot's
+        env = {**os.environ, **slot.env}
+        self.proc = ctx.Process(target=_worker_main, args=(runner, child, env, slot.threads, os.getpid(),
                                                            _driver_log_levels(), slot.label),
                                 name=f"stmbench-worker-{slot.label}", daemon=False)
         self.proc.start()
         child.close()
         self.spec: Any = None
+        self.runs = 0
 
     def give(self, spec: Any) -> None:
         self.spec = spec
+        self.runs += 1
         self.conn.send(spec)
 
     def outcome(self) -> tuple[Any, Any] | str:
@@ -155,7 +168,7 @@ class Worker:
         try:
             if self.conn.poll():
                 outcome = self.conn.recv()
-                self.proc.join()
+                self.spec = None
                 return outcome
         except (EOFError, OSError):
             pass
@@ -221,14 +234,17 @@ class PoolExecutor(Executor):
                 for worker in busy:
                     if worker.conn not in ready and worker.proc.sentinel not in ready:
                         continue
-                    outcome = worker.outcome()
                     spec = worker.spec
+                    outcome = worker.outcome()
+                    index = workers.index(worker)
                     if isinstance(outcome, str):
                         log.error("run %s: %s", spec.label(), outcome)
                         work.done(spec, run.failed(spec, outcome), None)
                     else:
                         work.done(spec, *outcome)
-                    index = workers.index(worker)
+                        if worker.runs < options.get("runs_per_worker", 1) and work.open:
+                            continue  # this worker takes the next run
+                        worker.stop()
                     workers[index] = Worker(ctx, worker.slot, runners[worker.slot.label]) if work.open else None
         except BaseException:
             for worker in workers:
