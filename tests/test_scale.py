@@ -137,8 +137,10 @@ def test_runner_pickles_settings_not_objects(make_session, tmp_path):
 
 
 def test_bad_executor_options_fail_before_anything_runs(session):
-    with pytest.raises(StmbenchError, match="unknown option.*executor 'pool'.*known: devices, workers"):
+    with pytest.raises(StmbenchError, match="unknown option.*executor 'pool'.*known: devices, runs_per_worker, workers"):
         run_study(_grid(executor="pool", executor_options={"gpus": 2}), session)
+    with pytest.raises(StmbenchError, match="runs_per_worker must be at least 1"):
+        run_study(_grid(executor="pool", executor_options={"runs_per_worker": 0}), session)
     with pytest.raises(StmbenchError, match="device 'gpu0' is not cpu, cuda or cuda:N"):
         run_study(_grid(executor="pool", executor_options={"devices": "gpu0"}), session)
     with pytest.raises(StmbenchError, match="local' takes no options"):
