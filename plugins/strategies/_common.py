@@ -62,9 +62,10 @@ def score_choices(model: Any, tokenizer: Any, contexts: list[str], choices: list
             for idx in batches(list(range(n)), batch_size):
                 ctx = [encoded[0][i][0] for i in idx]
                 ids, mask = pad_batch(ctx, pad, "right")
-                logits = forward_logits(model, ids.to(device), mask.to(device)).float()
+                logits = forward_logits(model, ids.to(device), mask.to(device))
                 last = torch.tensor([len(c) - 1 for c in ctx], device=device)
-                logp = torch.log_softmax(logits[torch.arange(len(idx), device=device), last], dim=-1)
+                # the answer position only, then float32: not a float32 copy of [batch, length, vocab]
+                logp = torch.log_softmax(logits[torch.arange(len(idx), device=device), last].float(), dim=-1)
                 for k, enc in enumerate(encoded):
                     tok = torch.tensor([enc[i][1][0] for i in idx], device=device)
                     vals = logp.gather(1, tok[:, None])[:, 0].tolist()
@@ -75,13 +76,14 @@ def score_choices(model: Any, tokenizer: Any, contexts: list[str], choices: list
         for chunk in batches(jobs, batch_size):
             seqs = [encoded[k][i][0] + encoded[k][i][1] for i, k in chunk]
             ids, mask = pad_batch(seqs, pad, "right")
-            logits = forward_logits(model, ids.to(device), mask.to(device)).float()
-            logp = torch.log_softmax(logits, dim=-1)
+            logits = forward_logits(model, ids.to(device), mask.to(device))
             for row, (i, k) in enumerate(chunk):
                 ctx_len, cont = len(encoded[k][i][0]), encoded[k][i][1]
                 positions = torch.arange(ctx_len - 1, ctx_len - 1 + len(cont), device=device)
                 tok = torch.tensor(cont, device=device)
-                scores[i][k] = float(logp[row, positions, tok].sum())
+                # the continuation's positions only, then float32 (log_softmax is per position)
+                logp = torch.log_softmax(logits[row, positions].float(), dim=-1)
+                scores[i][k] = float(logp[torch.arange(len(cont), device=device), tok].sum())
         return scores, "sequence"
 
 
