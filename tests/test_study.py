@@ -230,3 +230,30 @@ def test_example_recipes_plan_on_a_tiny_backbone(session, recipe):
         assert {s.strategy_options["unmask"] for s in plan.runs} == {False, True}
         lora = plan.runs[0].adapter_options
         assert (lora["r"], lora["lora_alpha"]) == (12, 32)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_scoring_only_the_scored_positions_changes_no_score(session, dtype):
+    """score_choices casts only the scored positions to float32; the scores equal those of a
+    log-softmax over the whole float32 logits tensor, exactly, in both scoring modes."""
+    import torch
+
+    from stmbench_plugins.strategies._common import encode_pairs, forward_logits, score_choices
+
+    task = session.get("task", "sample")
+    model, tok = session.catalogue.backbone_for("tiny-llama").load("tiny-llama", head="causal_lm", num_labels=2,
+                                                                   task=task, session=session, load_kwargs={}, seed=0)
+    model = model.to(getattr(torch, dtype)).eval()
+    rows = session.task_data(task, "test").dataset.select(range(12))
+    prompts = [task.render("concise", ex) for ex in rows]
+    for mode in ("auto", "sequence"):
+        # one row per forward, as the reference: the same shapes, so the same numbers up to summation order
+        ours, used = score_choices(model, tok, prompts, task.label_words, max_len=96, batch_size=1, mode=mode)
+        assert used == ("first_token" if mode == "auto" else "sequence")
+        for k, word in enumerate(task.label_words):
+            for i, (ctx, cont) in enumerate(encode_pairs(tok, prompts, [word] * len(prompts), 96)):
+                ids = torch.tensor([ctx + cont])
+                with torch.inference_mode():
+                    logp = torch.log_softmax(forward_logits(model, ids, torch.ones_like(ids)).float(), dim=-1)
+                reference = sum(float(logp[0, len(ctx) - 1 + j, t]) for j, t in enumerate(cont))
+                assert ours[i][k] == pytest.approx(reference, rel=1e-6, abs=1e-6)
