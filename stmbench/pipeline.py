@@ -256,15 +256,12 @@ def train(model: Any, features: Any, *, strategy: Any, tokenizer: Any, spec: Run
     device = session.device
     save_steps = session.settings.save_steps
     with contextlib.ExitStack() as stack:
-        if save_steps == 0 and not selecting:
+        if save_steps == 0:  # nothing to resume from; selection's checkpoints go to a folder removed with the run
             out = stack.enter_context(tempfile.TemporaryDirectory(prefix="stmbench-trainer-"))
             resume = None
         else:
             folder = session.checkpoint_dir(spec.run_id)
             out, resume = str(folder), last_checkpoint(folder)
-        if save_steps == 0:  # selection needs checkpoints: into a folder removed with the run
-            out = stack.enter_context(tempfile.TemporaryDirectory(prefix="stmbench-trainer-"))
-            resume = None
         trainer_class = _dev_trainer(strategy, task, tokenizer, spec, session) if selecting else Trainer
         trainer = trainer_class(model=model, args=_trainer_args(spec, out, device, session.show_progress, save_steps),
                                 train_dataset=features, eval_dataset=dev if selecting else None,
