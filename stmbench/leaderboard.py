@@ -126,6 +126,9 @@ class Row:
         times = [(r.get("times") or {}).get("train_seconds") for r in self.results]
         speeds = [(r.get("times") or {}).get("tokens_per_second") for r in self.results]
         memory = [r.get("peak_memory_mb") for r in self.results]
+        mfu = [(r.get("hardware") or {}).get("mfu") for r in self.results]
+        padding = {part: [((r.get("padding") or {}).get(part) or {}).get("efficiency") for r in self.results]
+                   for part in ("train", "predict")}
         trainable = params[len(params) // 2] if params else 0
         total = totals[len(totals) // 2] if totals else 0
         return {
@@ -134,6 +137,9 @@ class Row:
             "train_seconds": _mean([t for t in times if t is not None]),
             "tokens_per_second": _mean([s for s in speeds if s]),
             "peak_memory_mb": max((m for m in memory if m is not None), default=None),
+            "mfu": _mean([m for m in mfu if m is not None]),
+            "padding_train": _mean([e for e in padding["train"] if e is not None]),
+            "padding_predict": _mean([e for e in padding["predict"] if e is not None]),
         }
 
 
@@ -351,6 +357,9 @@ def cost_texts(row: Row) -> dict[str, str]:
         "train_time": "" if c["train_seconds"] is None else f"{c['train_seconds']:.1f} s",
         "tokens_per_second": "" if c["tokens_per_second"] is None else f"{c['tokens_per_second']:,.0f}",
         "peak_memory": "" if c["peak_memory_mb"] is None else f"{c['peak_memory_mb']:,.0f} MiB",
+        "mfu": "" if c["mfu"] is None else f"{100 * c['mfu']:.2f}%",
+        "padding": "" if c["padding_train"] is None and c["padding_predict"] is None else " / ".join(
+            "–" if e is None else f"{e:.2f}" for e in (c["padding_train"], c["padding_predict"])),
     }
 
 
@@ -390,7 +399,8 @@ def table(board: Board, metric: str = "accuracy", *, markdown: bool = True,
     if board.show_config:
         header.append("config")
     header += [task_header(board, t) for t in board.tasks]
-    header += ["average", "trainable params", "train time", "tokens/s", "peak memory", "runs"]
+    header += ["average", "trainable params", "train time", "tokens/s", "MFU", "padding eff. (train / predict)",
+               "peak memory", "runs"]
     body = []
     for row in board.rows:
         line = list(row.key.values())
@@ -400,7 +410,8 @@ def table(board: Board, metric: str = "accuracy", *, markdown: bool = True,
         avg = row.average(board.tasks, metric)
         line.append("" if avg is None else f"{100 * avg:.1f}")
         cost = cost_texts(row)
-        line += [cost["trainable"], cost["train_time"], cost["tokens_per_second"], cost["peak_memory"]]
+        line += [cost["trainable"], cost["train_time"], cost["tokens_per_second"], cost["mfu"], cost["padding"],
+                 cost["peak_memory"]]
         ids = sorted(r["run_id"] for r in row.results)
         if markdown:
             line = [md_escape(x) for x in line]
@@ -435,7 +446,10 @@ def describe(board: Board, metric: str = "accuracy") -> list[str]:
     if m["dev_tasks"]:
         lines.append(f"{DEV_MARK} evaluated on the dev split (the public test split has no labels).")
     lines.append("Cost: trainable parameters (share of all), mean training time per run, training tokens per "
-                 "second, and peak memory (GPU allocator peak, or the process's peak resident memory on CPU).")
+                 "second, MFU (estimated training FLOP/s: 6 per trainable and 4 per frozen non-embedding parameter "
+                 "per real token, over the device's peak: a datasheet bf16 figure for known GPUs, else a measured "
+                 "matmul), padding efficiency (real tokens / processed tokens, in training and in prediction), "
+                 "and peak memory (GPU allocator peak, or the process's peak resident memory on CPU).")
     return lines
 
 
@@ -486,8 +500,8 @@ def html_view(board: Board) -> dict[str, Any]:
         columns.append({"key": f"task:{t}", "label": task_header(board, t), "kind": "metric", "task": t})
     columns += [{"key": k, "label": label, "kind": kind, "task": ""} for k, label, kind in (
         ("average", "average", "metric"), ("trainable", "trainable params", "num"),
-        ("train_time", "train time", "num"), ("tokens_per_second", "tokens/s", "num"),
-        ("peak_memory", "peak memory", "num"))]
+        ("train_time", "train time", "num"), ("tokens_per_second", "tokens/s", "num"), ("mfu", "MFU", "num"),
+        ("padding", "padding eff. (train / predict)", "num"), ("peak_memory", "peak memory", "num"))]
     rows = []
     for row in board.rows:
         cost, texts = row.cost(), cost_texts(row)
@@ -511,7 +525,10 @@ def html_view(board: Board) -> dict[str, Any]:
                       "acc_sort": "" if acc is None else f"{acc:.6f}", "f1_sort": "" if f1 is None else f"{f1:.6f}",
                       "p": ""})
         for key, value in (("trainable", cost["trainable"]), ("train_time", cost["train_seconds"]),
-                           ("tokens_per_second", cost["tokens_per_second"]), ("peak_memory", cost["peak_memory_mb"])):
+                           ("tokens_per_second", cost["tokens_per_second"]), ("mfu", cost["mfu"]),
+                           ("padding", cost["padding_train"] if cost["padding_train"] is not None
+                            else cost["padding_predict"]),
+                           ("peak_memory", cost["peak_memory_mb"])):
             cells.append({"text": texts[key], "sort": "" if value is None else f"{value:.6f}"})
         rows.append({"key": row.key, "tasks": sorted(row.cells), "cells": cells,
                      "runs": sorted(r["run_id"] for r in row.results)})

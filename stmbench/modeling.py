@@ -115,3 +115,146 @@ def reset_peak_memory(device: str) -> None:
 
     if device.startswith("cuda") and torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
+
+
+def sorted_batches(lengths: Sequence[int], size: int) -> Iterator[list[int]]:
+    """Batches of indices, longest first, so each batch pads to nearly its own rows' length; the
+    caller puts each result back at its index (the original order)."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    for start in range(0, len(order), size):
+        yield order[start:start + size]
+
+
+class PaddingMeter:
+    """Counts real tokens against the tokens a model processed (padding included)."""
+
+    def __init__(self) -> None:
+        self.real = 0
+        self.processed = 0
+
+    def add(self, real: int, processed: int) -> None:
+        self.real += int(real)
+        self.processed += int(processed)
+
+    def add_mask(self, attention_mask: Any) -> None:
+        self.add(attention_mask.sum(), attention_mask.numel())
+
+    def efficiency(self) -> float | None:
+        """Real tokens / processed tokens (1.0: no padding); ``None`` when nothing was counted."""
+        return round(self.real / self.processed, 4) if self.processed else None
+
+    def report(self) -> dict[str, Any]:
+        return {"efficiency": self.efficiency(), "real_tokens": self.real, "processed_tokens": self.processed}
+
+
+def keeps_logits(model: Any) -> bool:
+    """Whether ``model(..., logits_to_keep=positions)`` projects only the given positions onto the
+    vocabulary (transformers' causal LMs).  Not for soft-prompt methods, whose virtual tokens shift
+    every position."""
+    import inspect
+
+    config = getattr(model, "active_peft_config", None)
+    if config is not None and getattr(config, "is_prompt_learning", False):
+        return False
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return "logits_to_keep" in inspect.signature(inner.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def training_flops(model: Any, tokens: float) -> float:
+    """Estimated FLOPs of training on ``tokens`` real tokens: per token, 6 per trainable and 4 per
+    frozen parameter (forward 2; backward 2 for the activation gradients through every parameter,
+    2 more for the weight gradients of trainable ones; Kaplan et al. 2020's 6N when all train).
+    Input-embedding tables are lookups and not counted; attention's sequence-length term is left
+    out, so this undercounts long sequences a little."""
+    try:
+        embeddings = model.get_input_embeddings()
+        skip = {id(p) for p in embeddings.parameters()} if embeddings is not None else set()
+    except (AttributeError, NotImplementedError):
+        skip = set()
+    seen: set[int] = set()
+    trainable = frozen = 0
+    for p in model.parameters():
+        if id(p) in seen or id(p) in skip:
+            continue
+        seen.add(id(p))
+        if p.requires_grad:
+            trainable += p.numel()
+        else:
+            frozen += p.numel()
+    return float(6 * trainable + 4 * frozen) * float(tokens)
+
+
+#: dense bfloat16 tensor-core peaks from NVIDIA's datasheets (FLOP/s), matched in this order
+DATASHEET_BF16_PEAK = (
+    ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12), ("GH200", 989e12),
+    ("A100", 312e12), ("L40S", 362e12), ("L4", 121e12),
+)
+
+
+def _measured_matmul_peak(device: str, dtype_name: str) -> float:
+    import time
+
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    n = 2048 if device.startswith("cuda") else 1024
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+
+    def sync() -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    for _ in range(3):
+        a @ b
+    sync()
+    best = 0.0
+    for _ in range(3):  # the best of three ~0.1 s bursts
+        count, start = 0, time.perf_counter()
+        while True:
+            a @ b
+            count += 1
+            if count % 4 == 0:
+                sync()
+                elapsed = time.perf_counter() - start
+                if elapsed > 0.1:
+                    break
+        best = max(best, 2.0 * n ** 3 * count / elapsed)
+    return best
+
+
+_PEAKS: dict[tuple[str, str, int], tuple[float, str]] = {}
+
+
+def peak_flops(device: str, dtype_name: str = "float32") -> tuple[float, str]:
+    """The device's peak FLOP/s for training in ``dtype_name`` and where the figure comes from: the
+    datasheet's dense bf16 peak for known NVIDIA GPUs in bf16/fp16, else a matmul measured once per
+    process (the best of three bursts of square matmuls with torch's threads)."""
+    import torch
+
+    key = (device, dtype_name, torch.get_num_threads())
+    if key not in _PEAKS:
+        if device.startswith("cuda") and dtype_name in ("bfloat16", "float16") and torch.cuda.is_available():
+            name = torch.cuda.get_device_name()
+            for part, flops in DATASHEET_BF16_PEAK:
+                if part in name:
+                    _PEAKS[key] = (flops, f"datasheet dense bf16 peak of {name}")
+                    break
+        if key not in _PEAKS:
+            flops = _measured_matmul_peak(device, dtype_name)
+            threads = f", {torch.get_num_threads()} threads" if not device.startswith("cuda") else ""
+            _PEAKS[key] = (flops, f"measured {dtype_name} matmul on {device}{threads}")
+    return _PEAKS[key]
+
+
+def hardware_use(model: Any, *, real_tokens: float, seconds: float, device: str, dtype_name: str) -> dict[str, Any]:
+    """Achieved training FLOP/s (:func:`training_flops`) against :func:`peak_flops`: the MFU."""
+    flops = training_flops(model, real_tokens)
+    achieved = flops / seconds if seconds > 0 else None
+    peak, source = peak_flops(device, dtype_name)
+    return {"train_flops": flops, "achieved_flops_per_second": achieved, "peak_flops_per_second": peak,
+            "peak_source": source, "mfu": round(achieved / peak, 5) if achieved and peak else None,
+            "flops_estimate": "6 x trainable + 4 x frozen non-embedding parameters x real tokens"}

@@ -24,6 +24,8 @@ from stmbench.session import Session, tokenizer_fingerprint
 from stmbench.spec import FULL, RunSpec
 from stmbench.types import BackboneInfo
 
+IGNORE_INDEX = -100  # label of a position with no loss (transformers' convention)
+
 log = logging.getLogger(__name__)
 
 
@@ -128,11 +130,27 @@ def _selection_args(t: Any) -> dict[str, Any]:
             "load_best_model_at_end": True, "metric_for_best_model": "accuracy", "greater_is_better": True}
 
 
+def precision(spec: RunSpec, device: str) -> dict[str, Any]:
+    """Mixed precision and matmul settings of a run: bf16 as asked, or chosen automatically on a
+    CUDA device that supports it (``auto_bf16``, unless fp16 is asked); TF32 matmuls on CUDA
+    devices that have them (Ampere and newer)."""
+    import torch
+
+    t = spec.training
+    cuda = device.startswith("cuda") and torch.cuda.is_available()
+    auto = bool(cuda and t.auto_bf16 and not t.bf16 and not t.fp16 and torch.cuda.is_bf16_supported())
+    tf32 = bool(cuda and torch.cuda.get_device_capability()[0] >= 8)
+    bf16 = t.bf16 or auto
+    return {"bf16": bf16, "fp16": t.fp16, "bf16_chosen_automatically": auto, "tf32": tf32,
+            "dtype": "bfloat16" if bf16 else "float16" if t.fp16 else "float32"}
+
+
 def _trainer_args(spec: RunSpec, output_dir: str, device: str, show_progress: bool,
                   save_steps: int | None = 0) -> Any:
     from transformers import TrainingArguments
 
     t = spec.training
+    mixed = precision(spec, device)
     saving = _selection_args(t) if t.eval_strategy != "no" else {**_save_args(save_steps), "eval_strategy": "no"}
     return TrainingArguments(
         output_dir=output_dir, learning_rate=t.learning_rate, num_train_epochs=t.num_train_epochs,
@@ -140,7 +158,7 @@ def _trainer_args(spec: RunSpec, output_dir: str, device: str, show_progress: bo
         per_device_eval_batch_size=t.per_device_eval_batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps, weight_decay=t.weight_decay,
         warmup_steps=t.warmup_steps, lr_scheduler_type=t.lr_scheduler_type, optim=t.optim,
-        bf16=t.bf16, fp16=t.fp16, **_checkpointing(t.gradient_checkpointing),
+        bf16=mixed["bf16"], fp16=t.fp16, tf32=mixed["tf32"] or None, **_checkpointing(t.gradient_checkpointing),
         seed=spec.seed, data_seed=spec.seed, **saving,
         logging_strategy="steps", logging_steps=t.logging_steps, logging_first_step=True,
         logging_nan_inf_filter=False,
@@ -226,6 +244,80 @@ def _dev_trainer(strategy: Any, task: Any, tokenizer: Any, spec: RunSpec, sessio
     return DevTrainer
 
 
+def labelled_positions(labels: Any) -> Any:
+    """``[batch, length]`` booleans: the positions whose next token carries a label (the positions
+    a causal LM's shifted loss reads)."""
+    import torch
+
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    return keep
+
+
+def labelled_lm_loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
+    """Next-token cross-entropy on logits computed only at :func:`labelled_positions` (``[kept,
+    vocab]``, row-major): the value of transformers' ``ForCausalLMLoss`` on full logits."""
+    import torch
+
+    shifted = labels[:, 1:]
+    targets = shifted[shifted != IGNORE_INDEX]
+    logits = outputs.logits.float()
+    reduction = "sum" if num_items_in_batch is not None else "mean"
+    loss = torch.nn.functional.cross_entropy(logits, targets.to(logits.device), reduction=reduction)
+    if reduction == "sum":
+        loss = loss / (num_items_in_batch.to(loss.device) if torch.is_tensor(num_items_in_batch) else num_items_in_batch)
+    return loss
+
+
+class TrainingCollator:
+    """A strategy's collator, counting real against padded tokens, and adding ``logits_to_keep``
+    (the labelled positions) when the model need project only those."""
+
+    def __init__(self, inner: Any, meter: Any, keep_labelled: bool):
+        self.inner, self.meter, self.keep_labelled = inner, meter, keep_labelled
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = self.inner(features)
+        mask = batch.get("attention_mask")
+        if mask is not None:
+            self.meter.add_mask(mask)
+        if self.keep_labelled:
+            batch["logits_to_keep"] = labelled_positions(batch["labels"])
+        return batch
+
+
+def length_grouped_sampler(lengths: list[int], batch_size: int, seed: int) -> Any:
+    """transformers' ``LengthGroupedSampler`` (random groups of 50 batches, each sorted by length,
+    the longest batch first) drawn from a generator seeded with ``seed + epoch``: the same order for
+    the same seed, and a resumed run (the Trainer calls ``set_epoch``) sees the order it left."""
+    import torch
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    class SeededLengthGroupedSampler(LengthGroupedSampler):
+        def set_epoch(self, epoch: int) -> None:
+            self.generator.manual_seed(seed + int(epoch))
+
+    sampler = SeededLengthGroupedSampler(batch_size, lengths=lengths, generator=torch.Generator())
+    sampler.set_epoch(0)
+    return sampler
+
+
+def _trainer_class(strategy: Any, task: Any, tokenizer: Any, spec: RunSpec, session: Session,
+                   lengths: list[int]) -> Any:
+    from transformers import Trainer
+
+    base = _dev_trainer(strategy, task, tokenizer, spec, session) if spec.training.eval_strategy != "no" else Trainer
+    if not spec.training.group_by_length:
+        return base
+
+    class GroupedTrainer(base):  # type: ignore[misc, valid-type]
+        def _get_train_sampler(self, train_dataset=None):  # noqa: ANN001
+            return length_grouped_sampler(lengths, self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                          spec.seed)
+
+    return GroupedTrainer
+
+
 def dev_curve(log_history: list[dict[str, Any]]) -> list[list[float]]:
     """``[[step, dev accuracy], ...]`` of the evaluations during training."""
     return [[int(e["step"]), float(e["eval_accuracy"])] for e in log_history if "eval_accuracy" in e and "step" in e]
@@ -241,7 +333,9 @@ def train(model: Any, features: Any, *, strategy: Any, tokenizer: Any, spec: Run
     With ``eval_strategy`` epoch or steps, ``dev`` (rows of the task) is scored during training, and
     the checkpoint with the best dev accuracy is loaded at the end (``load_best_model_at_end``).
     """
-    from transformers import EarlyStoppingCallback, PrinterCallback, Trainer
+    from transformers import EarlyStoppingCallback, PrinterCallback
+
+    from stmbench.modeling import PaddingMeter, keeps_logits
 
     selecting = spec.training.eval_strategy != "no"
     if selecting and dev is None:
@@ -262,10 +356,15 @@ def train(model: Any, features: Any, *, strategy: Any, tokenizer: Any, spec: Run
         else:
             folder = session.checkpoint_dir(spec.run_id)
             out, resume = str(folder), last_checkpoint(folder)
-        trainer_class = _dev_trainer(strategy, task, tokenizer, spec, session) if selecting else Trainer
+        lengths = [len(ids) for ids in features["input_ids"]]
+        keep_labelled = strategy.lm_loss_on_labels and keeps_logits(model)
+        meter = PaddingMeter()
+        trainer_class = _trainer_class(strategy, task, tokenizer, spec, session, lengths)
         trainer = trainer_class(model=model, args=_trainer_args(spec, out, device, session.show_progress, save_steps),
                                 train_dataset=features, eval_dataset=dev if selecting else None,
-                                data_collator=strategy.data_collator(tokenizer, spec), callbacks=callbacks)
+                                data_collator=TrainingCollator(strategy.data_collator(tokenizer, spec), meter,
+                                                               keep_labelled),
+                                compute_loss_func=labelled_lm_loss if keep_labelled else None, callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)
         if resume is not None:
             log.info("resuming %s from %s (step %d)", spec.label(), resume[0], resume[1])
@@ -288,8 +387,9 @@ def train(model: Any, features: Any, *, strategy: Any, tokenizer: Any, spec: Run
                        loss_curve=curve)
     epochs = output.metrics.get("epoch") or spec.training.num_train_epochs
     done = 1.0 - (resume[1] / output.global_step if resume and output.global_step else 0.0)
-    tokens = sum(len(ids) for ids in features["input_ids"]) * float(epochs) * done
-    return {"train_loss": float(output.training_loss), "train_seconds": seconds,
+    tokens = sum(lengths) * float(epochs) * done
+    return {"padding": meter.report(), "logits": "labelled positions" if keep_labelled else "all positions",
+            "real_tokens": meter.real, "train_loss": float(output.training_loss), "train_seconds": seconds,
             "train_steps": int(output.global_step), "epochs": float(epochs),
             "resumed_from_step": resume[1] if resume else None, "loss_curve": curve, "selection": selection,
             "tokens_per_second": tokens / seconds if seconds > 0 else None}
@@ -370,7 +470,7 @@ def execute(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -
     ``info`` is the backbone description the planner resolved (resolved again when not given)."""
     import transformers
 
-    from stmbench.modeling import count_parameters, model_device, peak_memory_mb, reset_peak_memory
+    from stmbench.modeling import count_parameters, hardware_use, model_device, peak_memory_mb, reset_peak_memory
 
     task = session.get("task", spec.task)
     strategy = session.get("strategy", spec.strategy)
@@ -403,7 +503,9 @@ def execute(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -
     model = strategy.prepare_model(model, tokenizer=tokenizer, task=task, options=spec.strategy_options)
     model = adapter.wrap(model, head=strategy.head, info=info, options=spec.adapter_options)
     trainable, total = count_parameters(model)
+    config = getattr(model, "config", None)
     out: dict[str, Any] = {
+        "attention": getattr(config, "_attn_implementation", None),
         "backbone_info": info.__dict__,
         "parameters": {"trainable": trainable, "total": total,
                        "trainable_percent": round(100.0 * trainable / total, 4) if total else None},
@@ -429,6 +531,11 @@ def execute(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -
         trained = train(model, features, strategy=strategy, tokenizer=tokenizer, spec=spec, session=session,
                         dev=dev, task=task)
         out["times"].update({k: trained.pop(k) for k in ("train_seconds", "tokens_per_second")})
+        out["padding"] = {"train": trained.pop("padding")}
+        out["precision"] = precision(spec, device)
+        out["hardware"] = hardware_use(model, real_tokens=trained.pop("real_tokens"),
+                                       seconds=out["times"]["train_seconds"], device=device,
+                                       dtype_name=out["precision"]["dtype"])
         if trained.get("selection") is not None:
             trained["selection"].update(dev_info)
         out["training"] = trained
@@ -440,6 +547,7 @@ def execute(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -
     prediction = strategy.predict(model, data=eval_data.dataset, task=task, tokenizer=tokenizer, spec=spec,
                                   session=session)
     out["times"]["eval_seconds"] = time.perf_counter() - start
+    out.setdefault("padding", {})["predict"] = prediction.extra.pop("padding", None)
     gold = list(eval_data.dataset["label"])
     metrics = score(task, gold, prediction.labels)
     metrics.update(prediction.extra.pop("metrics", {}))

@@ -51,6 +51,10 @@ class TrainingSettings:
     early_stopping_patience: int = _help("stop after N dev evaluations without improvement (0: never)", default=0)
     dev_holdout: float = _help("share of train held out for selection where the eval split is the dev split",
                                default=0.1)
+    group_by_length: bool = _help("training batches of similar lengths (seeded, shuffled in groups of 50 "
+                                  "batches) so less of each batch is padding", default=True)
+    auto_bf16: bool = _help("on a CUDA device that supports bfloat16, train in bf16 mixed precision unless "
+                            "fp16 is set (stated in the result)", default=True)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -119,7 +123,7 @@ class TrainingSettings:
 # training settings that do not change what a run computes, or that were added after results were
 # stored: left out of a run's identity while at their defaults (see TrainingSettings.identity)
 _LATER_SETTINGS = frozenset({"logging_steps", "eval_strategy", "eval_steps", "early_stopping_patience",
-                             "dev_holdout"})
+                             "dev_holdout", "group_by_length", "auto_bf16"})
 
 
 def _coerce(name: str, value: Any, kind: Any) -> Any:

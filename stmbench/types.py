@@ -173,6 +173,10 @@ class Strategy(Plugin):
     trains: ClassVar[bool] = True
     #: True when the strategy scores or generates text and so needs a causal LM
     needs_decoder: ClassVar[bool] = False
+    #: True when the training features carry causal-LM ``labels`` (-100 where no loss) and the loss
+    #: is next-token cross-entropy on them: the pipeline then projects only the labelled positions
+    #: onto the vocabulary (``logits_to_keep``) and computes that loss itself, with the same value
+    lm_loss_on_labels: ClassVar[bool] = False
 
     def check(self, info: BackboneInfo, adapter: Adapter, task: Task, options: dict[str, Any]) -> str | None:
         """Return why this strategy cannot serve the combination, or ``None`` when it can."""

@@ -154,15 +154,22 @@ def test_generative_scoring_agrees_with_lm_eval(make_session, tmp_path, task_nam
     assert accuracy == pytest.approx(theirs["acc"])
 
 
-def test_in_context_zero_and_few_shot_land_in_the_store(session):
+@pytest.mark.parametrize("engine", ["stmbench", "lm_eval"])
+def test_in_context_zero_and_few_shot_land_in_the_store(session, engine):
     plan = plan_grid(GridSpec(strategies="in_context", adapters="full,lora", shots="0,2",
-                              training={"learning_rate": 0.1}), session)
+                              training={"learning_rate": 0.1},
+                              strategy_options={"in_context": {"engine": engine}}), session)
     assert [(s.adapter, s.train_size, s.shots) for s in plan.runs] == [("none", 0, 0), ("none", 0, 2)]
     assert plan.runs[0].training.learning_rate == 2e-5  # training settings are not part of an eval-only run
     for spec in plan.runs:
         result, predictions = run_spec(spec, session)
         assert result["status"] == "ok", result.get("traceback")
-        assert result["metrics"]["accuracy"] == pytest.approx(result["metrics"]["lm_eval_acc"])
+        assert result["prediction_info"]["engine"] == engine
+        if engine == "lm_eval":
+            assert result["metrics"]["accuracy"] == pytest.approx(result["metrics"]["lm_eval_acc"])
+        else:
+            assert result["prediction_info"]["scoring"] == "first_token"
+            assert 0 < result["padding"]["predict"]["efficiency"] <= 1
         assert result["counts"]["train_examples"] == 0 and len(predictions["predicted"]) == 300
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stmbench.modeling import batches, model_device, pad_batch
+from stmbench.modeling import PaddingMeter, keeps_logits, model_device, pad_batch, sorted_batches
 
 IGNORE_INDEX = -100
 
@@ -39,52 +39,108 @@ def forward_logits(model: Any, input_ids: Any, attention_mask: Any) -> Any:
 
 
 def score_choices(model: Any, tokenizer: Any, contexts: list[str], choices: list[str], *,
-                  max_len: int, batch_size: int, mode: str = "auto") -> tuple[list[list[float]], str]:
+                  max_len: int, batch_size: int, mode: str = "auto",
+                  meter: PaddingMeter | None = None) -> tuple[list[list[float]], str]:
     """Log-likelihood of every choice after every context: ``scores[i][k]``.
 
     When every choice is one token after every context, one forward pass per context scores all
     choices at the answer position.  Otherwise each (context, choice) is scored as a sequence, the
     sum of its tokens' log-probabilities, exactly as lm-eval's ``acc`` does.  Returns the scores and
     the mode used (``first_token`` or ``sequence``); ``mode="sequence"`` forces sequence scoring.
+
+    Batches are length-sorted (longest first; scores land at their own index), and where the model
+    takes ``logits_to_keep`` only the scored positions are projected onto the vocabulary.
+    ``meter`` counts real against processed tokens.
     """
+    return score_requests(model, tokenizer, [[(ctx, c) for c in choices] for ctx in contexts], max_len=max_len,
+                          batch_size=batch_size, mode=mode, meter=meter)
+
+
+def score_requests(model: Any, tokenizer: Any, requests: list[list[tuple[str, str]]], *, max_len: int,
+                   batch_size: int, mode: str = "auto",
+                   meter: PaddingMeter | None = None) -> tuple[list[list[float]], str]:
+    """``scores[i][k]``: the log-likelihood of continuation k after context k of example i (lm-eval's
+    ``loglikelihood`` requests, grouped by example), each pair encoded as lm-eval encodes it and cut
+    from the left to ``max_len`` tokens.  One forward pass per example when its choices share the
+    context and are one token each (``first_token``), else one per pair (``sequence``)."""
+    flat = [pair for choices in requests for pair in choices]
+    encoded = encode_pairs(tokenizer, [c for c, _ in flat], [x for _, x in flat], max_len)
+    per_example, at = [], 0
+    for choices in requests:
+        per_example.append(encoded[at:at + len(choices)])
+        at += len(choices)
+    scores = [[0.0] * len(choices) for choices in requests]
+    single = mode != "sequence" and all(
+        len(cont) == 1 and ctx == pairs[0][0] for pairs in per_example for ctx, cont in pairs)
+    if single:
+        _score_first_tokens(model, tokenizer.pad_token_id, [pairs[0][0] for pairs in per_example],
+                            [[cont[0] for _, cont in pairs] for pairs in per_example], scores,
+                            batch_size=batch_size, meter=meter)
+        return scores, "first_token"
+    jobs = [(i, k, ctx, cont) for i, pairs in enumerate(per_example) for k, (ctx, cont) in enumerate(pairs)]
+    _score_sequences(model, tokenizer.pad_token_id, jobs, scores, batch_size=batch_size, meter=meter)
+    return scores, "sequence"
+
+
+def _score_first_tokens(model: Any, pad: int, contexts: list[list[int]], tokens: list[list[int]],
+                        scores: list[list[float]], *, batch_size: int, meter: PaddingMeter | None) -> None:
+    """``scores[i][k]``: log-probability of ``tokens[i][k]`` right after ``contexts[i]``."""
     import torch
 
-    n = len(contexts)
-    encoded = [encode_pairs(tokenizer, contexts, [c] * n, max_len) for c in choices]
-    single = mode != "sequence" and all(len(enc[i][1]) == 1 for enc in encoded for i in range(n))
     device = model_device(model)
-    pad = tokenizer.pad_token_id
-    scores = [[0.0] * len(choices) for _ in range(n)]
+    keep = keeps_logits(model)
     model.eval()
     with torch.inference_mode():
-        if single:
-            # contexts can differ per choice only through left truncation, absent when all are 1 token
-            for idx in batches(list(range(n)), batch_size):
-                ctx = [encoded[0][i][0] for i in idx]
-                ids, mask = pad_batch(ctx, pad, "right")
+        for idx in sorted_batches([len(c) for c in contexts], batch_size):
+            ctx = [contexts[i] for i in idx]
+            ids, mask = pad_batch(ctx, pad, "right")
+            if meter is not None:
+                meter.add_mask(mask)
+            last = torch.tensor([len(c) - 1 for c in ctx], device=device)
+            if keep:  # project the answer position only
+                out = model(input_ids=ids.to(device), attention_mask=mask.to(device), logits_to_keep=last[:, None])
+                answer = out.logits[:, 0]
+            else:
+                answer = forward_logits(model, ids.to(device), mask.to(device))[torch.arange(len(idx), device=device), last]
+            logp = torch.log_softmax(answer.float(), dim=-1)  # float32 of [batch, vocab] only
+            tok = torch.tensor([tokens[i] for i in idx], device=device)
+            for j, i in enumerate(idx):
+                scores[i] = logp[j].gather(0, tok[j]).tolist()
+
+
+def _score_sequences(model: Any, pad: int, jobs: list[tuple[int, int, list[int], list[int]]],
+                     scores: list[list[float]], *, batch_size: int, meter: PaddingMeter | None) -> None:
+    """``scores[i][k]``: summed log-probability of each job's continuation after its context."""
+    import torch
+
+    device = model_device(model)
+    keep = keeps_logits(model)
+    model.eval()
+    with torch.inference_mode():
+        # the input is context + continuation without its last token (whose prediction is never read)
+        for chunk in sorted_batches([len(ctx) + len(cont) for _, _, ctx, cont in jobs], batch_size):
+            batch = [jobs[j] for j in chunk]
+            ids, mask = pad_batch([(ctx + cont)[:-1] for _, _, ctx, cont in batch], pad, "right")
+            if meter is not None:
+                meter.add_mask(mask)
+            if keep:  # project the continuation's positions only: [scored positions, vocab]
+                wanted = torch.zeros_like(mask, dtype=torch.bool)
+                for row, (_, _, ctx, cont) in enumerate(batch):
+                    wanted[row, len(ctx) - 1:len(ctx) - 1 + len(cont)] = True
+                out = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                            logits_to_keep=wanted.to(device))
+                kept, offset = out.logits, 0
+            else:
                 logits = forward_logits(model, ids.to(device), mask.to(device))
-                last = torch.tensor([len(c) - 1 for c in ctx], device=device)
-                # the answer position only, then float32: not a float32 copy of [batch, length, vocab]
-                logp = torch.log_softmax(logits[torch.arange(len(idx), device=device), last].float(), dim=-1)
-                for k, enc in enumerate(encoded):
-                    tok = torch.tensor([enc[i][1][0] for i in idx], device=device)
-                    vals = logp.gather(1, tok[:, None])[:, 0].tolist()
-                    for j, i in enumerate(idx):
-                        scores[i][k] = vals[j]
-            return scores, "first_token"
-        jobs = [(i, k) for k in range(len(choices)) for i in range(n)]
-        for chunk in batches(jobs, batch_size):
-            seqs = [encoded[k][i][0] + encoded[k][i][1] for i, k in chunk]
-            ids, mask = pad_batch(seqs, pad, "right")
-            logits = forward_logits(model, ids.to(device), mask.to(device))
-            for row, (i, k) in enumerate(chunk):
-                ctx_len, cont = len(encoded[k][i][0]), encoded[k][i][1]
-                positions = torch.arange(ctx_len - 1, ctx_len - 1 + len(cont), device=device)
+            for row, (i, k, ctx, cont) in enumerate(batch):
+                if keep:
+                    picked, offset = kept[offset:offset + len(cont)], offset + len(cont)
+                else:
+                    picked = logits[row, len(ctx) - 1:len(ctx) - 1 + len(cont)]
+                # float32 of the continuation's positions only (log_softmax is per position)
+                logp = torch.log_softmax(picked.float(), dim=-1)
                 tok = torch.tensor(cont, device=device)
-                # the continuation's positions only, then float32 (log_softmax is per position)
-                logp = torch.log_softmax(logits[row, positions].float(), dim=-1)
                 scores[i][k] = float(logp[torch.arange(len(cont), device=device), tok].sum())
-        return scores, "sequence"
 
 
 def argmax(row: list[float]) -> int:

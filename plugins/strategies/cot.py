@@ -15,7 +15,7 @@ from typing import Any
 
 from stmbench import hookimpl
 from stmbench.errors import StmbenchError
-from stmbench.modeling import batches, model_device, pad_batch
+from stmbench.modeling import PaddingMeter, model_device, pad_batch, sorted_batches
 from stmbench.types import HEAD_CAUSAL_LM, Prediction, Strategy
 from stmbench_plugins.strategies._common import rows
 from stmbench_plugins.strategies.generative import lm_features, seq2seq_collator
@@ -51,6 +51,7 @@ class CotStrategy(Strategy):
     description = "generative with a rationale before the answer; predicts by generating and parsing"
     head = HEAD_CAUSAL_LM
     needs_decoder = True
+    lm_loss_on_labels = True
     options_class = CotOptions
 
     def rationales(self, batch: list[dict[str, Any]], *, task: Any, spec: Any, session: Any) -> list[str]:
@@ -94,23 +95,25 @@ class CotStrategy(Strategy):
         room = max(1, spec.training.max_seq_length - max_new)
         prompts = [cot_prompt(task, spec.prompt, ex) for ex in rows(data)]
         encoded = [ids[-room:] for ids in tokenizer(prompts)["input_ids"]]
-        labels: list[int] = []
-        samples: list[str] = []
+        labels: list[int] = [-1] * len(encoded)
+        samples: list[str] = [""] * len(encoded)
+        meter = PaddingMeter()  # the prompts; generated tokens are not counted
         model.eval()
         with torch.inference_mode():
-            for chunk in batches(encoded, spec.training.per_device_eval_batch_size):
-                ids, mask = pad_batch(chunk, tokenizer.pad_token_id, "left")
+            for idx in sorted_batches([len(ids) for ids in encoded], spec.training.per_device_eval_batch_size):
+                ids, mask = pad_batch([encoded[i] for i in idx], tokenizer.pad_token_id, "left")
+                meter.add_mask(mask)
                 out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
                                      max_new_tokens=max_new, pad_token_id=tokenizer.pad_token_id,
                                      eos_token_id=tokenizer.eos_token_id)
                 new = out[:, ids.shape[1]:]
-                for text in tokenizer.batch_decode(new, skip_special_tokens=True):
-                    samples.append(text)
-                    labels.append(parse_answer(text, task))
+                for i, text in zip(idx, tokenizer.batch_decode(new, skip_special_tokens=True)):
+                    samples[i] = text
+                    labels[i] = parse_answer(text, task)
         unparsable = sum(1 for x in labels if x < 0)
         return Prediction(labels, {"metrics": {"unparsable": unparsable,
                                                "unparsable_rate": unparsable / max(1, len(labels))},
-                                   "examples": samples[:5]})
+                                   "examples": samples[:5], "padding": meter.report()})
 
 
 @hookimpl

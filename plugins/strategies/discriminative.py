@@ -65,19 +65,22 @@ class DiscriminativeStrategy(Strategy):
     def predict(self, model: Any, *, data: Any, task: Any, tokenizer: Any, spec: Any, session: Any) -> Prediction:
         import torch
 
-        from stmbench.modeling import batches, model_device
+        from stmbench.modeling import PaddingMeter, model_device, sorted_batches
 
         device = model_device(model)
         collate = self.data_collator(tokenizer, spec)
-        preds: list[int] = []
+        enc = self.encode_inputs(tokenizer, task, spec, rows(data))
+        preds: list[int] = [-1] * len(data)
+        meter = PaddingMeter()
         model.eval()
         with torch.inference_mode():
-            for chunk in batches(rows(data), spec.training.per_device_eval_batch_size):
-                enc = self.encode_inputs(tokenizer, task, spec, list(chunk))
-                batch = collate([{k: enc[k][i] for k in enc} for i in range(len(chunk))])
+            for idx in sorted_batches([len(ids) for ids in enc["input_ids"]], spec.training.per_device_eval_batch_size):
+                batch = collate([{k: enc[k][i] for k in enc} for i in idx])
+                meter.add_mask(batch["attention_mask"])
                 logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
-                preds.extend(argmax(r) for r in logits.tolist())
-        return Prediction(preds)
+                for i, row in zip(idx, logits.tolist()):
+                    preds[i] = argmax(row)
+        return Prediction(preds, {"padding": meter.report()})
 
 
 @hookimpl

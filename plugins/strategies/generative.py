@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from stmbench import hookimpl
+from stmbench.modeling import PaddingMeter
 from stmbench.types import HEAD_CAUSAL_LM, Prediction, Strategy
 from stmbench_plugins.strategies._common import IGNORE_INDEX, argmax, encode_pairs, rows, score_choices
 
@@ -38,6 +39,7 @@ class GenerativeStrategy(Strategy):
     description = "causal LM answers with the verbalizer word; loss on the answer; scored, not generated"
     head = HEAD_CAUSAL_LM
     needs_decoder = True
+    lm_loss_on_labels = True
 
     def feature_encoder(self, *, task: Any, tokenizer: Any, spec: Any, session: Any) -> Any:
         words = task.label_words
@@ -55,10 +57,11 @@ class GenerativeStrategy(Strategy):
 
     def predict(self, model: Any, *, data: Any, task: Any, tokenizer: Any, spec: Any, session: Any) -> Prediction:
         prompts = [task.render(spec.prompt, ex) for ex in rows(data)]
+        meter = PaddingMeter()
         scores, mode = score_choices(model, tokenizer, prompts, task.label_words,
                                      max_len=spec.training.max_seq_length,
-                                     batch_size=spec.training.per_device_eval_batch_size)
-        return Prediction([argmax(r) for r in scores], {"scoring": mode})
+                                     batch_size=spec.training.per_device_eval_batch_size, meter=meter)
+        return Prediction([argmax(r) for r in scores], {"scoring": mode, "padding": meter.report()})
 
 
 @hookimpl

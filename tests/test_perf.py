@@ -1,0 +1,140 @@
+"""Issue 10: the fast paths change no number.  Projecting only the labelled / scored positions onto
+the vocabulary, length-grouped training batches and length-sorted prediction give the losses and
+predictions of the plain paths; results record padding efficiency, precision and MFU."""
+
+from __future__ import annotations
+
+import pytest
+
+from stmbench.grid import plan_grid
+from stmbench.pipeline import run_spec, train
+from stmbench.spec import GridSpec
+
+
+def _generative_setup(session, adapter="full", strategy_name="generative", steps=6):
+    spec = plan_grid(GridSpec(tasks="sample", strategies=strategy_name, adapters=adapter, train_sizes=[96],
+                              training={"max_steps": steps, "max_seq_length": 96, "logging_steps": 1,
+                                        "per_device_train_batch_size": 16}), session).runs[0]
+    task, strategy = session.get("task", "sample"), session.get("strategy", strategy_name)
+    data = session.task_data(task, "train").dataset.select(range(96))
+    return spec, task, strategy, data
+
+
+def _train_once(session, spec, task, strategy, data):
+    import transformers
+
+    transformers.set_seed(spec.seed)
+    model, tok = session.catalogue.backbone_for("tiny-llama").load("tiny-llama", head="causal_lm", num_labels=2,
+                                                                   task=task, session=session, load_kwargs={}, seed=0)
+    transformers.set_seed(spec.seed)
+    adapter = session.get("adapter", spec.adapter)
+    info = session.catalogue.backbone_for("tiny-llama").resolve("tiny-llama", session)
+    model = adapter.wrap(model, head=strategy.head, info=info, options=spec.adapter_options)
+    features = data.map(strategy.feature_encoder(task=task, tokenizer=tok, spec=spec, session=session),
+                        batched=True, remove_columns=data.column_names)
+    return train(model, features, strategy=strategy, tokenizer=tok, spec=spec, session=session)
+
+
+@pytest.mark.parametrize("strategy_name,adapter", [("generative", "full"), ("generative", "lora"), ("cot", "full")])
+def test_projecting_only_labelled_positions_keeps_the_training_losses(make_session, monkeypatch, strategy_name,
+                                                                     adapter):
+    import stmbench.modeling
+
+    session = make_session(save_steps=0)  # no checkpoint: the second training must not resume the first
+    spec, task, strategy, data = _generative_setup(session, adapter, strategy_name)
+    kept = _train_once(session, spec, task, strategy, data)
+    assert kept["logits"] == "labelled positions"
+    monkeypatch.setattr(stmbench.modeling, "keeps_logits", lambda model: False)
+    full = _train_once(session, spec, task, strategy, data)
+    assert full["logits"] == "all positions"
+    assert len(kept["loss_curve"]) == len(full["loss_curve"]) == 6  # a loss at each of the 6 steps
+    for (step_a, a), (step_b, b) in zip(kept["loss_curve"], full["loss_curve"]):
+        assert step_a == step_b and a == pytest.approx(b, rel=1e-4, abs=1e-5)
+    assert kept["train_loss"] == pytest.approx(full["train_loss"], rel=1e-4)
+    assert kept["resumed_from_step"] is None and full["resumed_from_step"] is None
+
+
+def test_prediction_is_the_same_with_and_without_kept_logits(session, monkeypatch):
+    import stmbench.modeling
+    from stmbench_plugins.strategies._common import score_choices
+
+    task = session.get("task", "sample")
+    model, tok = session.catalogue.backbone_for("tiny-llama").load("tiny-llama", head="causal_lm", num_labels=2,
+                                                                   task=task, session=session, load_kwargs={}, seed=0)
+    rows = session.task_data(task, "test").dataset.select(range(40))
+    prompts = [task.render("concise", ex) + "x" * (i % 7) for i, ex in enumerate(rows)]  # varied lengths
+    fast = {mode: score_choices(model, tok, prompts, task.label_words, max_len=96, batch_size=8, mode=mode)[0]
+            for mode in ("auto", "sequence")}
+    monkeypatch.setattr("stmbench_plugins.strategies._common.keeps_logits", lambda m: False)
+    for mode in ("auto", "sequence"):
+        plain, _ = score_choices(model, tok, prompts, task.label_words, max_len=96, batch_size=40, mode=mode)
+        for a, b in zip(fast[mode], plain):
+            assert a == pytest.approx(b, rel=1e-5, abs=1e-5)
+    assert stmbench.modeling.keeps_logits(model)
+
+
+def test_length_grouped_batches_are_seeded_and_mostly_real_tokens():
+    from stmbench.pipeline import length_grouped_sampler
+
+    lengths = [20 + (i * 37) % 60 for i in range(1000)]  # 20..79 tokens, spread
+    a = length_grouped_sampler(lengths, 16, seed=3)
+    first = list(a)
+    assert sorted(first) == list(range(1000))
+    assert list(length_grouped_sampler(lengths, 16, seed=3)) == first
+    assert list(length_grouped_sampler(lengths, 16, seed=4)) != first
+    a.set_epoch(1)
+    second = list(a)
+    assert second != first
+    a.set_epoch(0)
+    assert list(a) == first  # a resumed epoch sees the order it left
+    batches = [second[i:i + 16] for i in range(0, 1000, 16)]
+    real = sum(lengths)
+    processed = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+    assert real / processed >= 0.9
+    shuffled = [list(range(1000))[i:i + 16] for i in range(0, 1000, 16)]
+    assert real / sum(max(lengths[i] for i in b) * len(b) for b in shuffled) < 0.75
+
+
+def test_results_record_padding_precision_and_mfu(session):
+    grid = GridSpec(tasks="sample", strategies="generative,discriminative", adapters="full", train_sizes=[64],
+                    training={"max_steps": 2, "per_device_train_batch_size": 16, "max_seq_length": 96})
+    for spec in plan_grid(grid, session).runs:
+        result, _ = run_spec(spec, session)
+        assert result["status"] == "ok", result.get("traceback")
+        for part in ("train", "predict"):
+            padding = result["padding"][part]
+            assert 0 < padding["efficiency"] <= 1 and padding["real_tokens"] <= padding["processed_tokens"]
+        assert result["precision"] == {"bf16": False, "fp16": False, "bf16_chosen_automatically": False,
+                                       "tf32": False, "dtype": "float32"}
+        hw = result["hardware"]
+        assert hw["train_flops"] > 0 and 0 < hw["mfu"] < 1
+        assert hw["peak_source"].startswith("measured float32 matmul on cpu")
+        assert result["attention"] in ("sdpa", "eager")
+
+
+@pytest.mark.parametrize("task_name", ["sample", "chnsenticorp"])
+def test_in_context_engines_give_the_same_predictions(make_session, tmp_path, task_name):
+    """stmbench's engine scores the very requests lm-eval builds (prompt and seeded few-shot examples):
+    the same log-likelihoods and predictions as ``lm_eval.simple_evaluate``, zero- and 3-shot;
+    ``sample`` has one-token answers (one pass per example), ``chnsenticorp`` two-token answers."""
+    from stmbench_plugins.strategies.in_context import lm_eval_predict, stmbench_predict
+    from tests.fixtures import write_task
+    from tests.test_study import _trained_generative
+
+    session = make_session(data_dir=tmp_path)
+    if task_name != "sample":
+        write_task(session.get("task", task_name), tmp_path)
+    spec, task, model, tok = _trained_generative(session, task_name, steps=20)
+    data = session.task_data(task, task.eval_split).dataset
+    train = session.task_data(task, "train").dataset
+    for shots in (0, 3):
+        kwargs = dict(task=task, prompt="concise", shots=shots, seed=5, eval_data=data, train_data=train,
+                      batch_size=16, work_dir=tmp_path / "lm")
+        ours, theirs = stmbench_predict(model, tok, **kwargs), lm_eval_predict(model, tok, **kwargs)
+        assert ours["scoring"] == ("first_token" if task_name == "sample" else "sequence")
+        assert ours["predicted"] == theirs["predicted"]
+        margins = {round(row[1] - row[0], 4) for row in ours["logliks"]}
+        assert len(margins) > 10  # the scores depend on each example's context: the check has teeth
+        for a, b in zip(ours["logliks"], theirs["logliks"]):
+            assert a == pytest.approx(b, abs=1e-4)
+        assert 0 < ours["padding"]["efficiency"] <= 1
