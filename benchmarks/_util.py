@@ -22,10 +22,45 @@ def median_seconds(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) 
     return statistics.median(times)
 
 
-def report(title: str, baseline: tuple[str, float], others: list[tuple[str, float]]) -> None:
+def report(title: str, baseline: tuple[str, float], others: list[tuple[str, float]],
+           ratio_name: str | None = None, ratio_of: int = 0) -> None:
+    """Print each timing against the baseline; with ``ratio_name``, end with ``ratio_line`` of
+    ``others[ratio_of]`` (the way stmbench does it) against the baseline."""
     name, base = baseline
     print(title)
     print(f"  {name:<40} {base * 1000:10.1f} ms   1.00x (baseline)")
     for label, seconds in others:
         print(f"  {label:<40} {seconds * 1000:10.1f} ms   {base / seconds:5.2f}x faster" if seconds < base
               else f"  {label:<40} {seconds * 1000:10.1f} ms   {seconds / base:5.2f}x slower")
+    if ratio_name:
+        print()
+        print(ratio_line(ratio_name, others[ratio_of][1], base))
+
+
+def ratio_line(name: str, ours: float, baseline: float) -> str:
+    """``name: ratio=X.XX`` (stmbench's wall time / the baseline's; lower is better)."""
+    return f"{name}: ratio={ours / baseline:.2f}"
+
+
+def build_pretrained_style(folder, task, session, *, vocab_size: int = 32000, hidden: int = 256,
+                           layers: int = 4, intermediate: int = 768, heads: int = 4):
+    """A Llama-architecture causal LM at ~20M parameters, randomly initialised from a config (seed 0),
+    saved with ``save_pretrained`` into ``folder`` with the character tokenizer that the ``tiny-llama``
+    backbone builds for ``task``: the shapes of a small pretrained model (a 32,000-token vocabulary as
+    Llama 2's, so the LM head costs what it costs there), made offline.  Returns the parameter count."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from stmbench_plugins.backbones.tiny import build_tokenizer, task_characters
+
+    tokenizer = build_tokenizer(task_characters(task, session), "llama")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=intermediate,
+                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+                         max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         tie_word_embeddings=False)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return sum(p.numel() for p in model.parameters())

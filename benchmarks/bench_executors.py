@@ -37,7 +37,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train-size", type=int, default=2000)
     parser.add_argument("--epochs", type=float, default=3)
+    parser.add_argument("--quick", action="store_true", help="train size 300, 1 epoch, no ray")
     args = parser.parse_args()
+    if args.quick:
+        args.train_size, args.epochs = 300, 1
     logging.getLogger("stmbench").setLevel(logging.ERROR)  # not the health flags of the 1-step warm-up
     work = Path(tempfile.mkdtemp(prefix="stmbench-bench-executors-"))
     cache = work / "cache"
@@ -50,7 +53,9 @@ def main() -> None:
     run_study(grid(args.train_size, args.epochs).with_overrides(training={"max_steps": 1}),
               session("warmup"))
     executors = [("local", {}), ("pool", {"workers": 2}), ("pool", {"workers": 2, "runs_per_worker": 4})]
-    if importlib.util.find_spec("ray"):
+    if args.quick:
+        pass
+    elif importlib.util.find_spec("ray"):
         executors.append(("ray", {"local_cpus": 2}))
     else:
         print('ray is not installed (pip install "stmbench[ray]"): measuring local and pool only')
@@ -71,6 +76,8 @@ def main() -> None:
     print(f"  {'executor':<9} {'workers':>7} {'wall':>9} {'speed-up':>9} {'sum of runs':>12} {'overhead/run':>13}")
     for name, workers, wall, run_seconds, overhead in rows:
         print(f"  {name:<9} {workers:>7} {wall:>8.1f}s {base / wall:>8.2f}x {run_seconds:>11.1f}s {overhead:>12.2f}s")
+    print()
+    print(_util.ratio_line("bench_executors", rows[1][2], base))  # pool (a fresh process per run) / local
 
 
 if __name__ == "__main__":

@@ -14,6 +14,12 @@ from _util import median_seconds, report  # noqa: E402
 
 
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="accepted for run_all.py; this one is quick anyway")
+    parser.parse_args()
+
     from stmbench.grid import plan_grid
     from stmbench.session import Session, Settings, tokenizer_fingerprint
     from stmbench.spec import GridSpec
@@ -46,7 +52,7 @@ def main() -> None:
         print(f"generative features of the sample task's {len(data.dataset)} training pairs (tiny tokenizer)")
         report("feature cache", ("tokenise (cache miss)", median_seconds(cold, repeats=3)),
                [("load from disk (new session)", median_seconds(disk, repeats=3)),
-                ("memory (same session)", median_seconds(memory))])
+                ("memory (same session)", median_seconds(memory))], ratio_name="bench_features_cache")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -15,7 +15,13 @@ from _util import median_seconds, report  # noqa: E402
 
 
 def main() -> None:
+    import argparse
+
     import torch
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="accepted for run_all.py; this one is quick anyway")
+    parser.parse_args()
 
     from stmbench.session import Session, Settings
     from stmbench_plugins.strategies._common import score_choices
@@ -38,7 +44,8 @@ def main() -> None:
         print(f"{len(prompts)} prompts x {len(task.label_words)} answer words, tiny-llama on CPU "
               f"({torch.get_num_threads()} threads); max |difference| between modes: {worst:.2e}")
         report("answer scoring", ("sequence (one pass per choice)", median_seconds(lambda: run("sequence"))),
-               [("first_token (one pass per prompt)", median_seconds(lambda: run("auto")))])
+               [("first_token (one pass per prompt)", median_seconds(lambda: run("auto")))],
+               ratio_name="bench_scoring")
 
 
 if __name__ == "__main__":

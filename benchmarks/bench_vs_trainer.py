@@ -1,0 +1,130 @@
+"""stmbench against a hand-written ``transformers.Trainer`` script (``plain_trainer.py``), one run each,
+in one invocation: generative and discriminative, full and LoRA, on the same ~20M-parameter
+pretrained-style causal LM (Llama shapes with a 32,000-token vocabulary, random weights built offline
+from a config), the same data (the synthetic ``sample`` task), seed and settings.  Both are timed end to
+end as separate processes (start, imports, model load, tokenising, training, evaluation); prints the
+wall times, the ratio stmbench / Trainer (aim: <= 1.05) and both accuracies, then where the time went.
+
+    .venv/bin/python benchmarks/bench_vs_trainer.py [--quick] [--train-size 512] [--epochs 1]
+
+stmbench runs with ``--no-group-by-length`` here so both train on the very same batches (the
+Trainer's seeded random sampler) and their losses and accuracies can be compared; ``--grouped`` adds
+a third column with stmbench's default length-grouped batches.
+"""
+
+from __future__ import annotations
+
+import _util  # noqa: F401  (progress bars off before the libraries load)
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+COMBOS = [("generative", "full", 1e-3), ("generative", "lora", 2e-3), ("discriminative", "full", 1e-3),
+          ("discriminative", "lora", 2e-3)]
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return wall, proc.stdout
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="64 training examples, 100 test examples")
+    parser.add_argument("--train-size", type=int, default=512)
+    parser.add_argument("--epochs", type=float, default=1)
+    parser.add_argument("--grouped", action="store_true", help="also time stmbench with length-grouped batches")
+    args = parser.parse_args()
+    train_size, test_size = (64, 100) if args.quick else (args.train_size, None)
+
+    from stmbench.pipeline import limit_sample, subsample_indices
+    from stmbench.session import Session, Settings
+
+    work = Path(tempfile.mkdtemp(prefix="stmbench-bench-vs-trainer-"))
+    session = Session(Settings(results_dir=work / "unused", leaderboard_dir=None, cache_dir=work / "cache",
+                               progress=False, device="cpu", save_steps=0))
+    task = session.get("task", "sample")
+    model_dir = work / "model"
+    params = _util.build_pretrained_style(model_dir, task, session)
+    seed = 42
+    train = session.task_data(task, "train").dataset
+    indices = subsample_indices(train, train_size, seed, task.name)  # the rows stmbench's run trains on
+    train = train.select(indices) if indices is not None else train
+    test = session.task_data(task, task.eval_split).dataset
+    if test_size:
+        test = limit_sample(test, test_size)  # the rows stmbench's --limit evaluates on
+    data_dir = work / "data"
+    data_dir.mkdir()
+    for name, rows in (("train", train), ("test", test)):
+        with open(data_dir / f"{name}.jsonl", "w", encoding="utf-8") as fh:
+            for r in rows:
+                fh.write(json.dumps({"prompt": task.render("concise", r), "label": int(r["label"]),
+                                     "word": task.label_words[int(r["label"])]}, ensure_ascii=False) + "\n")
+    env = {**os.environ, "TQDM_DISABLE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+    print(f"model: Llama shapes, {params / 1e6:.1f}M parameters (32,000-token vocabulary), random init; data: "
+          f"synthetic 'sample' task, {len(train)} train / {len(test)} test, prompt concise; "
+          f"{args.epochs:g} epoch(s), batch 16, seed {seed}; CPU, {os.cpu_count()} cores, torch threads default")
+    rows = []
+    for strategy, adapter, lr in COMBOS:
+        common = ["--learning-rate", str(lr), "--num-train-epochs", str(args.epochs)]
+        plain_wall, out = timed([sys.executable, str(HERE / "plain_trainer.py"), str(model_dir), str(data_dir),
+                                 "--strategy", strategy, "--adapter", adapter, "--seed", str(seed),
+                                 "--output", str(work / "plain-out"), *common], env)
+        plain = json.loads(out.strip().splitlines()[-1])
+        variants = [("plain", ["--no-group-by-length"])] + ([("grouped", [])] if args.grouped else [])
+        ours = {}
+        for label, extra in variants:
+            results = work / f"results-{strategy}-{adapter}-{label}"
+            cmd = [sys.executable, "-m", "stmbench.cli", "run", "--backbones", str(model_dir), "--tasks", "sample",
+                   "--strategies", strategy, "--adapters", adapter, "--prompts", "concise",
+                   "--train-sizes", str(train_size), "--seeds", str(seed), "--results-dir", str(results),
+                   "--cache-dir", str(work / f"cache-{strategy}-{adapter}-{label}"), "--no-leaderboard",
+                   "--no-progress", "--per-device-train-batch-size", "16", "--max-seq-length", "128",
+                   "--save-steps", "0", *common, *extra]
+            if test_size:
+                cmd += ["--limit", str(test_size)]
+            wall, _ = timed(cmd, env)
+            [result] = [json.loads(p.read_text()) for p in results.glob("*.json") if not p.name.endswith(".predictions.json")]
+            assert result["status"] == "ok", result.get("error")
+            ours[label] = (wall, result)
+        wall, result = ours["plain"]
+        rows.append((strategy, adapter, plain_wall, plain, wall, result, ours.get("grouped")))
+
+    print(f"\n  {'run':<26} {'Trainer':>9} {'stmbench':>9} {'ratio':>6}   {'acc T / s':>11}   {'loss T / s':>15}"
+          + ("   grouped" if args.grouped else ""))
+    total_plain = total_ours = 0.0
+    for strategy, adapter, plain_wall, plain, wall, result, grouped in rows:
+        total_plain, total_ours = total_plain + plain_wall, total_ours + wall
+        acc = result["metrics"]["accuracy"]
+        line = (f"  {strategy + ' + ' + adapter:<26} {plain_wall:8.1f}s {wall:8.1f}s {wall / plain_wall:6.2f}"
+                f"   {100 * plain['accuracy']:4.1f} / {100 * acc:4.1f}"
+                f"   {plain['train_loss']:.4f} / {result['training']['train_loss']:.4f}")
+        if grouped:
+            line += f"   {grouped[0]:6.1f}s ({grouped[0] / plain_wall:.2f}), acc {100 * grouped[1]['metrics']['accuracy']:.1f}"
+        print(line)
+    print("\n  where the time went (seconds; Trainer script's own timers / stmbench's result times):")
+    for strategy, adapter, plain_wall, plain, wall, result, _ in rows:
+        t = result["times"]
+        setup = t["total_seconds"] - t["train_seconds"] - t["eval_seconds"]
+        print(f"  {strategy + ' + ' + adapter:<26} imports+start {plain['import_seconds']:.1f} / "
+              f"{wall - t['total_seconds']:.1f}  load+tokenise {plain['load_seconds']:.1f} / {setup:.1f}  "
+              f"train {plain['train_seconds']:.1f} / {t['train_seconds']:.1f}  "
+              f"eval {plain['eval_seconds']:.1f} / {t['eval_seconds']:.1f}")
+    print("  (stmbench's imports+start also holds planning, pre-flight checks and storing the result)")
+    print()
+    print(_util.ratio_line("bench_vs_trainer", total_ours, total_plain))
+
+
+if __name__ == "__main__":
+    main()
