@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["bench_vs_trainer", "bench_vs_lm_eval", "bench_lm_head", "bench_scoring", "bench_features_cache",
+BENCHMARKS = ["bench_vs_trainer", "bench_vs_lm_eval", "bench_lm_head", "bench_weights", "bench_scoring", "bench_features_cache",
               "bench_executors"]
 RATIO = re.compile(r"^(\w+): ratio=(\d+\.\d\d)$", re.M)
 

@@ -138,3 +138,53 @@ def test_in_context_engines_give_the_same_predictions(make_session, tmp_path, ta
         for a, b in zip(ours["logliks"], theirs["logliks"]):
             assert a == pytest.approx(b, abs=1e-4)
         assert 0 < ours["padding"]["efficiency"] <= 1
+
+
+@pytest.mark.parametrize("head", ["causal_lm", "sequence_classification", "base"])
+def test_consecutive_loads_read_the_weights_once_and_load_the_same_model(session, head):
+    """The second load of a backbone takes its weights from memory: the very tensors a load from disk
+    gives (a fresh head drawn from the same seed included), and training one model leaves the next
+    load untouched."""
+    import torch
+    import transformers
+
+    import stmbench_plugins.backbones.hf as hf
+
+    task = session.get("task", "sample")
+    backbone = session.catalogue.backbone_for("tiny-llama")
+    hf.WEIGHTS.key = hf.WEIGHTS.tensors = None
+    reads = hf.WEIGHTS.reads
+
+    def load():
+        transformers.set_seed(7)
+        return backbone.load("tiny-llama", head=head, num_labels=2, task=task, session=session, load_kwargs={},
+                             seed=0)[0]
+
+    first = load()
+    assert hf.WEIGHTS.reads == reads + 1
+    with torch.no_grad():
+        for p in first.parameters():
+            p.add_(1.0)  # what training in place would do
+    second = load()
+    assert hf.WEIGHTS.reads == reads + 1  # no file read for the second run
+    hf.WEIGHTS.key = hf.WEIGHTS.tensors = None
+    original = hf._from_memo
+    try:
+        hf._from_memo = lambda *a, **k: None  # the plain from_pretrained(path) load
+        disk = load()
+    finally:
+        hf._from_memo = original
+    assert type(second) is type(disk)
+    a, b = second.state_dict(), disk.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert second.config.to_dict() == disk.config.to_dict()
+
+
+def test_the_weights_memo_can_be_turned_off(session, monkeypatch):
+    import stmbench_plugins.backbones.hf as hf
+
+    monkeypatch.setenv("STMBENCH_WEIGHTS_MEMO_MB", "0")
+    folder = str(session.catalogue.backbone_for("tiny-llama").checkpoint(session.get("task", "sample"), session))
+    assert hf.WEIGHTS.get(folder) is None
+    monkeypatch.setenv("STMBENCH_WEIGHTS_MEMO_MB", "4096")
+    assert hf.WEIGHTS.get(folder)

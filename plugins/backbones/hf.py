@@ -55,6 +55,106 @@ def quiet_transformers():
         hf_logging.set_verbosity(level)
 
 
+#: checkpoints up to this size (MiB; environment ``STMBENCH_WEIGHTS_MEMO_MB``, 0 turns the memo off)
+#: are kept in memory for the next run of the same backbone
+MEMO_MAX_MB = 4096
+
+
+class WeightsMemo:
+    """The last backbone's checkpoint tensors, read from disk once per process: consecutive runs of
+    one backbone (the planner orders a grid by backbone first) take a copy from memory instead of
+    reading the files again.  Only local safetensors checkpoints (a folder, or a hub snapshot in
+    the cache) up to :data:`MEMO_MAX_MB`, loaded without quantisation or a device map.  It costs a
+    second copy of the weights in host memory; it saves the file reads (on a local disk with a warm
+    page cache they cost about what the copy does: see ``benchmarks/bench_weights.py``)."""
+
+    def __init__(self) -> None:
+        self.key: tuple[Any, ...] | None = None
+        self.tensors: dict[str, Any] | None = None
+        self.reads = 0  # how many times checkpoint files were read (for tests and benchmarks)
+
+    @staticmethod
+    def files(folder: str) -> list[str] | None:
+        import json
+        import os
+
+        single = os.path.join(folder, "model.safetensors")
+        if os.path.isfile(single):
+            return [single]
+        index = os.path.join(folder, "model.safetensors.index.json")
+        if os.path.isfile(index):
+            with open(index, encoding="utf-8") as fh:
+                shards = sorted(set(json.load(fh)["weight_map"].values()))
+            return [os.path.join(folder, shard) for shard in shards]
+        return None
+
+    def get(self, folder: str) -> dict[str, Any] | None:
+        """A private copy of the checkpoint's tensors, or ``None`` where the memo does not apply."""
+        import os
+
+        from safetensors.torch import load_file
+
+        files = self.files(folder)
+        limit = float(os.environ.get("STMBENCH_WEIGHTS_MEMO_MB", MEMO_MAX_MB)) * 2**20
+        if not files or limit <= 0:
+            return None
+        stats = [os.stat(f) for f in files]
+        if sum(st.st_size for st in stats) > limit:
+            return None
+        key = (os.path.realpath(folder), tuple((f, st.st_size, st.st_mtime_ns) for f, st in zip(files, stats)))
+        if key != self.key:
+            self.key, self.tensors = None, None  # free the previous backbone's first
+            tensors: dict[str, Any] = {}
+            for f in files:
+                tensors.update(load_file(f))
+            self.reads += 1
+            self.key, self.tensors = key, tensors
+        return {name: t.clone() for name, t in self.tensors.items()}  # the model may train in place
+
+
+WEIGHTS = WeightsMemo()
+
+
+def _local_folder(path: str) -> str | None:
+    """The folder holding ``path``'s files: the path itself, or a hub id's snapshot in the cache."""
+    import os
+
+    if os.path.isdir(path):
+        return path
+    try:
+        from transformers.utils import cached_file
+
+        found = cached_file(path, "config.json", local_files_only=True, _raise_exceptions_for_missing_entries=False)
+    except (OSError, ValueError):
+        return None
+    return os.path.dirname(found) if found else None
+
+
+def _from_memo(cls: Any, path: str, *, config_kwargs: dict[str, Any], load_kwargs: dict[str, Any],
+               trust: bool) -> Any | None:
+    """``cls.from_pretrained(path, ...)`` with the weights from :data:`WEIGHTS`: the same config, the
+    same loading code (key renaming, missing-head initialisation), no file read; ``None`` when the
+    memo does not apply."""
+    if {"quantization_config", "device_map", "gguf_file"} & set(load_kwargs):
+        return None
+    folder = _local_folder(path)
+    if folder is None:
+        return None
+    from transformers import AutoConfig
+    from transformers.models.auto.auto_factory import _get_model_class
+
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=trust, **config_kwargs)
+    if getattr(config, "auto_map", None) and trust:  # remote code: its own class resolution
+        return None
+    tensors = WEIGHTS.get(folder)
+    if tensors is None:
+        return None
+    model_class = _get_model_class(config, cls._model_mapping)
+    model = model_class.from_pretrained(None, config=config, state_dict=tensors, **load_kwargs)
+    model.config.name_or_path = model.name_or_path = path  # as from_pretrained(path) names it
+    return model
+
+
 def load_pretrained(path: str, *, head: str, task: Any, session: Any, load_kwargs: dict[str, Any],
                     hint: str = "") -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` from a hub id or directory with the asked head."""
@@ -68,12 +168,12 @@ def load_pretrained(path: str, *, head: str, task: Any, session: Any, load_kwarg
     trust = session.settings.trust_remote_code
     tokenizer = from_pretrained(AutoTokenizer, path, what="tokenizer", hint=hint, trust_remote_code=trust)
     added = choose_pad_token(tokenizer)
-    kwargs: dict[str, Any] = {"trust_remote_code": trust, **load_kwargs}
+    config_kwargs: dict[str, Any] = {}
     if head == HEAD_SEQUENCE_CLASSIFICATION:
         cls = AutoModelForSequenceClassification
-        kwargs.update(num_labels=len(task.labels),
-                      id2label={i: lab.name for i, lab in enumerate(task.labels)},
-                      label2id={lab.name: i for i, lab in enumerate(task.labels)})
+        config_kwargs.update(num_labels=len(task.labels),
+                             id2label={i: lab.name for i, lab in enumerate(task.labels)},
+                             label2id={lab.name: i for i, lab in enumerate(task.labels)})
     elif head == HEAD_CAUSAL_LM:
         cls = AutoModelForCausalLM
     elif head == HEAD_BASE:
@@ -81,7 +181,10 @@ def load_pretrained(path: str, *, head: str, task: Any, session: Any, load_kwarg
     else:
         raise StmbenchError(f"unknown model head {head!r}")
     with quiet_transformers():
-        model = from_pretrained(cls, path, what="model", hint=hint, **kwargs)
+        model = _from_memo(cls, path, config_kwargs=config_kwargs, load_kwargs=load_kwargs, trust=trust)
+        if model is None:
+            model = from_pretrained(cls, path, what="model", hint=hint, trust_remote_code=trust, **config_kwargs,
+                                    **load_kwargs)
     if head == HEAD_SEQUENCE_CLASSIFICATION:
         log.info("%s: the classification head is new (randomly initialised), as expected", path)
     attach_pad_token(model, tokenizer, added)
