@@ -72,6 +72,8 @@ def main() -> None:
                 fh.write(json.dumps({"prompt": task.render("concise", r), "label": int(r["label"]),
                                      "word": task.label_words[int(r["label"])]}, ensure_ascii=False) + "\n")
     env = {**os.environ, "TQDM_DISABLE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+    # the cache already holds the generated task data (as the script's JSON lines are already written);
+    # each strategy's first run tokenises its features, a later run of the same strategy finds them
     print(f"model: Llama shapes, {params / 1e6:.1f}M parameters (32,000-token vocabulary), random init; data: "
           f"synthetic 'sample' task, {len(train)} train / {len(test)} test, prompt concise; "
           f"{args.epochs:g} epoch(s), batch 16, seed {seed}; CPU, {os.cpu_count()} cores, torch threads default")
@@ -89,7 +91,7 @@ def main() -> None:
             cmd = [sys.executable, "-m", "stmbench.cli", "run", "--backbones", str(model_dir), "--tasks", "sample",
                    "--strategies", strategy, "--adapters", adapter, "--prompts", "concise",
                    "--train-sizes", str(train_size), "--seeds", str(seed), "--results-dir", str(results),
-                   "--cache-dir", str(work / f"cache-{strategy}-{adapter}-{label}"), "--no-leaderboard",
+                   "--cache-dir", str(work / "cache"), "--no-leaderboard",
                    "--no-progress", "--per-device-train-batch-size", "16", "--max-seq-length", "128",
                    "--save-steps", "0", *common, *extra]
             if test_size:
