@@ -86,7 +86,7 @@ def _data_problems(runs: list[RunSpec], session: Any, skip_bad_rows: bool) -> tu
                 problems.append(f"task {name}, split {split}: {exc}")
                 continue
             rows = len(data.dataset)
-            counts = Counter(data.dataset["label"]) if rows else Counter()
+            counts = Counter(data.dataset["label"][:]) if rows else Counter()  # [:]: the column at once
             if rows == 0:
                 problems.append(f"task {name}, split {split}: {data.source} has no rows")
                 continue

@@ -126,9 +126,9 @@ class Session:
         """How many evaluation pairs also occur in the training data (in either order)."""
         key = (train.fingerprint, evaluation.fingerprint)
         if key not in self._overlap:
-            seen = set(zip(train.dataset["text_a"], train.dataset["text_b"]))
+            seen = set(zip(train.dataset["text_a"][:], train.dataset["text_b"][:]))  # [:]: columns at once
             self._overlap[key] = sum((a, b) in seen or (b, a) in seen
-                                     for a, b in zip(evaluation.dataset["text_a"], evaluation.dataset["text_b"]))
+                                     for a, b in zip(evaluation.dataset["text_a"][:], evaluation.dataset["text_b"][:]))
         return self._overlap[key]
 
     def get(self, kind: str, name: str) -> Any:

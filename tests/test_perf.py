@@ -188,3 +188,29 @@ def test_the_weights_memo_can_be_turned_off(session, monkeypatch):
     assert hf.WEIGHTS.get(folder) is None
     monkeypatch.setenv("STMBENCH_WEIGHTS_MEMO_MB", "4096")
     assert hf.WEIGHTS.get(folder)
+
+
+@pytest.mark.parametrize("labels", [[i % 3 for i in range(600)], [0] * 599 + [1]])  # stratifiable or not
+def test_fast_splits_draw_the_rows_datasets_draws(labels):
+    """subsample_indices and the dev holdout use datasets' own stratified sampler on a label list
+    instead of Dataset.train_test_split (which converts the column row by row): the same rows."""
+    import datasets
+
+    from stmbench.pipeline import seeded_permutation, stratified_split, subsample_indices
+
+    data = datasets.Dataset.from_dict({"label": labels}).cast_column(
+        "label", datasets.ClassLabel(num_classes=max(labels) + 1))
+    indexed = data.add_column("i", list(range(len(data))))
+    for size, seed in ((50, 1), (299, 7)):
+        try:
+            expected = sorted(indexed.train_test_split(train_size=size, stratify_by_column="label", seed=seed)["train"]["i"])
+        except ValueError:
+            expected = sorted(indexed.shuffle(seed=seed).select(range(size))["i"])
+        assert subsample_indices(data, size, seed, "t") == expected
+    n_test = 60  # a 0.1 holdout of 600
+    try:
+        parts = indexed.train_test_split(test_size=0.1, stratify_by_column="label", seed=0)
+        assert sorted(stratified_split(labels, n_train=540, n_test=n_test, seed=0)[1]) == sorted(parts["test"]["i"])
+    except ValueError:
+        parts = indexed.train_test_split(test_size=0.1, seed=0)
+        assert seeded_permutation(600, 0)[:n_test] == list(parts["test"]["i"])
