@@ -64,3 +64,19 @@ def build_pretrained_style(folder, task, session, *, vocab_size: int = 32000, hi
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return sum(p.numel() for p in model.parameters())
+
+
+def pretrained_style_setup(name: str, **shape):
+    """A fresh work folder, a CPU session whose cache is in it, the ``sample`` task, and
+    :func:`build_pretrained_style` saved in ``work/model``: ``(work, session, task, model_dir, params)``."""
+    import tempfile
+    from pathlib import Path
+
+    from stmbench.session import Session, Settings
+
+    work = Path(tempfile.mkdtemp(prefix=f"stmbench-{name}-"))
+    session = Session(Settings(results_dir=work / "results", leaderboard_dir=None, cache_dir=work / "cache",
+                               progress=False, device="cpu", save_steps=0))
+    task = session.get("task", "sample")
+    model_dir = work / "model"
+    return work, session, task, model_dir, build_pretrained_style(model_dir, task, session, **shape)

@@ -19,7 +19,6 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -43,8 +42,9 @@ def child(mode: str, kept: bool, model_dir: str, repeats: int) -> None:
     from stmbench_plugins.strategies.generative import lm_features
 
     torch.manual_seed(0)
-    session = Session(Settings(results_dir=Path(model_dir) / "r", leaderboard_dir=None,
-                               cache_dir=Path(model_dir) / "cache", progress=False, device="cpu"))
+    work = Path(model_dir).parent  # pretrained_style_setup's folder: its cache holds the task data
+    session = Session(Settings(results_dir=work / "results", leaderboard_dir=None, cache_dir=work / "cache",
+                               progress=False, device="cpu"))
     task = session.get("task", "sample")
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
@@ -87,19 +87,14 @@ def main() -> None:
         mode, kept, folder, repeats = args.child
         return child(mode, kept == "1", folder, int(repeats))
 
-    from stmbench.session import Session, Settings
-
-    work = Path(tempfile.mkdtemp(prefix="stmbench-bench-lm-head-"))
-    session = Session(Settings(results_dir=work / "r", leaderboard_dir=None, cache_dir=work / "cache",
-                               progress=False, device="cpu"))
-    params = _util.build_pretrained_style(work, session.get("task", "sample"), session, vocab_size=VOCAB)
+    work, _, _, model_dir, params = _util.pretrained_style_setup("bench-lm-head", vocab_size=VOCAB)
     repeats = "1" if args.quick else "3"
     print(f"model: Llama shapes, {params / 1e6:.1f}M parameters ({VOCAB:,}-token vocabulary), random init; "
           f"synthetic 'sample' task, prompt complex; CPU, {os.cpu_count()} cores; a fresh process each")
     numbers = {}
     for mode in MODES:
         for kept in (False, True):
-            proc = subprocess.run([sys.executable, __file__, "--child", mode, "1" if kept else "0", str(work), repeats],
+            proc = subprocess.run([sys.executable, __file__, "--child", mode, "1" if kept else "0", str(model_dir), repeats],
                                   capture_output=True, text=True)
             if proc.returncode:
                 sys.exit(proc.stderr[-3000:])

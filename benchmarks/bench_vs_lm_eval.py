@@ -17,7 +17,6 @@ import _util  # noqa: F401  (progress bars off before the libraries load)
 import argparse
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -38,16 +37,10 @@ def main() -> None:
     from stmbench.grid import plan_grid
     from stmbench.lm_eval_export import task_config, write_jsonl
     from stmbench.pipeline import limit_sample, run_spec
-    from stmbench.session import Session, Settings
     from stmbench.spec import GridSpec
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
-    work = Path(tempfile.mkdtemp(prefix="stmbench-bench-vs-lm-eval-"))
-    session = Session(Settings(results_dir=work / "results", leaderboard_dir=None, cache_dir=work / "cache",
-                               progress=False, device="cpu", save_steps=0))
-    task = session.get("task", "sample")
-    model_dir = work / "model"
-    params = _util.build_pretrained_style(model_dir, task, session)
+    work, session, task, model_dir, params = _util.pretrained_style_setup("bench-vs-lm-eval")
     seed = 1234
     limit = 150 if args.quick else None
     test = session.task_data(task, task.eval_split).dataset

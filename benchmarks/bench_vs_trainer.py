@@ -21,7 +21,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -49,14 +48,8 @@ def main() -> None:
     train_size, test_size = (64, 100) if args.quick else (args.train_size, None)
 
     from stmbench.pipeline import limit_sample, subsample_indices
-    from stmbench.session import Session, Settings
 
-    work = Path(tempfile.mkdtemp(prefix="stmbench-bench-vs-trainer-"))
-    session = Session(Settings(results_dir=work / "unused", leaderboard_dir=None, cache_dir=work / "cache",
-                               progress=False, device="cpu", save_steps=0))
-    task = session.get("task", "sample")
-    model_dir = work / "model"
-    params = _util.build_pretrained_style(model_dir, task, session)
+    work, session, task, model_dir, params = _util.pretrained_style_setup("bench-vs-trainer")
     seed = 42
     train = session.task_data(task, "train").dataset
     indices = subsample_indices(train, train_size, seed, task.name)  # the rows stmbench's run trains on

@@ -13,8 +13,6 @@ import _util  # noqa: F401  (progress bars off before the libraries load)
 
 import argparse
 import os
-import tempfile
-from pathlib import Path
 
 
 def can_drop_page_cache() -> bool:
@@ -33,14 +31,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import stmbench_plugins.backbones.hf as hf
-    from stmbench.session import Session, Settings
 
-    work = Path(tempfile.mkdtemp(prefix="stmbench-bench-weights-"))
-    session = Session(Settings(results_dir=work / "r", leaderboard_dir=None, cache_dir=work / "cache",
-                               progress=False, device="cpu"))
-    task = session.get("task", "sample")
-    folder = work / "model"
-    params = _util.build_pretrained_style(folder, task, session, vocab_size=151936)
+    _, session, task, folder, params = _util.pretrained_style_setup("bench-weights", vocab_size=151936)
     size = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
     repeats = 3 if args.quick else 5
     print(f"model: Llama shapes, {params / 1e6:.1f}M parameters, {size / 2**20:.0f} MiB of safetensors; "

@@ -9,6 +9,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 PAD_TOKEN = "<|stmbench_pad|>"
+IGNORE_INDEX = -100  # label of a position with no loss (transformers' convention)
 
 
 def choose_pad_token(tokenizer: Any) -> bool:

@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from stmbench.errors import StmbenchError
+from stmbench.modeling import IGNORE_INDEX
 from stmbench.session import Session, tokenizer_fingerprint
 from stmbench.spec import FULL, RunSpec
 from stmbench.types import BackboneInfo
-
-IGNORE_INDEX = -100  # label of a position with no loss (transformers' convention)
 
 log = logging.getLogger(__name__)
 

@@ -162,8 +162,9 @@ class TinyBackbone(Backbone):
         # A random-init model needs far more steps and a far larger learning rate than a pretrained
         # one.  Measured on the sample task (6000 pairs, 2 CPU cores, about 45 s a run, seed 42
         # unless said): full fine-tuning with 2e-3 reaches 88.3% for the generative text head with
-        # random batches, 86.7% with the default length-grouped ones (95.7 / 90.0 / 96.7 for seeds 42 / 7 / 1 were measured while a model build in the same
-        # process still moved the random state); a fresh classification head stays at chance (50%) with
+        # random batches, 86.7% with the default length-grouped ones (95.7 / 90.0 / 96.7 for seeds
+        # 42 / 7 / 1 were measured while a model build in the same process still moved the random
+        # state); a fresh classification head stays at chance (50%) with
         # 2e-3 and reaches 79% (discriminative) and 97% (label_supervised) with 1e-3.
         if adapter.name == "full":
             lr = 2e-3 if strategy.head == HEAD_CAUSAL_LM else 1e-3

@@ -6,8 +6,6 @@ from typing import Any
 
 from stmbench.modeling import PaddingMeter, keeps_logits, model_device, pad_batch, sorted_batches
 
-IGNORE_INDEX = -100
-
 
 def encode_pairs(tokenizer: Any, contexts: list[str], continuations: list[str], max_len: int) -> list[tuple[list[int], list[int]]]:
     """Token ids of each (context, continuation), split the way lm-eval splits them: encode the

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from stmbench import hookimpl
-from stmbench.modeling import PaddingMeter
+from stmbench.modeling import IGNORE_INDEX, PaddingMeter
 from stmbench.types import HEAD_CAUSAL_LM, Prediction, Strategy
-from stmbench_plugins.strategies._common import IGNORE_INDEX, argmax, encode_pairs, rows, score_choices
+from stmbench_plugins.strategies._common import argmax, encode_pairs, rows, score_choices
 
 
 def seq2seq_collator(tokenizer: Any) -> Any:
