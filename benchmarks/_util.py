@@ -53,7 +53,7 @@ def build_pretrained_style(folder, task, session, *, vocab_size: int = 32000, hi
 
     from stmbench_plugins.backbones.tiny import build_tokenizer, task_characters
 
-    tokenizer = build_tokenizer(task_characters(task, session), "llama")
+    tokenizer = build_tokenizer(task_characters(task, session.context), "llama")
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=intermediate,
                          num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,

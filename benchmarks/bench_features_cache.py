@@ -31,11 +31,11 @@ def main() -> None:
         spec = plan_grid(GridSpec(strategies="generative", adapters="full"), session).runs[0]
         task, strategy = session.get("task", "sample"), session.get("strategy", "generative")
         _, tok = session.catalogue.backbone_for("tiny-llama").load(
-            "tiny-llama", head="causal_lm", num_labels=2, task=task, session=session, load_kwargs={}, seed=0)
+            "tiny-llama", head="causal_lm", task=task, context=session.context, load_kwargs={})
         data = session.task_data(task, "train")
-        encode = strategy.feature_encoder(task=task, tokenizer=tok, spec=spec, session=session)
+        encode = strategy.feature_encoder(task=task, tokenizer=tok, spec=spec, context=session.context)
         key = {"task": task.name, "data": data.fingerprint, "split": "train", "strategy": strategy.name,
-               "tokenizer": tokenizer_fingerprint(tok), **strategy.feature_key(spec, session)}
+               "tokenizer": tokenizer_fingerprint(tok), **strategy.feature_key(spec, session.context)}
 
         def cold():
             shutil.rmtree(settings.cache_dir / "features", ignore_errors=True)

@@ -37,7 +37,7 @@ def child(mode: str, kept: bool, model_dir: str, repeats: int) -> None:
 
     import stmbench.modeling
     import stmbench_plugins.strategies._common as common
-    from stmbench.pipeline import labelled_lm_loss, labelled_positions
+    from stmbench.training import labelled_lm_loss, labelled_positions
     from stmbench.session import Session, Settings
     from stmbench_plugins.strategies.generative import lm_features
 

@@ -31,7 +31,7 @@ def main() -> None:
         session = Session(Settings(cache_dir=Path(cache), progress=False, device="cpu"))
         task = session.get("task", "sample")
         model, tok = session.catalogue.backbone_for("tiny-llama").load(
-            "tiny-llama", head="causal_lm", num_labels=2, task=task, session=session, load_kwargs={}, seed=0)
+            "tiny-llama", head="causal_lm", task=task, context=session.context, load_kwargs={})
         data = session.task_data(task, "test").dataset
         prompts = [task.render("concise", ex) for ex in data]
 

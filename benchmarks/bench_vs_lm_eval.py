@@ -36,7 +36,8 @@ def main() -> None:
 
     from stmbench.grid import plan_grid
     from stmbench.lm_eval_export import task_config, write_jsonl
-    from stmbench.pipeline import limit_sample, run_spec
+    from stmbench.splits import limit_sample
+    from stmbench.pipeline import run_spec
     from stmbench.spec import GridSpec
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)

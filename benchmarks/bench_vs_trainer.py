@@ -47,7 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     train_size, test_size = (64, 100) if args.quick else (args.train_size, None)
 
-    from stmbench.pipeline import limit_sample, subsample_indices
+    from stmbench.splits import limit_sample, subsample_indices
 
     work, session, task, model_dir, params = _util.pretrained_style_setup("bench-vs-trainer")
     seed = 42

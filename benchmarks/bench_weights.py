@@ -39,7 +39,7 @@ def main() -> None:
           f"CPU, {os.cpu_count()} cores; median of {repeats} loads")
 
     def load(head: str):
-        return hf.load_pretrained(str(folder), head=head, task=task, session=session, load_kwargs={})
+        return hf.load_pretrained(str(folder), head=head, task=task, context=session.context, load_kwargs={})
 
     cold_ok = can_drop_page_cache()
     if not cold_ok:

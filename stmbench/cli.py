@@ -28,7 +28,7 @@ examples:
 
 
 def _settings_from(args: argparse.Namespace) -> Any:
-    from stmbench.session import Settings, default_cache_dir
+    from stmbench.settings import Settings, default_cache_dir
 
     return Settings(
         results_dir=Path(getattr(args, "results_dir", "results")),
@@ -143,6 +143,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     from stmbench.plugins import describe_plugins
 
     session = _session(args)
+    if args.name:
+        return _show_plugin(session, args.name, as_json=args.json)
     objects = session.catalogue.describe()
     if args.json:
         payload: Any = objects
@@ -163,6 +165,37 @@ def cmd_plugins(args: argparse.Namespace) -> int:
                 for p in describe_plugins(session.pm)]
         print("plugin modules:")
         print(tabulate(rows, headers=["plugin", "version", "built-in", "hooks"], tablefmt="simple"))
+    return 0
+
+
+OPTION_FLAGS = {"adapter": "--adapter-option", "strategy": "--strategy-option", "executor": "--executor-option"}
+
+
+def _show_plugin(session: Any, name: str, *, as_json: bool) -> int:
+    """``stmbench plugins NAME``: what NAME is, who registered it, what it declares, its options."""
+    from tabulate import tabulate
+
+    rows = session.catalogue.describe_one(name)
+    if as_json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
+        return 0
+    for row in rows:
+        origin = "built in" if row["builtin"] else "third-party"
+        print(f"{row['name']} ({row['kind']})")
+        print(f"  {row['description']}")
+        print(f"  plugin: {row['plugin']} (module {row['module']}, version {row['version'] or '?'}, {origin})")
+        for key, value in row["capabilities"].items():
+            shown = ", ".join(map(str, value)) if isinstance(value, list) else value
+            print(f"  {key}: {shown}")
+        if row["options"]:
+            flag = OPTION_FLAGS.get(row["kind"], "--option")
+            key = "KEY=VALUE" if row["kind"] == "executor" else f"{row['name']}.KEY=VALUE"
+            print(f"options ({flag} {key}):")
+            print(tabulate([[o["name"], json.dumps(o["default"], ensure_ascii=False), o["help"]] for o in row["options"]],
+                           headers=["option", "default", "help"], tablefmt="simple", maxcolwidths=[None, None, 70]))
+        elif row["kind"] != "task":
+            print("options: none")
+        print()
     return 0
 
 
@@ -291,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="do not copy the result files next to the page (its links then point nowhere)")
     lb.set_defaults(func=cmd_leaderboard)
 
-    pl = sub.add_parser("plugins", parents=[common], help="list loaded plugins by kind")
+    pl = sub.add_parser("plugins", parents=[common], help="list loaded plugins by kind, or show one with its options")
+    pl.add_argument("name", nargs="?", help="show this registered object: its plugin, capabilities and options")
     pl.add_argument("--json", action="store_true", help="a JSON list of {name, kind, module, ...}")
     pl.add_argument("--all", action="store_true", help="also list every plugin module with its hooks")
     pl.set_defaults(func=cmd_plugins)

@@ -17,7 +17,7 @@ from typing import Any
 from stmbench.errors import StmbenchError
 from stmbench.session import Session
 from stmbench.spec import GridSpec, RunSpec, TrainingSettings, parse_axis_entry
-from stmbench.types import BackboneInfo
+from stmbench.types import BackboneInfo, Combination
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def plan_grid(grid: GridSpec, session: Session) -> Plan:
     _check_names(grid, session)
     plan = Plan()
     for name in grid.backbones:
-        plan.backbones[name] = session.catalogue.backbone_for(name).resolve(name, session)
+        plan.backbones[name] = session.catalogue.backbone_for(name).resolve(name, session.context)
     seen: set[str] = set()
     rejected_seen: set[tuple[str, str]] = set()
     trials = sweep_trials(grid)
@@ -103,20 +103,34 @@ def plan_grid(grid: GridSpec, session: Session) -> Plan:
     return plan
 
 
+def idle_adapter(requested: str, session: Session) -> str:
+    """The adapter of a run whose strategy does not train: the requested one when it trains nothing,
+    else the registered adapter that trains nothing (``Adapter.trains = False``; the built-in
+    ``none``), the first by name if several do."""
+    if not session.get("adapter", requested).trains:
+        return requested
+    idle = [name for name in session.catalogue.names("adapter") if not session.get("adapter", name).trains]
+    if not idle:
+        raise StmbenchError("no registered adapter trains nothing (Adapter.trains = False), which strategies "
+                            "that do not train need")
+    return idle[0]
+
+
 def _prepare(spec: RunSpec, info: BackboneInfo, session: Session,
              user_training: dict[str, Any]) -> tuple[RunSpec, str | None]:
     task = session.get("task", spec.task)
     strategy = session.get("strategy", spec.strategy)
     backbone = session.catalogue.backbone_for(spec.backbone)
     spec = strategy.normalize(spec, info)
-    adapter = session.get("adapter", spec.adapter)  # after normalize: a strategy may replace it (``none``)
+    if not strategy.trains:  # evaluation only: the adapter that trains nothing, no training data
+        spec = spec.replace(adapter=idle_adapter(spec.adapter, session), adapter_options={}, train_size=0)
+    adapter = session.get("adapter", spec.adapter)
     spec = spec.replace(adapter_options=adapter.options(spec.adapter_options),
                         strategy_options=strategy.options(spec.strategy_options))
-    reason = (
-        strategy.check(info, adapter, task, spec.strategy_options)
-        or adapter.check(info, strategy, spec.adapter_options, session)
-        or _check_axes(spec, strategy, adapter, task)
-    )
+    combo = Combination(info=info, backbone=backbone, task=task, strategy=strategy, adapter=adapter,
+                        strategy_options=spec.strategy_options, adapter_options=spec.adapter_options, spec=spec,
+                        context=session.context)
+    reason = backbone.check(combo) or strategy.check(combo) or adapter.check(combo) or _check_axes(spec, strategy, adapter, task)
     if reason is None:
         try:
             layers = [{"learning_rate": adapter.default_learning_rate},

@@ -5,8 +5,9 @@ are hooks below.  It is found through the entry-point group ``stmbench`` of an i
 distribution, through ``--plugin module.path``, or is one of the built-ins listed in
 ``stmbench.plugins.DEFAULT_PLUGINS`` (which are loaded the same way).
 
-Two kinds of hooks:
+Three kinds of hooks:
 
+* ``register_hookspecs`` lets a plugin declare hooks of its own, for other plugins to implement.
 * **Catalogue hooks** (``register_*``) are handed a ``register`` callback; a plugin calls it once
   per object it contributes.  The core checks the type and refuses duplicate names.
 * **Lifecycle hooks** are called for every run, so a plugin can observe or extend training without
@@ -30,6 +31,19 @@ if TYPE_CHECKING:  # pragma: no cover - only for type checkers
 PROJECT = "stmbench"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# --- the contract itself ----------------------------------------------------------------------
+
+
+@hookspec(historic=True)
+def register_hookspecs(plugin_manager: pluggy.PluginManager) -> None:
+    """Declare hooks of your own: ``plugin_manager.add_hookspecs(MyHooks)``.
+
+    Called once for every plugin as it is registered (before the catalogue hooks), so a plugin can
+    add hooks that other plugins implement: the built-in ``cot`` strategy declares
+    ``generate_rationales`` this way.  Implementations of a hook nobody declared are an error.
+    """
 
 
 # --- catalogue hooks -------------------------------------------------------------------------
@@ -104,14 +118,4 @@ def run_finished(run: RunSpec, result: dict[str, Any]) -> None:
     """Called when ``run`` ends, with the result dict that will be stored (``status`` is ``ok`` or
     ``failed``).  Result sinks (MLflow, W&B, a database) implement this hook.  The dict must not be
     modified: it has already been decided what is stored.
-    """
-
-
-@hookspec(firstresult=True)
-def generate_rationales(task: Task, examples: list[dict[str, Any]], run: RunSpec) -> list[str] | None:
-    """Return one rationale string per example for chain-of-thought training, or ``None``.
-
-    Called by the ``cot`` strategy when the task's data has no ``rationale`` column.  The first
-    plugin that returns a list wins.  ``examples`` are dicts with ``text_a``, ``text_b`` and
-    ``label`` (the label index).  A teacher-model plugin is the typical implementation.
     """

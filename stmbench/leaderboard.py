@@ -3,341 +3,31 @@ self-contained page from a Jinja2 template: sortable, filterable, escaped), the 
 the result files it was built from (``results/``), so every row links to its evidence and anyone can
 regenerate the page: ``stmbench leaderboard --results-dir leaderboard/results --out leaderboard``.
 
-Everything shown is computed from the stored results.  The same results give byte-identical files:
+Everything shown is computed from the stored results (:mod:`stmbench.board` aggregates them; this
+module renders the board and writes the files).  The same results give byte-identical files:
 the only date is the newest result's finish time.
 """
 
 from __future__ import annotations
 
-import hashlib
 import html
 import json
-import math
 import os
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stmbench.board import ALPHA, DEV_MARK, FLAG_MARK, METRICS, Board, Cell, Row, aggregate
 from stmbench.errors import StmbenchError
+from stmbench.plots import board_figures
+from stmbench.result import RunResult
 from stmbench.results import PREDICTIONS_SUFFIX, ResultStore, atomic_write_bytes, atomic_write_text
-from stmbench.significance import compare
-
-ALPHA = 0.05
-METRICS = {"accuracy": "accuracy", "macro_f1": "macro-F1"}
-DEV_MARK = "†"
-FLAG_MARK = "⚠"
 
 
-# --- aggregation ------------------------------------------------------------------------------
-
-def _config_id(result: dict[str, Any]) -> str:
-    """A short id of the settings that are not row keys (training settings, options)."""
-    spec = result["spec"]
-    training = {k: v for k, v in (spec.get("training") or {}).items() if k not in (spec.get("sweep") or ())}
-    parts = [training, spec.get("adapter_options"), spec.get("strategy_options"), spec.get("skip_bad_rows")]
-    if spec.get("limit"):
-        parts.append({"limit": spec["limit"]})
-    blob = json.dumps(parts, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:6]
-
-
-def strategy_label(result: dict[str, Any]) -> str:
-    spec = result["spec"]
-    name = (result.get("labels") or {}).get("strategy") or spec["strategy"]
-    shots = spec.get("shots")
-    return f"{name} ({shots}-shot)" if shots is not None else name
-
-
-def adapter_label(result: dict[str, Any]) -> str:
-    return (result.get("labels") or {}).get("adapter") or result["spec"]["adapter"]
-
-
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
-
-
-def _std(values: list[float]) -> float | None:
-    if len(values) < 2:
-        return None
-    m = sum(values) / len(values)
-    return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
-
-
-@dataclass
-class Cell:
-    """One task of one row: a run per seed."""
-
-    accuracy: dict[int, float] = field(default_factory=dict)
-    macro_f1: dict[int, float] = field(default_factory=dict)
-    run_ids: dict[int, str] = field(default_factory=dict)
-    mark: str = ""  #: "best", "tied" or ""
-    p_value: float | None = None
-    flags: dict[int, list[str]] = field(default_factory=dict)  #: seed -> health flags of its run
-    sweep: str = ""  #: the value chosen on dev and the number of trials, for a tuned cell
-
-    def flag_text(self) -> str:
-        """``⚠ diverged, degenerate`` when any seed's run is flagged, else ``""``."""
-        names = sorted({f for flags in self.flags.values() for f in flags})
-        return f"{FLAG_MARK} {', '.join(names)}" if names else ""
-
-    @property
-    def n(self) -> int:
-        return len(self.accuracy)
-
-    def values(self, metric: str) -> list[float]:
-        data = self.accuracy if metric == "accuracy" else self.macro_f1
-        return [data[s] for s in sorted(data)]
-
-    def mean(self, metric: str = "accuracy") -> float | None:
-        return _mean(self.values(metric))
-
-    def text(self, metric: str = "accuracy") -> str:
-        values = self.values(metric)
-        if not values:
-            return ""
-        out = f"{100 * _mean(values):.1f}"
-        std = _std(values)
-        if std is not None:
-            out += f" ± {100 * std:.1f}"
-        return out + f" ({len(values)})"
-
-
-@dataclass
-class Row:
-    key: dict[str, str]
-    config: str
-    cells: dict[str, Cell] = field(default_factory=dict)
-    results: list[dict[str, Any]] = field(default_factory=list)
-    train_examples: int = 0  #: for sorting "full" among numbers
-    #: task -> swept values -> seed -> result: the trials of a tuned cell, before one value is chosen
-    trials: dict[str, dict[tuple[Any, ...], dict[int, dict[str, Any]]]] = field(default_factory=dict)
-    all_trials: list[dict[str, Any]] = field(default_factory=list)  #: every trial (chosen or not)
-
-    def average(self, tasks: list[str], metric: str = "accuracy") -> float | None:
-        means = [self.cells[t].mean(metric) if t in self.cells else None for t in tasks]
-        if not tasks or any(m is None for m in means):
-            return None
-        return sum(means) / len(means)  # type: ignore[arg-type]
-
-    def cost(self) -> dict[str, Any]:
-        params = sorted((r.get("parameters") or {}).get("trainable") or 0 for r in self.results)
-        totals = sorted((r.get("parameters") or {}).get("total") or 0 for r in self.results)
-        times = [(r.get("times") or {}).get("train_seconds") for r in self.results]
-        speeds = [(r.get("times") or {}).get("tokens_per_second") for r in self.results]
-        memory = [r.get("peak_memory_mb") for r in self.results]
-        mfu = [(r.get("hardware") or {}).get("mfu") for r in self.results]
-        padding = {part: [((r.get("padding") or {}).get(part) or {}).get("efficiency") for r in self.results]
-                   for part in ("train", "predict")}
-        trainable = params[len(params) // 2] if params else 0
-        total = totals[len(totals) // 2] if totals else 0
-        return {
-            "trainable": trainable,
-            "trainable_percent": 100.0 * trainable / total if total else None,
-            "train_seconds": _mean([t for t in times if t is not None]),
-            "tokens_per_second": _mean([s for s in speeds if s]),
-            "peak_memory_mb": max((m for m in memory if m is not None), default=None),
-            "mfu": _mean([m for m in mfu if m is not None]),
-            "padding_train": _mean([e for e in padding["train"] if e is not None]),
-            "padding_predict": _mean([e for e in padding["predict"] if e is not None]),
-        }
-
-
-@dataclass
-class Board:
-    tasks: list[str]
-    rows: list[Row]
-    failed: list[dict[str, Any]]
-    meta: dict[str, Any]
-    show_config: bool = False
-    figures: dict[str, str] = field(default_factory=dict)  #: file name -> SVG text
-    partial: Board | None = None  #: runs evaluated on a --limit sample, shown apart and never ranked
-
-
-def _predictions(store: ResultStore | None, run_id: str) -> tuple[list[int], list[int]] | None:
-    if store is None:
-        return None
-    data = store.predictions(run_id)
-    if not data or "gold" not in data or "predicted" not in data:
-        return None
-    return data["gold"], data["predicted"]
-
-
-def _mark_significance(rows: list[Row], tasks: list[str], store: ResultStore | None) -> None:
-    """Mark the best row of each task, and the rows not significantly worse than it as tied."""
-    for task in tasks:
-        candidates = [r for r in rows if task in r.cells]
-        if not candidates:
-            continue
-        best = max(candidates, key=lambda r: (r.cells[task].mean(), -rows.index(r)))
-        best.cells[task].mark = "best"
-        best_preds = {s: _predictions(store, rid) for s, rid in best.cells[task].run_ids.items()}
-        best_preds = {s: p for s, p in best_preds.items() if p is not None}
-        for row in candidates:
-            if row is best:
-                continue
-            preds = {s: _predictions(store, rid) for s, rid in row.cells[task].run_ids.items()}
-            preds = {s: p for s, p in preds.items() if p is not None}
-            result = compare(best_preds, preds)
-            if result is None:
-                continue
-            row.cells[task].p_value = result.p_value
-            if result.p_value >= ALPHA:
-                row.cells[task].mark = "tied"
-
-
-def _group(ok: list[dict[str, Any]]) -> tuple[list[Row], list[str], set[str], bool]:
-    """Rows (one per backbone x adapter x strategy x prompt x train size x config, a cell per task,
-    sorted best first), the tasks, the tasks evaluated on dev, and whether configs need a column."""
-    groups: dict[tuple[str, ...], Row] = {}
-    configs: dict[tuple[str, ...], set[str]] = {}
-    tasks: set[str] = set()
-    dev_tasks: set[str] = set()
-    for r in ok:
-        spec = r["spec"]
-        key = {"backbone": spec["backbone"], "adapter": adapter_label(r), "strategy": strategy_label(r),
-               "prompt": spec.get("prompt") or "-", "train_size": str(spec["train_size"])}
-        cfg = _config_id(r)
-        configs.setdefault(tuple(key.values()), set()).add(cfg)
-        row = groups.setdefault(tuple(key.values()) + (cfg,), Row(key=key, config=cfg))
-        row.train_examples = max(row.train_examples, (r.get("counts") or {}).get("train_examples") or 0)
-        task = spec["task"]
-        tasks.add(task)
-        if (r.get("task_info") or {}).get("eval_split") not in (None, "test"):
-            dev_tasks.add(task)
-        if spec.get("sweep"):
-            values = tuple((name, (spec.get("training") or {}).get(name)) for name in spec["sweep"])
-            row.trials.setdefault(task, {}).setdefault(values, {})[int(spec["seed"])] = r
-            row.all_trials.append(r)
-            continue
-        _fill(row, task, r)
-    for row in groups.values():
-        for task, trials in row.trials.items():
-            chosen = max(sorted(trials, key=repr), key=lambda values: _dev_score(trials[values]))
-            for r in trials[chosen].values():
-                _fill(row, task, r)
-            row.cells[task].sweep = f"{', '.join(f'{_short_name(n)} {_short_value(v)}' for n, v in chosen)}; " \
-                                    f"{len(trials)} trials"
-    task_list = sorted(tasks)
-
-    def order(row: Row) -> tuple[Any, ...]:
-        avg = row.average(task_list)
-        return (-(avg if avg is not None else -1.0), tuple(row.key.values()), row.config)
-
-    rows = sorted(groups.values(), key=order)
-    return rows, task_list, dev_tasks, any(len(c) > 1 for c in configs.values())
-
-
-def _fill(row: Row, task: str, r: dict[str, Any]) -> None:
-    """Put one run's test metrics into its row's cell for ``task``."""
-    row.results.append(r)
-    cell = row.cells.setdefault(task, Cell())
-    seed = int(r["spec"]["seed"])
-    cell.accuracy[seed] = float(r["metrics"]["accuracy"])
-    if "macro_f1" in r["metrics"]:
-        cell.macro_f1[seed] = float(r["metrics"]["macro_f1"])
-    cell.run_ids[seed] = r["run_id"]
-    flags = list((r.get("health") or {}).get("flags") or [])
-    if flags:
-        cell.flags[seed] = flags
-
-
-def _dev_score(runs: dict[int, dict[str, Any]]) -> float:
-    """The mean dev accuracy of one trial's seeds (the test split never chooses)."""
-    values = [((r.get("training") or {}).get("selection") or {}).get("dev_metric") for r in runs.values()]
-    values = [v for v in values if isinstance(v, (int, float))]
-    return sum(values) / len(values) if values else float("-inf")
-
-
-def _short_name(name: str) -> str:
-    return {"learning_rate": "lr", "num_train_epochs": "epochs", "per_device_train_batch_size": "batch",
-            "weight_decay": "wd", "warmup_steps": "warmup"}.get(name, name)
-
-
-def _short_value(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def build(results: list[dict[str, Any]], store: ResultStore | None = None) -> Board:
-    """Aggregate stored results into rows (mean and std over seeds), with significance marks."""
-    from stmbench import __version__
-
-    ok = sorted((r for r in results if r.get("status") == "ok" and "accuracy" in (r.get("metrics") or {})),
-                key=lambda r: r["run_id"])
-    failed = sorted((r for r in results if r.get("status") != "ok"), key=lambda r: r["run_id"])
-    partial = [r for r in ok if r.get("partial")]  # evaluated on a --limit sample: never ranked
-    ok = [r for r in ok if not r.get("partial")]
-    rows, task_list, dev_tasks, show_config = _group(ok)
-    _mark_significance(rows, task_list, store)
-    partial_rows, partial_tasks, _, partial_config = _group(partial)
-    synthetic = sorted({r["spec"]["task"] for r in results if (r.get("task_info") or {}).get("synthetic")})
-    devices = sorted({_device_text(r.get("device") or {}) for r in ok})
-    newest = max((r.get("finished_at") or "" for r in results), default="")
-    versions = sorted({(r.get("versions") or {}).get("stmbench", "?") for r in ok})
-    meta = {"version": __version__, "result_versions": versions, "generated_from": newest,
-            "results": len(results), "ok": len(ok) + len(partial), "failed": len(failed), "devices": devices,
-            "synthetic_tasks": synthetic, "dev_tasks": sorted(dev_tasks), "partial": len(partial)}
-    board = Board(task_list, rows, failed, meta, show_config)
-    board.partial = Board(partial_tasks, partial_rows, [], meta, partial_config) if partial_rows else None
-    board.figures = _figures(board)
+def build(results: list[RunResult], store: ResultStore | None = None) -> Board:
+    """:func:`stmbench.board.aggregate` plus the figures: the board every view renders."""
+    board = aggregate(results, store)
+    board.figures = board_figures(board)
     return board
-
-
-def _device_text(device: dict[str, Any]) -> str:
-    kind = device.get("type", "?")
-    name = device.get("name", "?")
-    if kind == "cpu":
-        return f"CPU ({name}, {device.get('cpus', '?')} cores)"
-    return f"{kind.upper()} ({name})"
-
-
-# --- figures --------------------------------------------------------------------------------
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "task"
-
-
-def _figures(board: Board) -> dict[str, str]:
-    from stmbench.plots import Series, size_curve, strategy_bars
-
-    figures: dict[str, str] = {}
-    for task in board.tasks:
-        rows = [r for r in board.rows if task in r.cells]
-        for backbone in sorted({r.key["backbone"] for r in rows}):
-            mine = [r for r in rows if r.key["backbone"] == backbone]
-            # accuracy vs training-set size: one line per strategy (its best row at each size)
-            sizes = {r.train_examples for r in mine if r.train_examples > 0}
-            series = []
-            if len(sizes) >= 2:
-                for strategy in sorted({r.key["strategy"] for r in mine}):
-                    points: dict[int, Row] = {}
-                    for r in mine:
-                        if r.key["strategy"] == strategy and r.train_examples > 0:
-                            cur = points.get(r.train_examples)
-                            if cur is None or r.cells[task].mean() > cur.cells[task].mean():
-                                points[r.train_examples] = r
-                    if len(points) >= 2:
-                        xs = sorted(points)
-                        series.append(Series(strategy, [float(x) for x in xs],
-                                             [100 * points[x].cells[task].mean() for x in xs],
-                                             [100 * (_std(points[x].cells[task].values("accuracy")) or 0.0)
-                                              for x in xs]))
-            if series:
-                figures[f"train-size-{_slug(task)}-{_slug(backbone)}.svg"] = size_curve(
-                    f"{task}: accuracy vs training examples ({backbone})", series)
-            # strategy comparison: the best row of each strategy
-            best: dict[str, Row] = {}
-            for r in mine:
-                s = r.key["strategy"]
-                if s not in best or r.cells[task].mean() > best[s].cells[task].mean():
-                    best[s] = r
-            if best:
-                labels = sorted(best, key=lambda s: -best[s].cells[task].mean())
-                figures[f"strategies-{_slug(task)}-{_slug(backbone)}.svg"] = strategy_bars(
-                    f"{task}: best row per strategy ({backbone})", labels,
-                    [100 * best[s].cells[task].mean() for s in labels],
-                    [100 * (_std(best[s].cells[task].values("accuracy")) or 0.0) for s in labels])
-    return figures
 
 
 # --- text views -------------------------------------------------------------------------------
@@ -412,7 +102,7 @@ def table(board: Board, metric: str = "accuracy", *, markdown: bool = True,
         cost = cost_texts(row)
         line += [cost["trainable"], cost["train_time"], cost["tokens_per_second"], cost["mfu"], cost["padding"],
                  cost["peak_memory"]]
-        ids = sorted(r["run_id"] for r in row.results)
+        ids = sorted(r.run_id for r in row.results)
         if markdown:
             line = [md_escape(x) for x in line]
         line.append(" ".join(f"[{i[:6]}]({results_link}/{i}.json)" for i in ids) if markdown else " ".join(ids))
@@ -473,8 +163,8 @@ def render_markdown(board: Board, metric: str = "accuracy") -> str:
             out += [f"![{name[:-4]}]({name})", ""]
     if board.failed:
         out += ["", "## Failed runs", ""]
-        out.append(tabulate([[f"[{r['run_id'][:6]}](results/{r['run_id']}.json)", md_escape(_spec_text(r["spec"])),
-                              md_escape((r.get("error") or "").splitlines()[0][:200]) if r.get("error") else ""]
+        out.append(tabulate([[f"[{r.run_id[:6]}](results/{r.run_id}.json)", md_escape(_spec_text(r.spec)),
+                              md_escape(r.error.splitlines()[0][:200]) if r.error else ""]
                              for r in board.failed], headers=["run", "spec", "error"], tablefmt="github",
                             disable_numparse=True))
     out += ["", "Regenerate from the copies of the results kept here: "
@@ -531,7 +221,7 @@ def html_view(board: Board) -> dict[str, Any]:
                            ("peak_memory", cost["peak_memory_mb"])):
             cells.append({"text": texts[key], "sort": "" if value is None else f"{value:.6f}"})
         rows.append({"key": row.key, "tasks": sorted(row.cells), "cells": cells,
-                     "runs": sorted(r["run_id"] for r in row.results)})
+                     "runs": sorted(r.run_id for r in row.results)})
     filters = {name: sorted({r.key[name] for r in board.rows}) for name in ("backbone", "strategy", "adapter")}
     return {"columns": columns, "rows": rows, "filters": filters, "tasks": board.tasks}
 
@@ -574,7 +264,7 @@ def write(board: Board, out_dir: str | Path, *, copy_from: Path | None = None) -
                      for x in [*row.results, *row.all_trials]]
             for r in [*shown, *board.failed]:
                 for suffix in (".json", PREDICTIONS_SUFFIX):
-                    src = copy_from / f"{r['run_id']}{suffix}"
+                    src = copy_from / f"{r.run_id}{suffix}"
                     if src.exists():
                         atomic_write_bytes(target / src.name, src.read_bytes())
                         keep.add(src.name)

@@ -55,6 +55,28 @@ def count_parameters(model: Any) -> tuple[int, int]:
     return trainable, total
 
 
+#: transformers' names of the head modules on top of a model's body (classification or answer layer)
+HEAD_MODULES = ("score", "classifier", "lm_head")
+
+
+def head_modules(model: Any) -> list[str]:
+    """Names of ``model``'s top-level head modules: what a model that brings its own head declares
+    (``trainable_head_modules()``, see ``Strategy.prepare_model``), else transformers' head names
+    (:data:`HEAD_MODULES`) that it has."""
+    declared = getattr(model, "trainable_head_modules", None)
+    if callable(declared):
+        return list(declared())
+    children = dict(model.named_children())
+    return [name for name in HEAD_MODULES if name in children]
+
+
+def transformers_model(model: Any) -> Any:
+    """The transformers model inside a strategy's own wrapper (its ``transformers_model()``), or
+    ``model`` itself."""
+    inner = getattr(model, "transformers_model", None)
+    return inner() if callable(inner) else model
+
+
 def model_device(model: Any) -> Any:
     import torch
 

@@ -6,6 +6,9 @@ import io
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from stmbench.board import Board, sample_std
 
 
 @dataclass
@@ -69,3 +72,50 @@ def strategy_bars(title: str, labels: Sequence[str], values: Sequence[float], er
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
     return _svg(plt, fig)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "task"
+
+
+def board_figures(board: Board) -> dict[str, str]:
+    """The leaderboard's figures (file name -> SVG): accuracy vs training-set size and the best row of
+    each strategy, per task and backbone."""
+    figures: dict[str, str] = {}
+    for task in board.tasks:
+        rows = [r for r in board.rows if task in r.cells]
+        for backbone in sorted({r.key["backbone"] for r in rows}):
+            mine = [r for r in rows if r.key["backbone"] == backbone]
+            # accuracy vs training-set size: one line per strategy (its best row at each size)
+            sizes = {r.train_examples for r in mine if r.train_examples > 0}
+            series = []
+            if len(sizes) >= 2:
+                for strategy in sorted({r.key["strategy"] for r in mine}):
+                    points: dict[int, Any] = {}
+                    for r in mine:
+                        if r.key["strategy"] == strategy and r.train_examples > 0:
+                            cur = points.get(r.train_examples)
+                            if cur is None or r.cells[task].mean() > cur.cells[task].mean():
+                                points[r.train_examples] = r
+                    if len(points) >= 2:
+                        xs = sorted(points)
+                        series.append(Series(strategy, [float(x) for x in xs],
+                                             [100 * points[x].cells[task].mean() for x in xs],
+                                             [100 * (sample_std(points[x].cells[task].values("accuracy")) or 0.0)
+                                              for x in xs]))
+            if series:
+                figures[f"train-size-{_slug(task)}-{_slug(backbone)}.svg"] = size_curve(
+                    f"{task}: accuracy vs training examples ({backbone})", series)
+            # strategy comparison: the best row of each strategy
+            best: dict[str, Any] = {}
+            for r in mine:
+                s = r.key["strategy"]
+                if s not in best or r.cells[task].mean() > best[s].cells[task].mean():
+                    best[s] = r
+            if best:
+                labels = sorted(best, key=lambda s: -best[s].cells[task].mean())
+                figures[f"strategies-{_slug(task)}-{_slug(backbone)}.svg"] = strategy_bars(
+                    f"{task}: best row per strategy ({backbone})", labels,
+                    [100 * best[s].cells[task].mean() for s in labels],
+                    [100 * (sample_std(best[s].cells[task].values("accuracy")) or 0.0) for s in labels])
+    return figures

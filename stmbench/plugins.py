@@ -115,6 +115,7 @@ def get_plugin_manager(extra_plugins: Iterable[Any] = (), *, entry_points: bool 
     (module paths, ``.py`` paths, or already-imported objects)."""
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
+    pm.hook.register_hookspecs.call_historic(kwargs={"plugin_manager": pm})  # for each plugin registered below
     for name in DEFAULT_PLUGINS:
         pm.register(importlib.import_module(name), name=name)
     if entry_points:
@@ -176,6 +177,9 @@ class Catalogue:
         name = getattr(obj, "name", "")
         if not name or not isinstance(name, str):
             raise StmbenchError(f"plugin {plugin!r} registered a {kind} without a name: {obj!r}")
+        missing = obj.contract_errors() if hasattr(obj, "contract_errors") else []
+        if missing:
+            raise StmbenchError(f"plugin {plugin!r} registered {kind} {name!r}, but {'; '.join(missing)}")
         if name in self.entries[kind]:
             other = self.entries[kind][name].plugin
             raise StmbenchError(f"{kind} {name!r} is registered twice: by {other!r} and by {plugin!r}")
@@ -194,7 +198,7 @@ class Catalogue:
         """The backbone that serves ``name``: one that claims it, else the catch-all (``hf``)."""
         fallback = None
         for entry in self.entries["backbone"].values():
-            if getattr(entry.obj, "catch_all", False):
+            if entry.obj.catch_all:
                 fallback = fallback or entry.obj
             elif entry.obj.claims(name):
                 return entry.obj
@@ -220,6 +224,30 @@ class Catalogue:
                     "builtin": entry.plugin in DEFAULT_PLUGINS,
                 })
         return out
+
+
+    def describe_one(self, name: str) -> list[dict[str, Any]]:
+        """Everything registered as ``name`` (one entry per kind): :meth:`describe`'s fields plus the
+        declared capabilities and the options with their defaults and help."""
+        from stmbench.types import options_help
+
+        found = [row for row in self.describe() if row["name"] == name]
+        if not found:
+            known = {n for kind in self.entries for n in self.entries[kind]}
+            raise UnknownNameError("plugin object", name, known)
+        for row in found:
+            obj = self.entries[row["kind"]][name].obj
+            if row["kind"] == "task":
+                summary = obj.summary()
+                row["capabilities"] = {k: summary[k] for k in ("kind", "synthetic", "eval_split", "metrics",
+                                                               "prompts", "sources")}
+                row["capabilities"]["labels"] = [f"{lab['value']}={lab['name']} ({lab['word']})"
+                                                 for lab in summary["labels"]]
+                row["options"] = []
+            else:
+                row["capabilities"] = obj.capabilities()
+                row["options"] = options_help(obj.options_class)
+        return found
 
 
 def _plugin_versions(pm: pluggy.PluginManager) -> dict[str, str]:

@@ -1,5 +1,7 @@
-"""The results store: one JSON file per run (``<run_id>.json``) and its per-example predictions
-(``<run_id>.predictions.json``), each written atomically; loaded into pandas for tables."""
+"""The results store: one JSON file per run (``<run_id>.json``, a :class:`~stmbench.result.RunResult`)
+and its per-example predictions (``<run_id>.predictions.json``), each written atomically; loaded into
+pandas for tables.  A file that is not valid JSON is skipped with a warning (it was not written by
+stmbench, whose writes are atomic); one of a schema this stmbench cannot read is an error."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from stmbench.result import RunResult
 
 log = logging.getLogger(__name__)
 
@@ -60,28 +64,32 @@ class ResultStore:
     def predictions_path(self, run_id: str) -> Path:
         return self.folder / f"{run_id}{PREDICTIONS_SUFFIX}"
 
-    def get(self, run_id: str) -> dict[str, Any] | None:
+    def get(self, run_id: str) -> RunResult | None:
+        """The stored result of ``run_id``, ``None`` when there is none (or it is not valid JSON);
+        :class:`~stmbench.result.ResultSchemaError` when it is of a schema this stmbench cannot read."""
+        path = self.path(run_id)
         try:
-            return json.loads(self.path(run_id).read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
         except (OSError, json.JSONDecodeError) as exc:
-            log.warning("ignoring unreadable result %s: %s", self.path(run_id), exc)
+            log.warning("ignoring unreadable result %s: %s", path, exc)
             return None
+        return RunResult.from_dict(data, str(path))
 
     def is_done(self, run_id: str) -> bool:
         """A run stored with status ``ok`` (failed runs are tried again)."""
         result = self.get(run_id)
-        return bool(result) and result.get("status") == "ok"
+        return result is not None and result.ok
 
-    def write(self, result: dict[str, Any], predictions: dict[str, Any] | None = None) -> Path:
+    def write(self, result: RunResult, predictions: dict[str, Any] | None = None) -> Path:
         """Store a result (and its predictions first, so an ``ok`` result always has them)."""
-        run_id = result["run_id"]
+        result = RunResult.from_dict(result, f"result of run {result['run_id']}")  # a dict is checked too
         if predictions is not None:
-            atomic_write_text(self.predictions_path(run_id),
+            atomic_write_text(self.predictions_path(result.run_id),
                               json.dumps(predictions, ensure_ascii=False, separators=(",", ":")) + "\n")
-        path = self.path(run_id)
-        atomic_write_text(path, json.dumps(result, ensure_ascii=False, indent=2, sort_keys=True) + "\n")
+        path = self.path(result.run_id)
+        atomic_write_text(path, json.dumps(result.to_dict(), ensure_ascii=False, indent=2, sort_keys=True) + "\n")
         return path
 
     def predictions(self, run_id: str) -> dict[str, Any] | None:
@@ -90,8 +98,9 @@ class ResultStore:
         except (OSError, json.JSONDecodeError):
             return None
 
-    def load_all(self) -> list[dict[str, Any]]:
-        """Every readable result, sorted by run id (unreadable files are skipped with a warning)."""
+    def load_all(self) -> list[RunResult]:
+        """Every stored result, sorted by run id (files that are not valid JSON are skipped with a
+        warning; a result of an unreadable schema raises :class:`~stmbench.result.ResultSchemaError`)."""
         if not self.folder.is_dir():
             return []
         out = []
@@ -104,7 +113,7 @@ class ResultStore:
                 log.warning("ignoring unreadable result %s: %s", path, exc)
                 continue
             if isinstance(data, dict) and "run_id" in data and "spec" in data:
-                out.append(data)
+                out.append(RunResult.from_dict(data, str(path)))
         return out
 
     def frame(self) -> Any:
@@ -112,10 +121,11 @@ class ResultStore:
         return results_frame(self.load_all())
 
 
-def results_frame(results: list[dict[str, Any]]) -> Any:
+def results_frame(results: list[RunResult]) -> Any:
+    """Results as a flat pandas DataFrame (nested fields become dotted columns; tracebacks left out)."""
     import pandas as pd
 
     if not results:
         return pd.DataFrame()
-    slim = [{k: v for k, v in r.items() if k != "traceback"} for r in results]
+    slim = [{k: v for k, v in RunResult.from_dict(r).to_dict().items() if k != "traceback"} for r in results]
     return pd.json_normalize(slim, sep=".")

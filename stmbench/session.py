@@ -1,19 +1,20 @@
-"""A session: the settings of one ``stmbench`` invocation, its plugins, and its caches.
+"""A session: one process's plugins and caches, built from the invocation's settings.
 
-:class:`Settings` is plain data (it travels to remote workers); :class:`Session` is built from it in
-each process and holds the plugin manager, the catalogue, loaded task data and tokenised features.
+:class:`~stmbench.settings.Settings` is plain data (it travels to remote workers); :class:`Session`
+is built from it in each process and holds the plugin manager, the catalogue, loaded task data and
+tokenised features.  It is the core's object: plugins get its :attr:`Session.context`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stmbench.hookspecs import hookimpl
+from stmbench.context import Context
 from stmbench.plugins import Catalogue, get_plugin_manager
+from stmbench.settings import Settings, default_cache_dir  # noqa: F401 - re-exported
 from stmbench.tasks import load_task_dir
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -24,47 +25,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from stmbench.tasks import Task, TaskData
 
 log = logging.getLogger(__name__)
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("STMBENCH_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "stmbench"
-
-
-@dataclass
-class Settings:
-    """Where things are and what may be loaded; no part of a run's identity."""
-
-    results_dir: Path = Path("results")
-    leaderboard_dir: Path | None = Path("leaderboard")
-    cache_dir: Path = field(default_factory=default_cache_dir)
-    data_dir: Path | None = None
-    task_dirs: list[Path] = field(default_factory=list)
-    plugins: list[str] = field(default_factory=list)
-    trust_remote_code: bool = False
-    device: str | None = None  # "cpu", "cuda", "cuda:1"; None: cuda when available
-    debug: bool = False
-    progress: bool | None = None  # progress bars; None: when stderr is a terminal
-    save_steps: int | None = None  # checkpoint every N steps; None: every epoch; 0: never
-    claim_timeout: float = 300.0  # seconds without a heartbeat after which another worker's claim is stale
-    force: bool = False  # replace a leaderboard that was built from another results folder
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if isinstance(v, list) else v)
-                for k, v in self.__dict__.items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Settings:
-        data = dict(data)
-        for key in ("results_dir", "cache_dir"):
-            data[key] = Path(data[key])
-        for key in ("leaderboard_dir", "data_dir"):
-            data[key] = Path(data[key]) if data.get(key) else None
-        data["task_dirs"] = [Path(p) for p in data.get("task_dirs", [])]
-        return cls(**data)
 
 
 class TaskDirPlugin:
@@ -95,6 +55,9 @@ class Session:
         self._features: dict[str, datasets.Dataset] = {}
         self._overlap: dict[tuple[str, str], int] = {}
         self.cache_stats = {"hits": 0, "misses": 0}
+        #: what plugins receive: settings, data, cache folder, hooks, logger (not the session itself)
+        self.context = Context(settings=settings, task_data=self.task_data, hook=self.pm.hook,
+                               names=self.catalogue.names, device=lambda: self.device)
 
     @property
     def hook(self) -> Any:

@@ -27,13 +27,15 @@ from typing import Any
 from stmbench.checks import preflight
 from stmbench.claims import ClaimBook
 from stmbench.errors import StmbenchError
+from stmbench.result import RunResult
 from stmbench.results import ResultStore
-from stmbench.session import Session, Settings
+from stmbench.session import Session
+from stmbench.settings import Settings
 from stmbench.spec import GridSpec, RunSpec
 
 log = logging.getLogger(__name__)
 
-Outcome = tuple[dict[str, Any], "dict[str, Any] | None"]
+Outcome = tuple[RunResult, "dict[str, Any] | None"]
 TEMP_FILE_AGE = 600.0  # seconds after which a hidden .tmp file in the results folder is debris
 # what a run imports anyway: a worker imports them before its run arrives (the pool's fork server
 # imports them once for all its workers), so a run's time is not spent importing
@@ -122,7 +124,7 @@ class Runner:
 
         return run_spec(spec, self.session, info=self.backbones.get(spec.backbone))
 
-    def failed(self, spec: RunSpec, reason: str) -> dict[str, Any]:
+    def failed(self, spec: RunSpec, reason: str) -> RunResult:
         """The result of a run that died without reporting (its process was killed, say)."""
         from stmbench.pipeline import failed_result
 
@@ -159,7 +161,7 @@ class WorkQueue:
 
     def __init__(self, specs: list[RunSpec], store: ResultStore, claims: ClaimBook, *, rerun: bool = False,
                  poll: float = 2.0, progress: Callable[[str], None] | None = None,
-                 on_result: Callable[[dict[str, Any], dict[str, Any] | None], None] | None = None):
+                 on_result: Callable[[RunResult, dict[str, Any] | None], None] | None = None):
         self.total = len(specs)
         self.store = store
         self.claims = claims
@@ -174,7 +176,7 @@ class WorkQueue:
         self._first_start: float | None = None
         self._waiting_said = False
         self.counts = {"ok": 0, "failed": 0, "elsewhere": 0}
-        self.results: list[dict[str, Any]] = []
+        self.results: list[RunResult] = []
 
     # --- for executors -----------------------------------------------------------------------
 
@@ -202,18 +204,18 @@ class WorkQueue:
                 return spec
             return None
 
-    def done(self, spec: RunSpec, result: dict[str, Any], predictions: dict[str, Any] | None = None) -> Path:
+    def done(self, spec: RunSpec, result: RunResult, predictions: dict[str, Any] | None = None) -> Path:
         """Store one outcome, release its claim, say where the grid stands."""
+        result = RunResult.from_dict(result, f"result of run {spec.run_id}")
         path = self.store.write(result, predictions)
         with self._lock:
             self.claims.release(spec.run_id)
             self._running.pop(spec.run_id, None)
-            status = "ok" if result.get("status") == "ok" else "failed"
-            self.counts[status] += 1
+            self.counts["ok" if result.ok else "failed"] += 1
             self.results.append(result)
-        acc = (result.get("metrics") or {}).get("accuracy")
-        detail = f"accuracy {100 * acc:.1f}" if acc is not None else result.get("error", "")
-        self.progress(f"  [{result.get('status')}] {spec.label()}: {detail} -> {path}  ({self.status_line()})")
+        acc = result.accuracy
+        detail = f"accuracy {100 * acc:.1f}" if acc is not None else result.error or ""
+        self.progress(f"  [{result.status}] {spec.label()}: {detail} -> {path}  ({self.status_line()})")
         if self.on_result is not None:
             self.on_result(result, predictions)
         return path
@@ -252,8 +254,8 @@ class WorkQueue:
         result = self.store.get(run_id)
         if not result:
             return False
-        recent = (_timestamp(result.get("finished_at")) or 0.0) >= self.since
-        return recent if (self.rerun or result.get("status") != "ok") else True
+        recent = (_timestamp(result.finished_at) or 0.0) >= self.since
+        return recent if (self.rerun or not result.ok) else True
 
     def status_line(self) -> str:
         finished = sum(self.counts.values())
@@ -276,7 +278,7 @@ class StudyReport:
     ok: int = 0
     failed: int = 0
     elsewhere: int = 0  # finished by other workers sharing the results folder
-    results: list[dict[str, Any]] = field(default_factory=list)
+    results: list[RunResult] = field(default_factory=list)
     seconds: float = 0.0
     board: Any = None
     leaderboard: list[Path] = field(default_factory=list)
@@ -309,7 +311,7 @@ def clean_debris(results_dir: Path, *, age: float = TEMP_FILE_AGE, temp_dir: Pat
 
 
 def run_study(grid: GridSpec, session: Session, *, rerun: bool = False, dry_run: bool = False,
-              on_result: Callable[[dict[str, Any], dict[str, Any] | None], None] | None = None,
+              on_result: Callable[[RunResult, dict[str, Any] | None], None] | None = None,
               progress: Callable[[str], None] | None = None) -> StudyReport:
     """Plan ``grid``, run what is not done yet on its executor, store every outcome, and refresh the
     leaderboard.  ``progress`` receives one line per planned, started and finished run (default: the

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from stmbench.grid import plan_grid
-from stmbench.pipeline import run_spec, train
+from stmbench.pipeline import run_spec
+from stmbench.training import train
 from stmbench.spec import GridSpec
 
 
@@ -24,13 +25,12 @@ def _train_once(session, spec, task, strategy, data):
     import transformers
 
     transformers.set_seed(spec.seed)
-    model, tok = session.catalogue.backbone_for("tiny-llama").load("tiny-llama", head="causal_lm", num_labels=2,
-                                                                   task=task, session=session, load_kwargs={}, seed=0)
+    model, tok = session.catalogue.backbone_for("tiny-llama").load("tiny-llama", head="causal_lm", task=task, context=session.context, load_kwargs={})
     transformers.set_seed(spec.seed)
     adapter = session.get("adapter", spec.adapter)
-    info = session.catalogue.backbone_for("tiny-llama").resolve("tiny-llama", session)
+    info = session.catalogue.backbone_for("tiny-llama").resolve("tiny-llama", session.context)
     model = adapter.wrap(model, head=strategy.head, info=info, options=spec.adapter_options)
-    features = data.map(strategy.feature_encoder(task=task, tokenizer=tok, spec=spec, session=session),
+    features = data.map(strategy.feature_encoder(task=task, tokenizer=tok, spec=spec, context=session.context),
                         batched=True, remove_columns=data.column_names)
     return train(model, features, strategy=strategy, tokenizer=tok, spec=spec, session=session)
 
@@ -59,8 +59,7 @@ def test_prediction_is_the_same_with_and_without_kept_logits(session, monkeypatc
     from stmbench_plugins.strategies._common import score_choices
 
     task = session.get("task", "sample")
-    model, tok = session.catalogue.backbone_for("tiny-llama").load("tiny-llama", head="causal_lm", num_labels=2,
-                                                                   task=task, session=session, load_kwargs={}, seed=0)
+    model, tok = session.catalogue.backbone_for("tiny-llama").load("tiny-llama", head="causal_lm", task=task, context=session.context, load_kwargs={})
     rows = session.task_data(task, "test").dataset.select(range(40))
     prompts = [task.render("concise", ex) + "x" * (i % 7) for i, ex in enumerate(rows)]  # varied lengths
     fast = {mode: score_choices(model, tok, prompts, task.label_words, max_len=96, batch_size=8, mode=mode)[0]
@@ -74,7 +73,7 @@ def test_prediction_is_the_same_with_and_without_kept_logits(session, monkeypatc
 
 
 def test_length_grouped_batches_are_seeded_and_mostly_real_tokens():
-    from stmbench.pipeline import length_grouped_sampler
+    from stmbench.training import length_grouped_sampler
 
     lengths = [20 + (i * 37) % 60 for i in range(1000)]  # 20..79 tokens, spread
     a = length_grouped_sampler(lengths, 16, seed=3)
@@ -157,8 +156,7 @@ def test_consecutive_loads_read_the_weights_once_and_load_the_same_model(session
 
     def load():
         transformers.set_seed(7)
-        return backbone.load("tiny-llama", head=head, num_labels=2, task=task, session=session, load_kwargs={},
-                             seed=0)[0]
+        return backbone.load("tiny-llama", head=head, task=task, context=session.context, load_kwargs={})[0]
 
     first = load()
     assert hf.WEIGHTS.reads == reads + 1
@@ -184,7 +182,7 @@ def test_the_weights_memo_can_be_turned_off(session, monkeypatch):
     import stmbench_plugins.backbones.hf as hf
 
     monkeypatch.setenv("STMBENCH_WEIGHTS_MEMO_MB", "0")
-    folder = str(session.catalogue.backbone_for("tiny-llama").checkpoint(session.get("task", "sample"), session))
+    folder = str(session.catalogue.backbone_for("tiny-llama").checkpoint(session.get("task", "sample"), session.context))
     assert hf.WEIGHTS.get(folder) is None
     monkeypatch.setenv("STMBENCH_WEIGHTS_MEMO_MB", "4096")
     assert hf.WEIGHTS.get(folder)
@@ -196,7 +194,7 @@ def test_fast_splits_draw_the_rows_datasets_draws(labels):
     instead of Dataset.train_test_split (which converts the column row by row): the same rows."""
     import datasets
 
-    from stmbench.pipeline import seeded_permutation, stratified_split, subsample_indices
+    from stmbench.splits import seeded_permutation, stratified_split, subsample_indices
 
     data = datasets.Dataset.from_dict({"label": labels}).cast_column(
         "label", datasets.ClassLabel(num_classes=max(labels) + 1))

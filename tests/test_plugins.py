@@ -15,7 +15,7 @@ import pytest
 from stmbench import hookimpl, hookspecs
 from stmbench.errors import StmbenchError
 from stmbench.plugins import DEFAULT_PLUGINS, Catalogue, get_plugin_manager
-from stmbench.types import Adapter
+from stmbench.types import Adapter, Prediction, Strategy
 from tests.conftest import REPO, TESTS
 
 HOOKS = sorted(name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
@@ -40,7 +40,7 @@ def fake_dist(tmp_path, monkeypatch):
 
 
 def test_hooks_are_the_documented_contract():
-    assert HOOKS == ["generate_rationales", "register_adapters", "register_backbones", "register_executors",
+    assert HOOKS == ["register_adapters", "register_backbones", "register_executors", "register_hookspecs",
                      "register_strategies", "register_tasks", "run_finished", "run_started", "trainer_callbacks"]
 
 
@@ -144,6 +144,9 @@ def test_duplicate_and_wrong_registrations_are_errors():
             class Lora(Adapter):
                 name = "lora"
 
+                def wrap(self, model, *, head, info, options):
+                    return model
+
             register(Lora())
 
     with pytest.raises(StmbenchError, match="adapter 'lora' is registered twice"):
@@ -156,6 +159,40 @@ def test_duplicate_and_wrong_registrations_are_errors():
 
     with pytest.raises(StmbenchError, match="not a stmbench.types.Adapter"):
         Catalogue(get_plugin_manager([Wrong()], entry_points=False))
+
+
+def test_the_contract_says_what_a_plugin_must_implement():
+    class NoWrap(Adapter):
+        name = "nowrap"
+
+    with pytest.raises(TypeError, match="abstract method wrap"):
+        NoWrap()
+
+    class PredictOnly(Strategy):  # trains (the default) but cannot make features
+        name = "predict_only"
+
+        def predict(self, model, *, data, task, tokenizer, spec, context):
+            return Prediction([0] * len(data))
+
+    class Half:
+        @hookimpl
+        def register_strategies(self, register):
+            register(PredictOnly())
+
+    with pytest.raises(StmbenchError, match="strategy 'predict_only', but it trains but does not implement "
+                                            "feature_encoder; it trains but does not implement data_collator"):
+        Catalogue(get_plugin_manager([Half()], entry_points=False))
+
+    class EvalOnly(PredictOnly):  # a strategy that does not train needs predict alone
+        name = "eval_only"
+        trains = False
+
+    class Fine:
+        @hookimpl
+        def register_strategies(self, register):
+            register(EvalOnly())
+
+    assert Catalogue(get_plugin_manager([Fine()], entry_points=False)).get("strategy", "eval_only").trains is False
 
 
 def test_unknown_plugin_module_is_a_clear_error(cli):

@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from stmbench.result import SCHEMA_VERSION, ResultSchemaError, RunResult
 from stmbench.results import ResultStore, atomic_write_text
 
 
@@ -65,6 +66,43 @@ def test_frame_flattens_results(tmp_path):
 
 def test_results_are_json_with_sorted_keys(tmp_path):
     store = ResultStore(tmp_path)
-    store.write({"run_id": "x", "status": "ok", "spec": {}, "b": 1, "a": 2})
+    store.write({"run_id": "x", "status": "ok", "spec": {}, "times": {"b": 1}, "counts": {"a": 2}})
     text = (tmp_path / "x.json").read_text(encoding="utf-8")
-    assert json.loads(text)["a"] == 2 and text.index('"a"') < text.index('"b"')
+    assert json.loads(text)["counts"]["a"] == 2 and text.index('"counts"') < text.index('"times"')
+
+
+def test_a_result_is_typed_versioned_and_reads_as_its_json(tmp_path):
+    store = ResultStore(tmp_path)
+    store.write(RunResult(**result("typed")))
+    stored = json.loads((tmp_path / "typed.json").read_text(encoding="utf-8"))
+    assert stored["schema_version"] == SCHEMA_VERSION == 2
+    assert "error" not in stored and "training" not in stored  # None fields are left out
+    back = store.get("typed")
+    assert isinstance(back, RunResult) and back.ok and back.accuracy == 0.5 and back.flags == []
+    assert back["metrics"] == {"accuracy": 0.5} and back.get("error") is None and "error" not in back
+    assert dict(back) == stored
+
+
+def test_an_unnumbered_result_is_schema_1_and_read_whole(tmp_path):
+    old = {**result("old"), "times": {"train_seconds": 3.0}, "health": {"flags": ["degenerate"]}}
+    (tmp_path / "old.json").write_text(json.dumps(old), encoding="utf-8")  # as stmbench wrote it before versions
+    back = ResultStore(tmp_path).get("old")
+    assert back.schema_version == SCHEMA_VERSION and back.times == {"train_seconds": 3.0}
+    assert back.flags == ["degenerate"]
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"schema_version": 3}, "written with result schema 3 by a newer stmbench; this stmbench .* reads schemas up "
+                            "to 2: upgrade stmbench"),
+    ({"schema_version": "2"}, "schema_version '2' is not a version number"),
+    ({"new_field": 1}, "fields that result schema 1 does not have: new_field"),
+    ({"status": "weird"}, "status 'weird'"),
+])
+def test_a_result_this_version_cannot_read_is_an_error_not_half_read(tmp_path, change, message, cli):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "bad.json").write_text(json.dumps({**result("bad"), **change}), encoding="utf-8")
+    with pytest.raises(ResultSchemaError, match=message):
+        ResultStore(tmp_path / "r").load_all()
+    code, _, err = cli("leaderboard", "--results-dir", str(tmp_path / "r"), "--out", str(tmp_path / "lb"))
+    assert code == 2 and "bad.json" in err and "Traceback" not in err
+    assert not (tmp_path / "lb" / "README.md").exists()

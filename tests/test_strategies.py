@@ -43,7 +43,7 @@ def test_same_spec_gives_the_same_metrics(session, small_training):
 
 
 def test_train_sizes_are_stratified_and_seeded(session):
-    from stmbench.pipeline import subsample_indices
+    from stmbench.splits import subsample_indices
 
     task = session.get("task", "sample")
     data = session.task_data(task, "train").dataset
@@ -63,21 +63,21 @@ def test_untrained_decoder_is_near_chance(session):
     task = session.get("task", "sample")
     strategy = session.get("strategy", "generative")
     backbone = session.catalogue.backbone_for("tiny-llama")
-    model, tok = backbone.load("tiny-llama", head="causal_lm", num_labels=2, task=task, session=session,
-                               load_kwargs={}, seed=0)
+    model, tok = backbone.load("tiny-llama", head="causal_lm", task=task, context=session.context,
+                               load_kwargs={})
     spec = plan_grid(GridSpec(strategies="generative", adapters="full"), session).runs[0]
     data = session.task_data(task, "test").dataset
-    pred = strategy.predict(model, data=data, task=task, tokenizer=tok, spec=spec, session=session)
+    pred = strategy.predict(model, data=data, task=task, tokenizer=tok, spec=spec, context=session.context)
     acc = sum(p == g for p, g in zip(pred.labels, data["label"])) / len(data)
     assert 0.35 <= acc <= 0.65
-    assert pred.extra["scoring"] == "first_token"
+    assert pred.info["scoring"] == "first_token"
 
 
 def test_pad_token_is_distinct_from_eos_on_the_model_config(session):
     task = session.get("task", "sample")
     backbone = session.catalogue.backbone_for("tiny-llama")
-    model, tok = backbone.load("tiny-llama", head="sequence_classification", num_labels=2, task=task,
-                               session=session, load_kwargs={}, seed=0)
+    model, tok = backbone.load("tiny-llama", head="sequence_classification", task=task,
+                               context=session.context, load_kwargs={})
     assert tok.pad_token_id is not None and tok.pad_token_id != tok.eos_token_id
     assert model.config.pad_token_id == tok.pad_token_id
     assert model.config.id2label == {0: "different", 1: "same"}
@@ -108,9 +108,7 @@ def test_scoring_modes_agree_for_one_token_answers(session):
     from stmbench_plugins.strategies._common import score_choices
 
     task = session.get("task", "sample")
-    model, tok = session.catalogue.backbone_for("tiny-llama").load("tiny-llama", head="causal_lm", num_labels=2,
-                                                                   task=task, session=session, load_kwargs={},
-                                                                   seed=0)
+    model, tok = session.catalogue.backbone_for("tiny-llama").load("tiny-llama", head="causal_lm", task=task, context=session.context, load_kwargs={})
     prompts = [task.render("complex", ex) for ex in session.task_data(task, "test").dataset.select(range(40))]
     fast, fast_mode = score_choices(model, tok, prompts, task.label_words, max_len=256, batch_size=16)
     slow, slow_mode = score_choices(model, tok, prompts, task.label_words, max_len=256, batch_size=16,

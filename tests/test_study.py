@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from stmbench.grid import plan_grid
-from stmbench.pipeline import run_spec, train
+from stmbench.pipeline import run_spec
+from stmbench.training import train
 from stmbench.spec import GridSpec
 from tests.conftest import REPO
 from tests.fixtures import write_task
@@ -71,7 +72,7 @@ def test_qlora_is_rejected_without_cuda_before_training(session):
     """A real (local-directory) checkpoint through the hf backbone: no CUDA here, so rejected up front."""
     import torch
 
-    path = session.catalogue.backbone_for("tiny-llama").checkpoint(session.get("task", "sample"), session)
+    path = session.catalogue.backbone_for("tiny-llama").checkpoint(session.get("task", "sample"), session.context)
     plan = plan_grid(GridSpec(backbones=str(path), strategies="generative", adapters="qlora,lora"), session)
     assert [s.adapter for s in plan.runs] == ["lora"]
     [(spec, why)] = plan.rejected
@@ -94,8 +95,8 @@ def test_unmask_really_removes_the_causal_mask(session, attn):
     mask = torch.ones_like(ids)
     states = {}
     for unmask in (False, True):
-        base, tok = backbone.load("tiny-llama", head="base", num_labels=2, task=task, session=session,
-                                  load_kwargs={"attn_implementation": attn}, seed=0)
+        base, tok = backbone.load("tiny-llama", head="base", task=task, context=session.context,
+                                  load_kwargs={"attn_implementation": attn})
         model = strategy.prepare_model(base, tokenizer=tok, task=task, options={"pooling": "last", "unmask": unmask})
         model.eval()
         with torch.no_grad():
@@ -118,10 +119,9 @@ def _trained_generative(session, task_name, steps=30):
     spec = plan_grid(GridSpec(tasks=task_name, strategies="generative", adapters="full", train_sizes=["full"],
                               training={"max_steps": steps, "max_seq_length": 96}), session).runs[0]
     task, strategy = session.get("task", task_name), session.get("strategy", "generative")
-    model, tok = session.catalogue.backbone_for("tiny-llama").load("tiny-llama", head="causal_lm", num_labels=2,
-                                                                   task=task, session=session, load_kwargs={}, seed=0)
+    model, tok = session.catalogue.backbone_for("tiny-llama").load("tiny-llama", head="causal_lm", task=task, context=session.context, load_kwargs={})
     data = session.task_data(task, "train").dataset
-    features = data.map(strategy.feature_encoder(task=task, tokenizer=tok, spec=spec, session=session),
+    features = data.map(strategy.feature_encoder(task=task, tokenizer=tok, spec=spec, context=session.context),
                         batched=True, remove_columns=data.column_names)
     train(model, features, strategy=strategy, tokenizer=tok, spec=spec, session=session)
     return spec, task, model, tok
@@ -148,7 +148,7 @@ def test_generative_scoring_agrees_with_lm_eval(make_session, tmp_path, task_nam
     for a, b in zip(ours, theirs["logliks"]):
         assert a == pytest.approx(b, abs=1e-4)
     predicted = session.get("strategy", "generative").predict(model, data=data, task=task, tokenizer=tok, spec=spec,
-                                                              session=session).labels
+                                                              context=session.context).labels
     assert predicted == theirs["predicted"]
     accuracy = sum(p == g for p, g in zip(predicted, data["label"])) / len(data)
     assert accuracy == pytest.approx(theirs["acc"])
@@ -212,8 +212,8 @@ def test_encoder_baseline_encodes_real_pairs(session):
     strategy = session.get("strategy", "discriminative")
     [spec] = plan_grid(GridSpec(backbones="tiny-bert", strategies="discriminative", adapters="full"), session).runs
     _, tok = session.catalogue.backbone_for("tiny-bert").load("tiny-bert", head="sequence_classification",
-                                                              num_labels=2, task=task, session=session,
-                                                              load_kwargs={}, seed=0)
+                                                              task=task, context=session.context,
+                                                              load_kwargs={})
     enc = strategy.encode_inputs(tok, task, spec, [{"text_a": "北京天气", "text_b": "上海", "label": 0}])
     assert enc["input_ids"][0][0] == tok.cls_token_id
     assert enc["token_type_ids"][0] == [0] * 6 + [1] * 3  # [CLS] 4 chars [SEP] | 2 chars [SEP]
@@ -248,8 +248,7 @@ def test_scoring_only_the_scored_positions_changes_no_score(session, dtype):
     from stmbench_plugins.strategies._common import encode_pairs, forward_logits, score_choices
 
     task = session.get("task", "sample")
-    model, tok = session.catalogue.backbone_for("tiny-llama").load("tiny-llama", head="causal_lm", num_labels=2,
-                                                                   task=task, session=session, load_kwargs={}, seed=0)
+    model, tok = session.catalogue.backbone_for("tiny-llama").load("tiny-llama", head="causal_lm", task=task, context=session.context, load_kwargs={})
     model = model.to(getattr(torch, dtype)).eval()
     rows = session.task_data(task, "test").dataset.select(range(12))
     prompts = [task.render("concise", ex) for ex in rows]

@@ -224,7 +224,7 @@ def test_export_runs_under_lm_eval_cli(cli, tmp_path, session):
     from stmbench.session import Session
 
     local = Session(session.settings.__class__(**{**session.settings.__dict__, "data_dir": data}))
-    model_dir = local.catalogue.backbone_for("tiny-llama").checkpoint(task, local)
+    model_dir = local.catalogue.backbone_for("tiny-llama").checkpoint(task, local.context)
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     proc = subprocess.run([sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args", f"pretrained={model_dir}",
                            "--include_path", str(out_dir), "--tasks", "stmbench_lcqmc", "--device", "cpu",

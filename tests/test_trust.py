@@ -8,7 +8,7 @@ import math
 import pytest
 
 from stmbench.leaderboard import build, render_markdown
-from stmbench.pipeline import health
+from stmbench.evaluation import health
 from stmbench.results import ResultStore
 from stmbench.spec import GridSpec
 from stmbench.study import run_study

@@ -7,24 +7,17 @@ from typing import Any
 
 from stmbench import hookimpl
 from stmbench.errors import StmbenchError
+from stmbench.modeling import HEAD_MODULES, head_modules
 from stmbench.types import Adapter, BackboneInfo
 
 log = logging.getLogger(__name__)
-
-#: module names of the parts a strategy trains on top of the body (classification or answer layer)
-HEAD_MODULES = ("score", "classifier", "lm_head", "head")
-
-
-def head_module_names(model: Any) -> list[str]:
-    """Names of the top-level head modules present in ``model``."""
-    children = dict(model.named_children())
-    return [name for name in HEAD_MODULES if name in children]
 
 
 class FullAdapter(Adapter):
     name = "full"
     description = "full fine-tuning: every parameter trains"
     default_learning_rate = 2e-5
+    trains_all = True
 
     def wrap(self, model: Any, *, head: str, info: BackboneInfo, options: dict[str, Any]) -> Any:
         for p in model.parameters():
@@ -38,9 +31,10 @@ class FrozenAdapter(Adapter):
     default_learning_rate = 1e-3
 
     def wrap(self, model: Any, *, head: str, info: BackboneInfo, options: dict[str, Any]) -> Any:
-        names = head_module_names(model)
+        names = head_modules(model)
         if not names:
-            raise StmbenchError(f"frozen: found no head module ({', '.join(HEAD_MODULES)}) to train")
+            raise StmbenchError(f"frozen: found no head module ({', '.join(HEAD_MODULES)}, or a custom "
+                                "head's trainable_head_modules()) to train")
         for p in model.parameters():
             p.requires_grad_(False)
         for name in names:
@@ -53,7 +47,7 @@ class FrozenAdapter(Adapter):
 class NoAdapter(Adapter):
     name = "none"
     description = "no training (for strategies that only evaluate, such as in_context)"
-    trains = False  # the planner rejects it for strategies that train
+    trains = False  # the planner gives it to strategies that do not train, and to no other
 
     def wrap(self, model: Any, *, head: str, info: BackboneInfo, options: dict[str, Any]) -> Any:
         for p in model.parameters():

@@ -9,20 +9,22 @@ the head module is named explicitly.
 
 from __future__ import annotations
 
+import abc
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from stmbench import hookimpl
 from stmbench.errors import StmbenchError
+from stmbench.modeling import head_modules, transformers_model
 from stmbench.types import (
     HEAD_BASE,
     HEAD_CAUSAL_LM,
     HEAD_SEQUENCE_CLASSIFICATION,
     Adapter,
     BackboneInfo,
+    Combination,
 )
-from stmbench_plugins.adapters.basic import head_module_names
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +37,6 @@ def _targets(value: Any) -> Any:
     if isinstance(value, str) and value != "all-linear":
         return [v.strip() for v in value.split(",") if v.strip()]
     return value
-
-
-def _peft_inner(model: Any) -> Any:
-    """The transformers model inside a strategy's wrapper (``model.backbone``) or the model itself."""
-    return getattr(model, "backbone", model)
 
 
 def default_targets(table: str, info: BackboneInfo) -> Any:
@@ -73,8 +70,9 @@ class LoraOptions:
 class PeftAdapter(Adapter):
     """Common wrapping: build the peft config, call ``get_peft_model``."""
 
+    @abc.abstractmethod
     def peft_config(self, model: Any, head: str, info: BackboneInfo, options: dict[str, Any]) -> Any:
-        raise NotImplementedError
+        """The peft config of this method for ``model`` with ``head``."""
 
     def wrap(self, model: Any, *, head: str, info: BackboneInfo, options: dict[str, Any]) -> Any:
         import warnings
@@ -83,7 +81,7 @@ class PeftAdapter(Adapter):
 
         config = self.peft_config(model, head, info, options)
         if head == HEAD_BASE:
-            config.modules_to_save = head_module_names(model) or None
+            config.modules_to_save = head_modules(model) or None
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
             return get_peft_model(model, config)
@@ -127,20 +125,20 @@ class QLoraAdapter(LoraAdapter):
     description = "QLoRA: LoRA on a 4-bit (bitsandbytes) quantised backbone; needs a CUDA GPU"
     options_class = QLoraOptions
 
-    def check(self, info: BackboneInfo, strategy: Any, options: dict[str, Any], session: Any) -> str | None:
+    def check(self, combo: Combination) -> str | None:
         import importlib.util
 
         import torch
 
-        if info.backbone != "hf":
-            return f"qlora quantises pretrained checkpoints; {info.name!r} is a generated test model"
-        if not torch.cuda.is_available() or (session.settings.device or "cuda").startswith("cpu"):
+        if not combo.info.pretrained:
+            return f"qlora quantises pretrained checkpoints; {combo.info.name!r} is a generated test model"
+        if not torch.cuda.is_available() or not combo.context.device.startswith("cuda"):
             return "qlora needs a CUDA GPU (bitsandbytes 4-bit kernels); this machine has none"
         if importlib.util.find_spec("bitsandbytes") is None:
             return "qlora needs bitsandbytes: pip install 'stmbench[qlora]'"
         return None
 
-    def load_kwargs(self, options: dict[str, Any], session: Any) -> dict[str, Any]:
+    def load_kwargs(self, options: dict[str, Any], context: Any) -> dict[str, Any]:
         import torch
         from transformers import BitsAndBytesConfig
 
@@ -153,8 +151,7 @@ class QLoraAdapter(LoraAdapter):
     def wrap(self, model: Any, *, head: str, info: BackboneInfo, options: dict[str, Any]) -> Any:
         from peft import prepare_model_for_kbit_training
 
-        inner = _peft_inner(model)
-        prepare_model_for_kbit_training(inner, use_gradient_checkpointing=False)
+        prepare_model_for_kbit_training(transformers_model(model), use_gradient_checkpointing=False)
         return super().wrap(model, head=head, info=info, options=options)
 
 
@@ -202,7 +199,8 @@ class PromptTuningOptions(VirtualTokenOptions):
 class PromptLearningAdapter(PeftAdapter):
     """Soft-prompt methods: they need peft's own model class for the head (not a custom head)."""
 
-    def check(self, info: BackboneInfo, strategy: Any, options: dict[str, Any], session: Any) -> str | None:
+    def check(self, combo: Combination) -> str | None:
+        strategy = combo.strategy
         if strategy.head == HEAD_BASE:
             return (f"{self.name} prepends virtual tokens inside peft's CAUSAL_LM / SEQ_CLS model classes; "
                     f"strategy {strategy.name!r} brings its own head, which peft cannot wrap this way")
@@ -238,12 +236,13 @@ class PrefixTuningAdapter(PromptLearningAdapter):
     options_class = PrefixTuningOptions
     default_learning_rate = 1e-2
 
-    def check(self, info: BackboneInfo, strategy: Any, options: dict[str, Any], session: Any) -> str | None:
+    def check(self, combo: Combination) -> str | None:
+        strategy = combo.strategy
         if strategy.head == HEAD_SEQUENCE_CLASSIFICATION:
             return ("prefix_tuning passes its prefixes as past key values, which transformers' "
                     "sequence-classification models do not accept (peft: 'Model does not support past key "
                     f"values'); use prompt_tuning or lora with {strategy.name!r}")
-        return super().check(info, strategy, options, session)
+        return super().check(combo)
 
     def peft_config(self, model: Any, head: str, info: BackboneInfo, options: dict[str, Any]) -> Any:
         from peft import PrefixTuningConfig

@@ -155,7 +155,7 @@ def _from_memo(cls: Any, path: str, *, config_kwargs: dict[str, Any], load_kwarg
     return model
 
 
-def load_pretrained(path: str, *, head: str, task: Any, session: Any, load_kwargs: dict[str, Any],
+def load_pretrained(path: str, *, head: str, task: Any, context: Any, load_kwargs: dict[str, Any],
                     hint: str = "") -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` from a hub id or directory with the asked head."""
     from transformers import (
@@ -165,7 +165,7 @@ def load_pretrained(path: str, *, head: str, task: Any, session: Any, load_kwarg
         AutoTokenizer,
     )
 
-    trust = session.settings.trust_remote_code
+    trust = context.trust_remote_code
     tokenizer = from_pretrained(AutoTokenizer, path, what="tokenizer", hint=hint, trust_remote_code=trust)
     added = choose_pad_token(tokenizer)
     config_kwargs: dict[str, Any] = {}
@@ -199,24 +199,23 @@ class HFBackbone(Backbone):
     def claims(self, name: str) -> bool:
         return True
 
-    def resolve(self, name: str, session: Any) -> BackboneInfo:
+    def resolve(self, name: str, context: Any) -> BackboneInfo:
         from transformers import AutoConfig
 
         model_id = name.removeprefix("hf:")
-        known = [n for n in session.catalogue.names("backbone") if n != self.name]
+        known = [n for n in context.names("backbone") if n != self.name]
         hint = f"registered backbones: {', '.join(known)}"
         try:
             config = from_pretrained(AutoConfig, model_id, what="backbone", hint=hint,
-                                     trust_remote_code=session.settings.trust_remote_code)
+                                     trust_remote_code=context.trust_remote_code)
         except StmbenchError as exc:
             raise StmbenchError(f"unknown backbone {name!r}: {exc}") from None
         except ValueError as exc:  # e.g. a model type this transformers does not know
             raise StmbenchError(f"backbone {name!r}: {exc}") from None
         return info_from_config(name, config, backbone=self.name, source=model_id)
 
-    def load(self, name: str, *, head: str, num_labels: int, task: Any, session: Any,
-             load_kwargs: dict[str, Any], seed: int) -> tuple[Any, Any]:
-        return load_pretrained(name.removeprefix("hf:"), head=head, task=task, session=session,
+    def load(self, name: str, *, head: str, task: Any, context: Any, load_kwargs: dict[str, Any]) -> tuple[Any, Any]:
+        return load_pretrained(name.removeprefix("hf:"), head=head, task=task, context=context,
                                load_kwargs=load_kwargs)
 
 

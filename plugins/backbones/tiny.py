@@ -43,10 +43,10 @@ class TinyShape:
     max_position_embeddings: int = 512
 
 
-def task_characters(task: Any, session: Any) -> list[str]:
+def task_characters(task: Any, context: Any) -> list[str]:
     """Every character of the task's training text, prompts, answer words and rationales."""
     # the vocabulary needs only the valid rows; the run itself loads the data strictly (or not) first
-    data = session.task_data(task, "train", skip_bad_rows=True).dataset
+    data = context.task_data(task, "train", skip_bad_rows=True).dataset
     chars: set[str] = set()
     for column in ("text_a", "text_b", "rationale"):
         if column in data.column_names:
@@ -113,24 +113,24 @@ class TinyBackbone(Backbone):
         self.description = (f"random-init {family} {kind} (hidden {self.shape.hidden_size}, "
                             f"{self.shape.num_hidden_layers} layers), char tokenizer built from the task; offline")
 
-    def resolve(self, name: str, session: Any) -> BackboneInfo:
+    def resolve(self, name: str, context: Any) -> BackboneInfo:
         decoder = self.family == "llama"
         return BackboneInfo(name=name, backbone=self.name, model_type=self.family, is_decoder=decoder,
-                            is_encoder=not decoder, source="generated (random init)")
+                            is_encoder=not decoder, source="generated (random init)", pretrained=False)
 
-    def checkpoint(self, task: Any, session: Any) -> Path:
+    def checkpoint(self, task: Any, context: Any) -> Path:
         """Build (once, cached by content) and return the checkpoint folder for ``task``."""
-        memo = (str(session.settings.cache_dir), task.name,
-                session.task_data(task, "train", skip_bad_rows=True).fingerprint)
+        memo = (str(context.cache_dir), task.name,
+                context.task_data(task, "train", skip_bad_rows=True).fingerprint)
         if memo not in self._built:
-            self._built[memo] = self._checkpoint(task, session)
+            self._built[memo] = self._checkpoint(task, context)
         return self._built[memo]
 
-    def _checkpoint(self, task: Any, session: Any) -> Path:
-        chars = task_characters(task, session)
+    def _checkpoint(self, task: Any, context: Any) -> Path:
+        chars = task_characters(task, context)
         key = hashlib.sha256(json.dumps([self.family, self.shape.__dict__, chars, INIT_SEED, BUILD_VERSION],
                                         ensure_ascii=False).encode()).hexdigest()[:16]
-        folder = session.settings.cache_dir / "tiny" / f"{self.name}-{task.name}-{key}"
+        folder = context.cache_dir / "tiny" / f"{self.name}-{task.name}-{key}"
         if (folder / "config.json").exists():
             return folder
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -153,10 +153,9 @@ class TinyBackbone(Backbone):
         log.info("built %s for task %s in %s (%d characters)", self.name, task.name, folder, len(chars))
         return folder
 
-    def load(self, name: str, *, head: str, num_labels: int, task: Any, session: Any,
-             load_kwargs: dict[str, Any], seed: int) -> tuple[Any, Any]:
-        path = self.checkpoint(task, session)
-        return load_pretrained(str(path), head=head, task=task, session=session, load_kwargs=load_kwargs)
+    def load(self, name: str, *, head: str, task: Any, context: Any, load_kwargs: dict[str, Any]) -> tuple[Any, Any]:
+        path = self.checkpoint(task, context)
+        return load_pretrained(str(path), head=head, task=task, context=context, load_kwargs=load_kwargs)
 
     def default_training(self, adapter: Any, strategy: Any) -> dict[str, Any]:
         # A random-init model needs far more steps and a far larger learning rate than a pretrained
@@ -166,7 +165,7 @@ class TinyBackbone(Backbone):
         # 42 / 7 / 1 were measured while a model build in the same process still moved the random
         # state); a fresh classification head stays at chance (50%) with
         # 2e-3 and reaches 79% (discriminative) and 97% (label_supervised) with 1e-3.
-        if adapter.name == "full":
+        if adapter.trains_all:
             lr = 2e-3 if strategy.head == HEAD_CAUSAL_LM else 1e-3
         else:
             lr = 5e-3

@@ -3,7 +3,8 @@
 Target: ``<rationale><answer marker><verbalizer word><eos>`` after the prompt (whose own trailing
 answer marker is dropped, so the model writes the rationale first).  Rationales come from the
 task data's ``rationale`` column (the ``sample`` generator writes one) or from a plugin's
-``generate_rationales`` hook (a teacher model, say).  Prediction generates greedily and parses the
+``generate_rationales`` hook (a teacher model, say), a hook this plugin declares itself
+(:class:`CotHooks`, added through ``register_hookspecs`` as any plugin adds its own hooks).  Prediction generates greedily and parses the
 word after the last answer marker; an output with no parsable answer counts as wrong and is counted
 in the result (``metrics.unparsable``).
 """
@@ -13,12 +14,30 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from stmbench import hookimpl
+from stmbench import hookimpl, hookspec
 from stmbench.errors import StmbenchError
 from stmbench.modeling import PaddingMeter, model_device, pad_batch, sorted_batches
 from stmbench.types import HEAD_CAUSAL_LM, Prediction, Strategy
 from stmbench_plugins.strategies._common import rows
 from stmbench_plugins.strategies.generative import lm_features, seq2seq_collator
+
+
+class CotHooks:
+    """The hook ``cot`` adds to the contract."""
+
+    @hookspec(firstresult=True)
+    def generate_rationales(self, task: Any, examples: list[dict[str, Any]], run: Any) -> list[str] | None:
+        """Return one rationale string per example for chain-of-thought training, or ``None``.
+
+        Called by the ``cot`` strategy when the task's data has no ``rationale`` column.  The first
+        plugin that returns a list wins.  ``examples`` are dicts with ``text_a``, ``text_b`` and
+        ``label`` (the label index).  A teacher-model plugin is the typical implementation.
+        """
+
+
+@hookimpl
+def register_hookspecs(plugin_manager: Any) -> None:
+    plugin_manager.add_hookspecs(CotHooks)
 
 
 @dataclass
@@ -54,10 +73,10 @@ class CotStrategy(Strategy):
     lm_loss_on_labels = True
     options_class = CotOptions
 
-    def rationales(self, batch: list[dict[str, Any]], *, task: Any, spec: Any, session: Any) -> list[str]:
+    def rationales(self, batch: list[dict[str, Any]], *, task: Any, spec: Any, context: Any) -> list[str]:
         if all(ex.get("rationale") for ex in batch):
             return [ex["rationale"] for ex in batch]
-        given = session.hook.generate_rationales(task=task, examples=batch, run=spec)
+        given = context.hook.generate_rationales(task=task, examples=batch, run=spec)
         if given is None:
             raise StmbenchError(
                 f"cot: task {task.name!r} has no rationale column and no plugin implements generate_rationales"
@@ -66,18 +85,18 @@ class CotStrategy(Strategy):
             raise StmbenchError(f"generate_rationales returned {len(given)} rationales for {len(batch)} examples")
         return list(given)
 
-    def feature_key(self, spec: Any, session: Any) -> dict[str, Any]:
+    def feature_key(self, spec: Any, context: Any) -> dict[str, Any]:
         # rationales may come from plugins: which ones are loaded is part of what the features depend on
-        impls = session.pm.hook.generate_rationales.get_hookimpls()
-        return {**super().feature_key(spec, session), "rationale_plugins": sorted(i.plugin_name for i in impls)}
+        impls = context.hook.generate_rationales.get_hookimpls()
+        return {**super().feature_key(spec, context), "rationale_plugins": sorted(i.plugin_name for i in impls)}
 
-    def feature_encoder(self, *, task: Any, tokenizer: Any, spec: Any, session: Any) -> Any:
+    def feature_encoder(self, *, task: Any, tokenizer: Any, spec: Any, context: Any) -> Any:
         words = task.label_words
         eos = tokenizer.eos_token or ""
 
         def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
             examples = [dict(zip(batch, values)) for values in zip(*batch.values())]
-            reasons = self.rationales(examples, task=task, spec=spec, session=session)
+            reasons = self.rationales(examples, task=task, spec=spec, context=context)
             prompts = [cot_prompt(task, spec.prompt, ex) for ex in examples]
             targets = [f"{r}{task.answer_marker}{words[ex['label']]}{eos}" for r, ex in zip(reasons, examples)]
             return lm_features(tokenizer, prompts, targets, spec.training.max_seq_length)
@@ -87,7 +106,7 @@ class CotStrategy(Strategy):
     def data_collator(self, tokenizer: Any, spec: Any) -> Any:
         return seq2seq_collator(tokenizer)
 
-    def predict(self, model: Any, *, data: Any, task: Any, tokenizer: Any, spec: Any, session: Any) -> Prediction:
+    def predict(self, model: Any, *, data: Any, task: Any, tokenizer: Any, spec: Any, context: Any) -> Prediction:
         import torch
 
         device = model_device(model)
@@ -111,9 +130,8 @@ class CotStrategy(Strategy):
                     samples[i] = text
                     labels[i] = parse_answer(text, task)
         unparsable = sum(1 for x in labels if x < 0)
-        return Prediction(labels, {"metrics": {"unparsable": unparsable,
-                                               "unparsable_rate": unparsable / max(1, len(labels))},
-                                   "examples": samples[:5], "padding": meter.report()})
+        return Prediction(labels, metrics={"unparsable": unparsable, "unparsable_rate": unparsable / max(1, len(labels))},
+                          padding=meter.report(), info={"examples": samples[:5]})
 
 
 @hookimpl

@@ -46,7 +46,7 @@ class DiscriminativeStrategy(Strategy):
         finally:
             tokenizer.truncation_side = side
 
-    def feature_encoder(self, *, task: Any, tokenizer: Any, spec: Any, session: Any) -> Any:
+    def feature_encoder(self, *, task: Any, tokenizer: Any, spec: Any, context: Any) -> Any:
         def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
             examples = [dict(zip(batch, values)) for values in zip(*batch.values())]
             features = dict(self.encode_inputs(tokenizer, task, spec, examples))
@@ -62,7 +62,7 @@ class DiscriminativeStrategy(Strategy):
         # the right: their [CLS] must stay at position 0.
         return PaddingCollator(tokenizer, "right" if spec.prompt is None else "left")
 
-    def predict(self, model: Any, *, data: Any, task: Any, tokenizer: Any, spec: Any, session: Any) -> Prediction:
+    def predict(self, model: Any, *, data: Any, task: Any, tokenizer: Any, spec: Any, context: Any) -> Prediction:
         import torch
 
         from stmbench.modeling import PaddingMeter, model_device, sorted_batches
@@ -80,7 +80,7 @@ class DiscriminativeStrategy(Strategy):
                 logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
                 for i, row in zip(idx, logits.tolist()):
                     preds[i] = argmax(row)
-        return Prediction(preds, {"padding": meter.report()})
+        return Prediction(preds, padding=meter.report())
 
 
 @hookimpl

@@ -41,7 +41,7 @@ class GenerativeStrategy(Strategy):
     needs_decoder = True
     lm_loss_on_labels = True
 
-    def feature_encoder(self, *, task: Any, tokenizer: Any, spec: Any, session: Any) -> Any:
+    def feature_encoder(self, *, task: Any, tokenizer: Any, spec: Any, context: Any) -> Any:
         words = task.label_words
         max_len = spec.training.max_seq_length
 
@@ -55,13 +55,13 @@ class GenerativeStrategy(Strategy):
     def data_collator(self, tokenizer: Any, spec: Any) -> Any:
         return seq2seq_collator(tokenizer)
 
-    def predict(self, model: Any, *, data: Any, task: Any, tokenizer: Any, spec: Any, session: Any) -> Prediction:
+    def predict(self, model: Any, *, data: Any, task: Any, tokenizer: Any, spec: Any, context: Any) -> Prediction:
         prompts = [task.render(spec.prompt, ex) for ex in rows(data)]
         meter = PaddingMeter()
         scores, mode = score_choices(model, tokenizer, prompts, task.label_words,
                                      max_len=spec.training.max_seq_length,
                                      batch_size=spec.training.per_device_eval_batch_size, meter=meter)
-        return Prediction([argmax(r) for r in scores], {"scoring": mode, "padding": meter.report()})
+        return Prediction([argmax(r) for r in scores], padding=meter.report(), info={"scoring": mode})
 
 
 @hookimpl

@@ -138,21 +138,19 @@ class InContextStrategy(Strategy):
     options_class = InContextOptions
 
     def normalize(self, spec: Any, info: Any) -> Any:
-        return spec.replace(adapter="none", adapter_options={}, train_size=0)
+        return spec  # keeps the shots axis (the planner sets the no-training adapter and train size 0)
 
-    def predict(self, model: Any, *, data: Any, task: Any, tokenizer: Any, spec: Any, session: Any) -> Prediction:
-        train = session.task_data(task, "train", skip_bad_rows=spec.skip_bad_rows).dataset if spec.shots else None
+    def predict(self, model: Any, *, data: Any, task: Any, tokenizer: Any, spec: Any, context: Any) -> Prediction:
+        train = context.task_data(task, "train", skip_bad_rows=spec.skip_bad_rows).dataset if spec.shots else None
         engine = spec.strategy_options.get("engine", "stmbench")
         run = stmbench_predict if engine == "stmbench" else lm_eval_predict
         out = run(model, tokenizer, task=task, prompt=spec.prompt, shots=spec.shots or 0, seed=spec.seed,
                   eval_data=data, train_data=train, batch_size=spec.training.per_device_eval_batch_size,
-                  work_dir=session.settings.cache_dir / "lm_eval")
-        extra: dict[str, Any] = {"engine": engine, "lm_eval_task": out["task"]}
+                  work_dir=context.cache_dir / "lm_eval")
+        info: dict[str, Any] = {"engine": engine, "lm_eval_task": out["task"]}
         if engine == "lm_eval":
-            extra["metrics"] = {"lm_eval_acc": out["acc"]}
-        else:
-            extra.update(scoring=out["scoring"], padding=out["padding"])
-        return Prediction(out["predicted"], extra)
+            return Prediction(out["predicted"], metrics={"lm_eval_acc": out["acc"]}, info=info)
+        return Prediction(out["predicted"], padding=out["padding"], info={**info, "scoring": out["scoring"]})
 
 
 @hookimpl

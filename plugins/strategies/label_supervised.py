@@ -89,6 +89,14 @@ def _module_class() -> type:
                 loss = torch.nn.functional.cross_entropy(logits.float(), labels)
             return SequenceClassifierOutput(loss=loss, logits=logits)
 
+        def trainable_head_modules(self) -> list[str]:
+            """The head this strategy brings (every adapter trains and saves it)."""
+            return ["head"]
+
+        def transformers_model(self) -> Any:
+            """The transformers model under the head (what quantisation prepares)."""
+            return self.backbone
+
         def gradient_checkpointing_enable(self, **kwargs: Any) -> None:
             self.backbone.gradient_checkpointing_enable(**kwargs)
 
@@ -101,10 +109,10 @@ class LabelSupervisedStrategy(DiscriminativeStrategy):
     head = HEAD_BASE
     options_class = LabelSupervisedOptions
 
-    def check(self, info: Any, adapter: Any, task: Any, options: dict[str, Any]) -> str | None:
-        if options.get("unmask") and not info.is_decoder:
-            return f"unmask removes a causal mask; {info.name!r} is an encoder that has none"
-        return super().check(info, adapter, task, options)
+    def check(self, combo: Any) -> str | None:
+        if combo.strategy_options.get("unmask") and not combo.info.is_decoder:
+            return f"unmask removes a causal mask; {combo.info.name!r} is an encoder that has none"
+        return super().check(combo)
 
     def prepare_model(self, model: Any, *, tokenizer: Any, task: Any, options: dict[str, Any]) -> Any:
         return _module_class()(model, len(task.labels), options["pooling"], options["unmask"])

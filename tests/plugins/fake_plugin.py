@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from transformers import TrainerCallback
 
-from stmbench import hookimpl
-from stmbench.types import Adapter, Executor, Strategy
+from stmbench import Adapter, Executor, hookimpl, hookspec
 from stmbench_plugins.strategies.discriminative import DiscriminativeStrategy
 
 EVENTS: list[tuple[str, str]] = []
@@ -56,6 +55,19 @@ class StepCounter(TrainerCallback):
         self.steps += 1
         if self.steps == 1:
             EVENTS.append(("trainer_step", ""))
+
+
+class FakeHooks:
+    """A hook this plugin declares for other plugins (nobody implements it here)."""
+
+    @hookspec
+    def fake_announce(self, message):
+        """Told a message."""
+
+
+@hookimpl
+def register_hookspecs(plugin_manager):
+    plugin_manager.add_hookspecs(FakeHooks)
 
 
 @hookimpl

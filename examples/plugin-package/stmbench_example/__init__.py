@@ -1,0 +1,1 @@
+"""An example third-party stmbench plugin (see ``plugin.py``)."""

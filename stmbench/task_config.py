@@ -1,0 +1,164 @@
+"""The task schema: :class:`TaskConfig`, what a task YAML file says (as lm-eval's ``TaskConfig`` is
+for its tasks), validated as it is read.
+
+A task says where its data comes from (a generator, local files in their original format under
+``--data-dir``, or a hub data set loaded with ``datasets``), which fields hold ``text_a``,
+``text_b`` and the label, the labels with their verbalizer words, its prompt templates and metrics.
+The readers of :mod:`stmbench.task_readers` turn that into rows; :class:`stmbench.tasks.Task` is the
+schema plus loading, as the catalogue holds it.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from stmbench.errors import StmbenchError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import datasets
+
+SPLITS = ("train", "validation", "test")
+KINDS = ("pair", "nli", "single")
+METRICS = ("accuracy", "macro_f1")
+PLACEHOLDERS = {"text_a", "text_b"}
+
+
+@dataclass(frozen=True)
+class Label:
+    """One class: ``value`` as written in the original files, a readable ``name``, and the
+    verbalizer ``word`` a generative model answers with."""
+
+    value: str
+    name: str
+    word: str
+
+
+@dataclass
+class TaskData:
+    """One loaded split: a ``datasets.Dataset`` with ``text_a``, ``text_b``, ``label`` (label index)
+    and, where the source has one, ``rationale``; plus what validation counted."""
+
+    dataset: datasets.Dataset
+    source: str
+    fingerprint: str
+    report: dict[str, int] = field(default_factory=dict)
+
+
+def _check(cond: bool, where: str, msg: str) -> None:
+    if not cond:
+        raise StmbenchError(f"{where}: {msg}")
+
+
+@dataclass(eq=False)
+class TaskConfig:
+    """A classification task over one sentence or a sentence pair, as its YAML file describes it."""
+
+    name: str
+    labels: list[Label]
+    prompts: dict[str, str]  #: prompt name -> template with ``{text_a}`` (and ``{text_b}``)
+    description: str = ""
+    task_kind: str = "pair"  #: ``pair``, ``nli`` or ``single`` (the YAML key ``kind``)
+    synthetic: bool = False  #: generated data: its scores say nothing about real accuracy
+    citation: str = ""
+    ignore_labels: set[str] = field(default_factory=set)  #: label values whose rows are dropped
+    answer_marker: str = "答案："
+    metrics: list[str] = field(default_factory=lambda: ["accuracy", "macro_f1"])
+    eval_split: str = "test"
+    eval_note: str = ""
+    generator: dict[str, Any] | None = None  #: ``function: module:attr`` and its keyword arguments
+    hub: dict[str, Any] | None = None  #: ``path``, ``name``, ``splits``, ``fields``
+    local: dict[str, Any] | None = None  #: ``format`` (tsv, jsonl), ``files``, ``fields``, ``header``, ``columns``
+
+    @classmethod
+    def parse(cls, config: dict[str, Any], where: str | None = None) -> dict[str, Any]:
+        """The validated fields of a task mapping (errors name ``where``, the file)."""
+        where = where or f"task {config.get('name')!r}"
+        name = config.get("name", "")
+        _check(bool(name) and isinstance(name, str), where, "a task needs a 'name'")
+        kind = config.get("kind", "pair")
+        _check(kind in KINDS, where, f"kind must be one of {', '.join(KINDS)}")
+        raw_labels = config.get("labels") or []
+        _check(isinstance(raw_labels, list) and len(raw_labels) >= 2, where, "a task needs a list of at least two labels")
+        for i, lab in enumerate(raw_labels, 1):
+            _check(isinstance(lab, dict), where, f"label {i} must be a mapping with 'value' and 'word'")
+            for key in ("value", "word"):
+                _check(lab.get(key) not in (None, ""), where, f"label {i} ({lab.get('value', '?')!r}) has no {key!r}")
+        labels = [Label(str(lab["value"]), str(lab.get("name", lab["value"])), str(lab["word"])) for lab in raw_labels]
+        values = [lab.value for lab in labels]
+        _check(len(set(values)) == len(values), where, "label values must be distinct")
+        words = [lab.word for lab in labels]
+        _check(len(set(words)) == len(words), where, "verbalizer words must be distinct")
+        prompts = dict(config.get("prompts") or {})
+        _check(bool(prompts), where, "a task needs at least one prompt template")
+        needed = {"text_a"} if kind == "single" else {"text_a", "text_b"}
+        for pname, template in prompts.items():
+            _check(isinstance(template, str), where, f"prompt {pname!r} must be a text template")
+            try:
+                fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+            except ValueError as exc:  # an unbalanced { or }
+                raise StmbenchError(f"{where}: prompt {pname!r} is not a valid template ({exc}; write "
+                                    "{{ and }} for literal braces)") from None
+            _check(fields <= PLACEHOLDERS, where, f"prompt {pname!r} uses unknown fields {sorted(fields - PLACEHOLDERS)}")
+            _check(needed <= fields, where, f"prompt {pname!r} must use {sorted(needed)}")
+        metrics = list(config.get("metrics", ["accuracy", "macro_f1"]))
+        _check(set(metrics) <= set(METRICS), where, f"metrics must be among {', '.join(METRICS)}")
+        eval_split = config.get("eval_split", "test")
+        _check(eval_split in SPLITS, where, f"eval_split must be one of {', '.join(SPLITS)}")
+        generator, hub, local = config.get("generator"), config.get("hub"), config.get("local")
+        _check(bool(generator or hub or local), where, "a task needs a data source: 'generator', 'hub' or 'local'")
+        if local:
+            _check(local.get("format") in ("tsv", "jsonl"), where, "local.format must be 'tsv' or 'jsonl'")
+        return {"name": name, "labels": labels, "prompts": prompts, "description": config.get("description", ""),
+                "task_kind": kind, "synthetic": bool(config.get("synthetic", False)),
+                "citation": config.get("citation", ""),
+                "ignore_labels": {str(v) for v in config.get("ignore_labels", [])},
+                "answer_marker": config.get("answer_marker", "答案："), "metrics": metrics,
+                "eval_split": eval_split, "eval_note": config.get("eval_note", ""),
+                "generator": generator, "hub": hub, "local": local}
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any], where: str | None = None) -> TaskConfig:
+        return cls(**cls.parse(config, where))
+
+    # -- description ------------------------------------------------------------------------
+    @property
+    def label_words(self) -> list[str]:
+        return [lab.word for lab in self.labels]
+
+    @property
+    def is_pair(self) -> bool:
+        return self.task_kind != "single"
+
+    def sources(self) -> list[str]:
+        out = []
+        if self.generator:
+            out.append("generated (synthetic)")
+        if self.local:
+            out.append(f"--data-dir/{self.name}/ ({self.local['format']})")
+        if self.hub:
+            cfg = f" ({self.hub['name']})" if self.hub.get("name") else ""
+            out.append(f"hub {self.hub['path']}{cfg}")
+        return out
+
+    def render(self, prompt: str, example: dict[str, Any]) -> str:
+        """The prompt text for one example (no answer)."""
+        try:
+            template = self.prompts[prompt]
+        except KeyError:
+            from stmbench.errors import UnknownNameError
+
+            raise UnknownNameError(f"prompt of task {self.name!r}", prompt, self.prompts) from None
+        return template.format(text_a=example["text_a"], text_b=example.get("text_b") or "")
+
+    def field_name(self, name: str) -> str:
+        """The source field that holds ``name`` (``text_a``, ``text_b``, ``label``) in local files."""
+        return str((self.local or {}).get("fields", {}).get(name, name))
+
+    def file_names(self, split: str) -> list[str]:
+        """The local file names a split may have (the first found is read)."""
+        files = (self.local or {}).get("files", {}).get(split)
+        if files is None:
+            return []
+        return [files] if isinstance(files, str) else list(files)
