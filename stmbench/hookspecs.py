@@ -25,6 +25,7 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover - only for type checkers
     from collections.abc import Callable
 
+    from stmbench.result import RunResult
     from stmbench.spec import RunSpec
     from stmbench.types import Adapter, Backbone, Executor, Strategy, Task
 
@@ -114,8 +115,9 @@ def run_started(run: RunSpec) -> None:
 
 
 @hookspec
-def run_finished(run: RunSpec, result: dict[str, Any]) -> None:
-    """Called when ``run`` ends, with the result dict that will be stored (``status`` is ``ok`` or
-    ``failed``).  Result sinks (MLflow, W&B, a database) implement this hook.  The dict must not be
-    modified: it has already been decided what is stored.
+def run_finished(run: RunSpec, result: RunResult) -> None:
+    """Called when ``run`` ends, with the :class:`stmbench.result.RunResult` that will be stored
+    (``status`` is ``ok`` or ``failed``; ``result.to_dict()`` is the stored JSON).  Result sinks
+    (MLflow, W&B, a database) implement this hook.  The result must not be modified: it has already
+    been decided what is stored.
     """
