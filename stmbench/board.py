@@ -19,6 +19,7 @@ ALPHA = 0.05
 METRICS = {"accuracy": "accuracy", "macro_f1": "macro-F1"}
 DEV_MARK = "†"
 FLAG_MARK = "⚠"
+OTHER_DATA = "other data"  #: the flag of rows whose cell has results from different data
 
 
 def _config_id(result: RunResult) -> str:
@@ -100,6 +101,7 @@ class Row:
     cells: dict[str, Cell] = field(default_factory=dict)
     results: list[RunResult] = field(default_factory=list)
     train_examples: int = 0  #: for sorting "full" among numbers
+    provenance: str = ""  #: :attr:`RunResult.provenance` of its results
     #: task -> swept values -> seed -> result: the trials of a tuned cell, before one value is chosen
     trials: dict[str, dict[tuple[Any, ...], dict[int, RunResult]]] = field(default_factory=dict)
     all_trials: list[RunResult] = field(default_factory=list)  #: every trial (chosen or not)
@@ -178,9 +180,11 @@ def _mark_significance(rows: list[Row], tasks: list[str], store: ResultStore | N
 
 def _group(ok: list[RunResult]) -> tuple[list[Row], list[str], set[str], bool]:
     """Rows (one per backbone x adapter x strategy x prompt x train size x config, a cell per task,
-    sorted best first), the tasks, the tasks evaluated on dev, and whether configs need a column."""
+    sorted best first), the tasks, the tasks evaluated on dev, and whether configs need a column.
+    Results of one cell whose data, prompt text or labels differ (:attr:`RunResult.provenance`) are
+    never pooled: each gets a row of its own, flagged ``other data``."""
     groups: dict[tuple[str, ...], Row] = {}
-    configs: dict[tuple[str, ...], set[str]] = {}
+    configs: dict[tuple[str, ...], set[tuple[str, str]]] = {}
     tasks: set[str] = set()
     dev_tasks: set[str] = set()
     for r in ok:
@@ -188,8 +192,9 @@ def _group(ok: list[RunResult]) -> tuple[list[Row], list[str], set[str], bool]:
         key = {"backbone": spec["backbone"], "adapter": adapter_label(r), "strategy": strategy_label(r),
                "prompt": spec.get("prompt") or "-", "train_size": str(spec["train_size"])}
         cfg = _config_id(r)
-        configs.setdefault(tuple(key.values()), set()).add(cfg)
-        row = groups.setdefault(tuple(key.values()) + (cfg,), Row(key=key, config=cfg))
+        configs.setdefault(tuple(key.values()) + (spec["task"],), set()).add((cfg, r.provenance))
+        row = groups.setdefault(tuple(key.values()) + (cfg, r.provenance), Row(key=key, config=cfg))
+        row.provenance = r.provenance
         row.train_examples = max(row.train_examples, r.counts.get("train_examples") or 0)
         task = spec["task"]
         tasks.add(task)
@@ -208,6 +213,14 @@ def _group(ok: list[RunResult]) -> tuple[list[Row], list[str], set[str], bool]:
                 _fill(row, task, r)
             row.cells[task].sweep = f"{', '.join(f'{_short_name(n)} {_short_value(v)}' for n, v in chosen)}; " \
                                     f"{len(trials)} trials"
+    for key, variants in configs.items():
+        if len({prov for _, prov in variants}) > 1:  # one cell, results from different data
+            for row in groups.values():
+                if tuple(row.key.values()) == key[:-1] and key[-1] in row.cells:
+                    mark = f" data {row.provenance or 'unrecorded'}"
+                    row.config += "" if row.config.endswith(mark) else mark
+                    for seed in row.cells[key[-1]].accuracy:
+                        row.cells[key[-1]].flags.setdefault(seed, []).append(OTHER_DATA)
     task_list = sorted(tasks)
 
     def order(row: Row) -> tuple[Any, ...]:

@@ -1,4 +1,4 @@
-"""``stmbench run | leaderboard | plugins | tasks | export-lm-eval``."""
+"""``stmbench run | leaderboard | results | plugins | tasks | export-lm-eval``."""
 
 from __future__ import annotations
 
@@ -128,11 +128,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from stmbench import leaderboard
 
-    board, paths = leaderboard.generate(args.results_dir, args.out, copy_results=not args.no_copy_results,
+    board, paths = leaderboard.generate(args.results_dir or ["results"], args.out, copy_results=not args.no_copy_results,
                                         force=args.force)
     if args.metric != "accuracy":
         print(leaderboard.render_markdown(board, args.metric))
-    print(f"{board.meta['ok']} ok result(s) in {args.results_dir} -> {len(paths)} files in {args.out}: "
+    print(f"{board.meta['ok']} ok result(s) in {', '.join(args.results_dir or ['results'])} -> {len(paths)} files in {args.out}: "
           f"{', '.join(p.name for p in paths[:2])}{' and figures' if len(paths) > 2 else ''}")
     return 0
 
@@ -314,7 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     lb = sub.add_parser("leaderboard", parents=[common], help="write the leaderboard from stored results")
-    lb.add_argument("--results-dir", default="results")
+    lb.add_argument("--results-dir", action="append", metavar="DIR",
+                    help="a results folder or a glob of them; repeatable: one leaderboard from many contributors' "
+                         "results (default: results)")
     lb.add_argument("--out", default="leaderboard")
     lb.add_argument("--metric", choices=["accuracy", "macro_f1"], default="accuracy",
                     help="also print the table for this metric (the page has a toggle)")
@@ -329,6 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--json", action="store_true", help="a JSON list of {name, kind, module, ...}")
     pl.add_argument("--all", action="store_true", help="also list every plugin module with its hooks")
     pl.set_defaults(func=cmd_plugins)
+
+    from stmbench.results_cli import add_parser as add_results_parser
+
+    add_results_parser(sub, common)
 
     tk = sub.add_parser("tasks", parents=[common], help="list tasks with labels, sources and split sizes")
     tk.add_argument("--json", action="store_true")

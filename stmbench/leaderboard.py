@@ -16,11 +16,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from stmbench.board import ALPHA, DEV_MARK, FLAG_MARK, METRICS, Board, Cell, Row, aggregate
+from stmbench.board import ALPHA, DEV_MARK, FLAG_MARK, METRICS, OTHER_DATA, Board, Cell, Row, aggregate
 from stmbench.errors import StmbenchError
 from stmbench.plots import board_figures
 from stmbench.result import RunResult
-from stmbench.results import PREDICTIONS_SUFFIX, ResultStore, atomic_write_bytes, atomic_write_text
+from stmbench.results import ResultSet, ResultStore, atomic_write_bytes, atomic_write_text, expand_dirs
 
 
 def build(results: list[RunResult], store: ResultStore | None = None) -> Board:
@@ -133,6 +133,13 @@ def describe(board: Board, metric: str = "accuracy") -> list[str]:
         lines.append(f"{FLAG_MARK} a run of the cell finished but is not to be trusted: diverged (its training loss rose "
                      "to over twice its initial loss) or degenerate (it predicts one class where the gold has "
                      "several); the run's `health` says more.")
+    if any(OTHER_DATA in f for row in board.rows for c in row.cells.values() for f in c.flags.values()):
+        lines.append(f"{FLAG_MARK} other data: the results of this cell came from different data, prompt text or "
+                     "labels (their data fingerprints differ, see `data` in each result), so they are never pooled: "
+                     "each source has a row of its own (config: `data <id>`).")
+    if m.get("conflicts"):
+        lines.append(f"{len(m['conflicts'])} run(s) are stored with different contents in two results folders; "
+                     "the first folder given is used (see Conflicting results).")
     if m["dev_tasks"]:
         lines.append(f"{DEV_MARK} evaluated on the dev split (the public test split has no labels).")
     lines.append("Cost: trainable parameters (share of all), mean training time per run, training tokens per "
@@ -167,6 +174,11 @@ def render_markdown(board: Board, metric: str = "accuracy") -> str:
                               md_escape(r.error.splitlines()[0][:200]) if r.error else ""]
                              for r in board.failed], headers=["run", "spec", "error"], tablefmt="github",
                             disable_numparse=True))
+    if board.meta.get("conflicts"):
+        out += ["", "## Conflicting results", "",
+                "The same run id stored with different contents in two results folders; the first is shown.", ""]
+        out.append(tabulate([[c[0], md_escape(c[1]), md_escape(c[2])] for c in board.meta["conflicts"]],
+                            headers=["run", "used", "not used"], tablefmt="github", disable_numparse=True))
     out += ["", "Regenerate from the copies of the results kept here: "
             "`stmbench leaderboard --results-dir leaderboard/results --out leaderboard`.", ""]
     return "\n".join(out)
@@ -242,7 +254,7 @@ def render_html(board: Board) -> str:
 
 # --- files ------------------------------------------------------------------------------------
 
-def write(board: Board, out_dir: str | Path, *, copy_from: Path | None = None) -> list[Path]:
+def write(board: Board, out_dir: str | Path, *, copy_from: ResultSet | None = None) -> list[Path]:
     """Write README.md, index.html, the figures, and (from ``copy_from``) the results they show."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -257,63 +269,75 @@ def write(board: Board, out_dir: str | Path, *, copy_from: Path | None = None) -
         paths.append(out / name)
     if copy_from is not None:
         target = out / "results"
-        if target.resolve() != copy_from.resolve():
+        if [f.resolve() for f in copy_from.folders] != [target.resolve()]:
             target.mkdir(exist_ok=True)
             keep = set()
             shown = [x for b in (board, board.partial) if b is not None for row in b.rows
                      for x in [*row.results, *row.all_trials]]
             for r in [*shown, *board.failed]:
-                for suffix in (".json", PREDICTIONS_SUFFIX):
-                    src = copy_from / f"{r.run_id}{suffix}"
-                    if src.exists():
+                for src in copy_from.files(r.run_id):
+                    if src.resolve() != (target / src.name).resolve():
                         atomic_write_bytes(target / src.name, src.read_bytes())
-                        keep.add(src.name)
+                    keep.add(src.name)
             for old in target.glob("*.json"):
                 if old.name not in keep:
                     old.unlink()
     return paths
 
 
-SOURCE_FILE = ".stmbench-source.json"  #: in a leaderboard folder: the results folder it was built from
+SOURCE_FILE = ".stmbench-source.json"  #: in a leaderboard folder: the results folders it was built from
 
 
-def _source_of(out: Path) -> Path | None:
+def _sources_of(out: Path) -> list[Path] | None:
     try:
-        relative = json.loads((out / SOURCE_FILE).read_text(encoding="utf-8"))["results_dir"]
+        data = json.loads((out / SOURCE_FILE).read_text(encoding="utf-8"))
+        relative = data["results_dirs"] if "results_dirs" in data else [data["results_dir"]]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return (out / relative).resolve()
+    return [(out / r).resolve() for r in relative]
 
 
-def check_target(results_dir: str | Path, out_dir: str | Path, *, force: bool = False,
-                 need_results: bool = True) -> None:
-    """Refuse, before anything is written, to build a leaderboard from a results folder that does not
-    exist or holds no results, or to replace one that was built from another results folder (its own
-    copies in ``out/results`` count as its source) unless ``force``."""
-    results, out = Path(results_dir), Path(out_dir)
+def _as_dirs(results_dirs: str | Path | list[str | Path]) -> list[str | Path]:
+    return list(results_dirs) if isinstance(results_dirs, (list, tuple)) else [results_dirs]
+
+
+def check_target(results_dirs: str | Path | list[str | Path], out_dir: str | Path, *, force: bool = False,
+                 need_results: bool = True) -> list[Path]:
+    """The results folders (globs expanded), after refusing, before anything is written, to build a
+    leaderboard from folders that do not exist or hold no results, or to replace one that was built
+    from other results folders (its own copies in ``out/results`` count as its source) unless ``force``."""
+    out = Path(out_dir)
     if need_results:
-        if not results.is_dir():
-            raise StmbenchError(f"results folder {results} does not exist (nothing to build a leaderboard from)")
-        if not ResultStore(results).load_all():
-            raise StmbenchError(f"results folder {results} holds no results (nothing to build a leaderboard from)")
-    source = _source_of(out)
-    if force or source is None or not (out / "README.md").exists():
-        return
-    if results.resolve() not in (source, (out / "results").resolve()):
-        shown = os.path.relpath(source)
-        shown = str(source) if shown.startswith("..") else shown
-        raise StmbenchError(f"{out} holds a leaderboard built from {shown}, not {results}; "
-                            "pass --force to replace it (or choose another --out / --leaderboard-dir)")
+        folders = expand_dirs(_as_dirs(results_dirs))
+        if not ResultSet(folders).load_all():
+            raise StmbenchError(f"results folder {', '.join(map(str, folders))} holds no results "
+                                "(nothing to build a leaderboard from)")
+    else:
+        folders = [Path(p) for p in _as_dirs(results_dirs)]
+    sources = _sources_of(out)
+    if force or sources is None or not (out / "README.md").exists():
+        return folders
+    given = sorted(f.resolve() for f in folders)
+    if given != sorted(sources) and given != [(out / "results").resolve()]:
+        shown = [os.path.relpath(s) for s in sources]
+        shown = [str(s) if r.startswith("..") else r for s, r in zip(sources, shown)]
+        raise StmbenchError(f"{out} holds a leaderboard built from {', '.join(shown)}, not "
+                            f"{', '.join(map(str, folders))}; pass --force to replace it (or choose another "
+                            "--out / --leaderboard-dir)")
+    return folders
 
 
-def generate(results_dir: str | Path, out_dir: str | Path, *, copy_results: bool = True,
+def generate(results_dirs: str | Path | list[str | Path], out_dir: str | Path, *, copy_results: bool = True,
              force: bool = False) -> tuple[Board, list[Path]]:
-    results, out = Path(results_dir), Path(out_dir)
-    check_target(results, out, force=force)
-    store = ResultStore(results)
+    """Build the leaderboard in ``out_dir`` from one or more results folders (or glob patterns)."""
+    out = Path(out_dir)
+    folders = check_target(results_dirs, out, force=force)
+    store = ResultSet(folders)
     board = build(store.load_all(), store)
-    paths = write(board, out, copy_from=results if copy_results else None)
-    if results.resolve() != (out / "results").resolve() or _source_of(out) is None:
+    board.meta["conflicts"] = [[run_id, str(a), str(b)] for run_id, a, b in store.conflicts]
+    paths = write(board, out, copy_from=store if copy_results else None)
+    own = [f.resolve() for f in folders] == [(out / "results").resolve()]
+    if not own or _sources_of(out) is None:
         atomic_write_text(out / SOURCE_FILE, json.dumps(
-            {"results_dir": os.path.relpath(results.resolve(), out.resolve())}) + "\n")
+            {"results_dirs": [os.path.relpath(f.resolve(), out.resolve()) for f in folders]}) + "\n")
     return board, paths

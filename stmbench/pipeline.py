@@ -88,8 +88,9 @@ def execute(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -
         eval_data = dataclasses.replace(eval_data, dataset=limit_sample(eval_data.dataset, spec.limit))
     counts: dict[str, Any] = {"eval_examples": len(eval_data.dataset), **report_counts("eval", eval_data)}
     train_data = None
+    used: dict[str, Any] = {"eval": eval_data}  # the splits this run read, for its data record
     if strategy.trains:
-        train_data = session.task_data(task, "train", skip_bad_rows=spec.skip_bad_rows)
+        train_data = used["train"] = session.task_data(task, "train", skip_bad_rows=spec.skip_bad_rows)
         counts.update(report_counts("train", train_data),
                       train_eval_overlap=session.overlap(train_data, eval_data))
         if counts["train_eval_overlap"]:
@@ -119,6 +120,8 @@ def execute(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -
         dev, dev_info, pool = None, None, None
         if spec.training.eval_strategy != "no":
             dev, dev_info, pool = dev_rows(task, train_data, spec, session)
+            if pool is None:  # the task's validation split
+                used["dev"] = session.task_data(task, "validation", skip_bad_rows=spec.skip_bad_rows)
         base = train_data.dataset if pool is None else train_data.dataset.select(pool)
         indices = subsample_indices(base, spec.train_size, spec.seed, task.name)
         if pool is not None:
@@ -158,11 +161,28 @@ def execute(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -
         log.warning("run %s is flagged: %s", spec.label(), note)
     out["prediction_info"] = prediction.info
     out["counts"] = counts
+    out["data"] = data_record(task, spec, used)
     out["peak_memory_mb"] = peak_memory_mb(device)
     predictions = {"run_id": spec.run_id, "eval_split": task.eval_split, "gold": gold,
                    "predicted": list(prediction.labels)}
     return out, predictions
 
+
+
+def data_record(task: Any, spec: RunSpec, splits: dict[str, Any]) -> dict[str, Any]:
+    """What a run's numbers depend on besides its spec: each split's data fingerprint and source, the
+    prompt's text and the label set (results that differ here are never pooled on a leaderboard)."""
+    import hashlib
+
+    record: dict[str, Any] = {name: {"fingerprint": data.fingerprint, "source": data.source,
+                                     "rows": len(data.dataset)}
+                              for name, data in splits.items() if data is not None}
+    record["eval"]["split"] = task.eval_split
+    text = task.prompts.get(spec.prompt) if spec.prompt else None
+    record["prompt"] = None if text is None else {"name": spec.prompt,
+                                                  "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]}
+    record["labels"] = [f"{lab.value}:{lab.word}" for lab in task.labels]
+    return record
 
 
 def variant_labels(spec: RunSpec, session: Session) -> dict[str, str]:

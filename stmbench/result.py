@@ -19,8 +19,8 @@ from typing import Any
 
 from stmbench.errors import StmbenchError
 
-#: 2: ``schema_version`` written; 1: the same fields, unnumbered
-SCHEMA_VERSION = 2
+#: 3: ``data`` (fingerprints, prompt text hash, labels); 2: ``schema_version`` written; 1: unnumbered
+SCHEMA_VERSION = 3
 STATUSES = ("running", "ok", "failed")
 
 
@@ -60,6 +60,9 @@ class RunResult(Mapping):
     parameters: dict[str, Any] = field(default_factory=dict)  #: ``trainable``, ``total``, ``trainable_percent``
     cache: dict[str, Any] = field(default_factory=dict)  #: ``features``: ``hit`` or ``miss``
     prediction_info: dict[str, Any] = field(default_factory=dict)  #: :attr:`stmbench.types.Prediction.info`
+    #: what the numbers depend on besides the spec: ``train`` / ``eval`` / ``dev`` (``fingerprint``,
+    #: ``source``, ``rows``), ``prompt`` (``name``, ``sha256`` of its text), ``labels``; ``None`` before schema 3
+    data: dict[str, Any] | None = None
     peak_memory_mb: float | None = None
     schema_version: int = SCHEMA_VERSION
 
@@ -76,6 +79,19 @@ class RunResult(Mapping):
     @property
     def flags(self) -> list[str]:
         return list(self.health.get("flags") or [])
+
+    @property
+    def provenance(self) -> str:
+        """A short id of the data, prompt text and labels the numbers came from (``""`` when the
+        result predates the record): results with different ones are never pooled."""
+        if not self.data:
+            return ""
+        import hashlib
+        import json
+
+        parts = {k: (v or {}).get("fingerprint") if k in ("train", "eval", "dev") else v
+                 for k, v in self.data.items() if k in ("train", "eval", "dev", "prompt", "labels")}
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:6]
 
     @property
     def selection(self) -> dict[str, Any]:
@@ -130,7 +146,7 @@ class RunResult(Mapping):
         if data["status"] not in STATUSES or not isinstance(data["spec"], dict):
             raise ResultSchemaError(f"{where}: status {data['status']!r} / spec of type "
                                     f"{type(data['spec']).__name__}: not a run result")
-        return cls(**{**data, "schema_version": SCHEMA_VERSION})  # version 1 has the same fields
+        return cls(**{**data, "schema_version": SCHEMA_VERSION})  # versions 1 and 2: no ``data``
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(RunResult))

@@ -129,3 +129,59 @@ def results_frame(results: list[RunResult]) -> Any:
         return pd.DataFrame()
     slim = [{k: v for k, v in RunResult.from_dict(r).to_dict().items() if k != "traceback"} for r in results]
     return pd.json_normalize(slim, sep=".")
+
+
+def expand_dirs(patterns: list[str | Path]) -> list[Path]:
+    """Results folders from paths and glob patterns (``contrib/*/results``), in the order given,
+    each once; a pattern that matches no folder is an error."""
+    import glob
+
+    from stmbench.errors import StmbenchError
+
+    out: list[Path] = []
+    for pattern in patterns:
+        text = str(pattern)
+        matches = sorted(glob.glob(text)) if glob.has_magic(text) else [text]
+        folders = [Path(m) for m in matches if Path(m).is_dir()]
+        if not folders:
+            raise StmbenchError(f"results folder {text} does not exist" if not glob.has_magic(text)
+                                else f"no results folder matches {text}")
+        out += [f for f in folders if f.resolve() not in {o.resolve() for o in out}]
+    return out
+
+
+class ResultSet:
+    """The results of several folders, merged by run id: a run stored in two folders with the same
+    contents is one run; with different contents it is a conflict (both paths kept in
+    :attr:`conflicts`), and the folder given first wins."""
+
+    def __init__(self, folders: list[Path]):
+        self.folders = list(folders)
+        self.where: dict[str, Path] = {}
+        self.conflicts: list[tuple[str, Path, Path]] = []
+        self._results: dict[str, RunResult] = {}
+        for folder in self.folders:
+            for result in ResultStore(folder).load_all():
+                seen = self._results.get(result.run_id)
+                if seen is None:
+                    self._results[result.run_id], self.where[result.run_id] = result, folder
+                elif seen.to_dict() != result.to_dict():
+                    self.conflicts.append((result.run_id, ResultStore(self.where[result.run_id]).path(result.run_id),
+                                           ResultStore(folder).path(result.run_id)))
+                    log.warning("run %s differs between %s and %s; the first is used", result.run_id,
+                                *self.conflicts[-1][1:])
+
+    def load_all(self) -> list[RunResult]:
+        return [self._results[run_id] for run_id in sorted(self._results)]
+
+    def predictions(self, run_id: str) -> dict[str, Any] | None:
+        folder = self.where.get(run_id)
+        return ResultStore(folder).predictions(run_id) if folder is not None else None
+
+    def files(self, run_id: str) -> list[Path]:
+        """The result file of ``run_id`` and its predictions file, where they exist."""
+        store = ResultStore(self.where[run_id])
+        return [p for p in (store.path(run_id), store.predictions_path(run_id)) if p.exists()]
+
+    def frame(self) -> Any:
+        return results_frame(self.load_all())

@@ -1,0 +1,110 @@
+"""``stmbench results``: list, filter, inspect and export stored runs (one or more results folders)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from stmbench.errors import StmbenchError
+from stmbench.result import RunResult
+
+FILTERS = ("backbone", "task", "strategy", "adapter")
+FORMATS = ("table", "csv", "json", "parquet")
+
+
+def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    rs = sub.add_parser("results", parents=[common], help="list, filter, show and export stored runs",
+                        epilog="examples: stmbench results --failed; stmbench results --task lcqmc --format csv "
+                               "--out lcqmc.csv; stmbench results show 3f2a")
+    rs.add_argument("action", nargs="?", choices=["show"], help="show one run (by run id or a unique prefix)")
+    rs.add_argument("run_id", nargs="?", help="the run to show")
+    rs.add_argument("--results-dir", action="append", metavar="DIR",
+                    help="a results folder or a glob of them; repeatable (default: results)")
+    rs.add_argument("--status", choices=["ok", "failed"], help="only runs with this status")
+    for name in FILTERS:
+        rs.add_argument(f"--{name}", help=f"only runs of this {name} (comma-separated names)")
+    rs.add_argument("--failed", action="store_true", help="failed runs with their reasons")
+    rs.add_argument("--format", choices=FORMATS, default="table",
+                    help="table (default), or an export of the flat pandas frame (ResultStore.frame())")
+    rs.add_argument("--out", help="write the export to this file (needed for parquet)")
+    rs.set_defaults(func=cmd_results)
+
+
+def select(results: list[RunResult], args: argparse.Namespace) -> list[RunResult]:
+    """The results that pass the filters of ``args``."""
+    status = "failed" if args.failed else args.status
+    keep = []
+    for r in results:
+        if status and r.status != status:
+            continue
+        if any(getattr(args, name) and r.spec.get(name) not in getattr(args, name).split(",") for name in FILTERS):
+            continue
+        keep.append(r)
+    return keep
+
+
+def _row(r: RunResult, failed: bool) -> list[Any]:
+    spec = r.spec
+    line = [r.run_id, r.status, spec.get("backbone"), spec.get("task"), r.labels.get("strategy") or spec.get("strategy"),
+            r.labels.get("adapter") or spec.get("adapter"), spec.get("prompt") or "-", spec.get("train_size"),
+            spec.get("seed"), "" if r.accuracy is None else f"{100 * r.accuracy:.1f}", (r.finished_at or "")[:19]]
+    if failed:
+        line.append((r.error or "").splitlines()[0][:160] if r.error else "")
+    return line
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from stmbench.results import ResultSet, expand_dirs, results_frame
+
+    store = ResultSet(expand_dirs(args.results_dir or ["results"]))
+    if args.action == "show":
+        return _show(store, args.run_id)
+    if args.run_id:
+        raise StmbenchError(f"unexpected argument {args.run_id!r}: did you mean 'stmbench results show {args.run_id}'?")
+    results = select(store.load_all(), args)
+    if args.format == "table":
+        header = ["run", "status", "backbone", "task", "strategy", "adapter", "prompt", "train size", "seed",
+                  "accuracy", "finished"] + (["error"] if args.failed else [])
+        print(tabulate([_row(r, args.failed) for r in results], headers=header, tablefmt="simple",
+                       disable_numparse=True) if results else "no stored runs match")
+        print(f"{len(results)} of {len(store.load_all())} run(s) in {', '.join(map(str, store.folders))}")
+        return 0
+    frame = results_frame(results)
+    if args.format == "parquet":
+        if not args.out:
+            raise StmbenchError("--format parquet needs --out FILE")
+        frame.to_parquet(args.out, index=False)
+    elif args.format == "csv":
+        text = frame.to_csv(index=False)
+    else:
+        text = frame.to_json(orient="records", force_ascii=False, indent=2) + "\n"
+    if args.format != "parquet":
+        if args.out:
+            Path(args.out).write_text(text, encoding="utf-8")
+        else:
+            sys.stdout.write(text)
+    if args.out:
+        print(f"{len(results)} run(s) -> {args.out}", file=sys.stderr)
+    return 0
+
+
+def _show(store: Any, run_id: str | None) -> int:
+    if not run_id:
+        raise StmbenchError("stmbench results show RUN_ID: which run? (an id or a unique prefix; see stmbench results)")
+    matches = [r for r in store.load_all() if r.run_id.startswith(run_id)]
+    if len(matches) != 1:
+        found = ", ".join(r.run_id for r in matches[:10])
+        raise StmbenchError(f"run id {run_id!r} matches {len(matches)} stored runs" + (f": {found}" if found else ""))
+    result = matches[0]
+    record = result.to_dict()
+    trace = record.pop("traceback", "")
+    print(json.dumps(record, indent=2, ensure_ascii=False, sort_keys=True))
+    print(f"file: {store.files(result.run_id)[0]}")
+    if trace:
+        print(trace.rstrip())
+    return 0
