@@ -144,6 +144,8 @@ class Board:
     show_config: bool = False
     figures: dict[str, str] = field(default_factory=dict)  #: file name -> SVG text
     partial: Board | None = None  #: runs evaluated on a --limit sample, shown apart and never ranked
+    #: task -> published results from its definition (``references:``): shown apart, never ranked or marked
+    references: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def _predictions(store: ResultStore | None, run_id: str) -> tuple[list[int], list[int]] | None:

@@ -31,7 +31,7 @@ def _settings_from(args: argparse.Namespace) -> Any:
     from stmbench.settings import Settings, default_cache_dir
 
     return Settings(
-        results_dir=Path(getattr(args, "results_dir", "results")),
+        results_dir=Path(_first(getattr(args, "results_dir", None)) or "results"),
         leaderboard_dir=None if getattr(args, "no_leaderboard", False) else Path(getattr(args, "leaderboard_dir", "leaderboard")),
         cache_dir=Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
         data_dir=Path(args.data_dir) if args.data_dir else None,
@@ -44,6 +44,11 @@ def _settings_from(args: argparse.Namespace) -> Any:
         force=getattr(args, "force", False),
         **{k: getattr(args, k) for k in ("save_steps", "claim_timeout") if getattr(args, k, None) is not None},
     )
+
+
+def _first(value: Any) -> Any:
+    """The first of a repeatable flag's values (``leaderboard --results-dir`` takes several)."""
+    return value[0] if isinstance(value, list) and value else value
 
 
 def _parse_options(items: list[str], what: str) -> dict[str, dict[str, Any]]:
@@ -129,7 +134,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from stmbench import leaderboard
 
     board, paths = leaderboard.generate(args.results_dir or ["results"], args.out, copy_results=not args.no_copy_results,
-                                        force=args.force)
+                                        force=args.force, references=leaderboard.task_references(_session(args)))
     if args.metric != "accuracy":
         print(leaderboard.render_markdown(board, args.metric))
     print(f"{board.meta['ok']} ok result(s) in {', '.join(args.results_dir or ['results'])} -> {len(paths)} files in {args.out}: "
@@ -144,7 +149,9 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
     session = _session(args)
     if args.name:
-        return _show_plugin(session, args.name, as_json=args.json)
+        from stmbench.views import show_plugin
+
+        return show_plugin(session, args.name, as_json=args.json)
     objects = session.catalogue.describe()
     if args.json:
         payload: Any = objects
@@ -165,37 +172,6 @@ def cmd_plugins(args: argparse.Namespace) -> int:
                 for p in describe_plugins(session.pm)]
         print("plugin modules:")
         print(tabulate(rows, headers=["plugin", "version", "built-in", "hooks"], tablefmt="simple"))
-    return 0
-
-
-OPTION_FLAGS = {"adapter": "--adapter-option", "strategy": "--strategy-option", "executor": "--executor-option"}
-
-
-def _show_plugin(session: Any, name: str, *, as_json: bool) -> int:
-    """``stmbench plugins NAME``: what NAME is, who registered it, what it declares, its options."""
-    from tabulate import tabulate
-
-    rows = session.catalogue.describe_one(name)
-    if as_json:
-        print(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
-        return 0
-    for row in rows:
-        origin = "built in" if row["builtin"] else "third-party"
-        print(f"{row['name']} ({row['kind']})")
-        print(f"  {row['description']}")
-        print(f"  plugin: {row['plugin']} (module {row['module']}, version {row['version'] or '?'}, {origin})")
-        for key, value in row["capabilities"].items():
-            shown = ", ".join(map(str, value)) if isinstance(value, list) else value
-            print(f"  {key}: {shown}")
-        if row["options"]:
-            flag = OPTION_FLAGS.get(row["kind"], "--option")
-            key = "KEY=VALUE" if row["kind"] == "executor" else f"{row['name']}.KEY=VALUE"
-            print(f"options ({flag} {key}):")
-            print(tabulate([[o["name"], json.dumps(o["default"], ensure_ascii=False), o["help"]] for o in row["options"]],
-                           headers=["option", "default", "help"], tablefmt="simple", maxcolwidths=[None, None, 70]))
-        elif row["kind"] != "task":
-            print("options: none")
-        print()
     return 0
 
 
@@ -332,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--all", action="store_true", help="also list every plugin module with its hooks")
     pl.set_defaults(func=cmd_plugins)
 
-    from stmbench.results_cli import add_parser as add_results_parser
+    from stmbench.views import add_results_parser
 
     add_results_parser(sub, common)
 

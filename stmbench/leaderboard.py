@@ -23,11 +23,32 @@ from stmbench.result import RunResult
 from stmbench.results import ResultSet, ResultStore, atomic_write_bytes, atomic_write_text, expand_dirs
 
 
-def build(results: list[RunResult], store: ResultStore | None = None) -> Board:
-    """:func:`stmbench.board.aggregate` plus the figures: the board every view renders."""
+def build(results: list[RunResult], store: ResultStore | None = None,
+          references: dict[str, list[dict[str, Any]]] | None = None) -> Board:
+    """:func:`stmbench.board.aggregate` plus the figures and the published reference results of its
+    tasks (``references``: task -> its definition's ``references:``): the board every view renders."""
     board = aggregate(results, store)
     board.figures = board_figures(board)
+    board.references = {t: list(refs) for t, refs in sorted((references or {}).items()) if refs and t in board.tasks}
     return board
+
+
+def task_references(session: Any) -> dict[str, list[dict[str, Any]]]:
+    """The ``references:`` of every registered task (for :func:`build`)."""
+    return {name: list(session.get("task", name).references) for name in session.catalogue.names("task")}
+
+
+def reference_table(board: Board, *, markdown: bool = True) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the reference results (published elsewhere; not measured by stmbench)."""
+    rows = []
+    for task, refs in board.references.items():
+        for ref in refs:
+            source = ref["citation"] + (f" ({ref['note']})" if ref["note"] else "")
+            if markdown:
+                source = md_escape(source) + (f" [link]({ref['url']})" if ref["url"] else "")
+            rows.append([md_escape(task) if markdown else task, md_escape(ref["model"]) if markdown else ref["model"],
+                         METRICS[ref["metric"]], ref["split"], f"{ref['value']:.1f}", source])
+    return ["task", "model", "metric", "split", "value (%)", "source"], rows
 
 
 # --- text views -------------------------------------------------------------------------------
@@ -164,6 +185,13 @@ def render_markdown(board: Board, metric: str = "accuracy") -> str:
                 "Runs evaluated on a sample of their evaluation split (`--limit N`, the same seeded sample for every "
                 "run) for a quick look; they are not comparable with the table above and carry no marks.", ""]
         out.append(tabulate(body, headers=header, tablefmt="github", disable_numparse=True))
+    if board.references:
+        header, body = reference_table(board)
+        out += ["", "## Reference results (published, not measured here)", "",
+                "Numbers reported elsewhere on the same tasks, from the tasks' definitions (`references:`), for "
+                "orientation: other models, code and often other data copies; they take no part in marks or "
+                "significance.", ""]
+        out.append(tabulate(body, headers=header, tablefmt="github", disable_numparse=True))
     if board.figures:
         out += ["", "## Figures", ""]
         for name in sorted(board.figures):
@@ -248,8 +276,14 @@ def render_html(board: Board) -> str:
     if board.partial is not None:
         header, body = table(board.partial, markdown=False)
         partial = {"header": header, "rows": body}
+    references = None
+    if board.references:
+        header, body = reference_table(board, markdown=False)
+        urls = [ref["url"] for refs in board.references.values() for ref in refs]
+        references = {"header": header, "rows": [{"cells": row, "url": url} for row, url in zip(body, urls)]}
     return env.get_template("leaderboard.html.j2").render(
-        board=board, view=html_view(board), notes=describe(board), figures=figures, partial=partial)
+        board=board, view=html_view(board), notes=describe(board), figures=figures, partial=partial,
+        references=references)
 
 
 # --- files ------------------------------------------------------------------------------------
@@ -309,7 +343,7 @@ def check_target(results_dirs: str | Path | list[str | Path], out_dir: str | Pat
     out = Path(out_dir)
     if need_results:
         folders = expand_dirs(_as_dirs(results_dirs))
-        if not ResultSet(folders).load_all():
+        if not any(ResultStore(f).load_all() for f in folders):
             raise StmbenchError(f"results folder {', '.join(map(str, folders))} holds no results "
                                 "(nothing to build a leaderboard from)")
     else:
@@ -328,12 +362,13 @@ def check_target(results_dirs: str | Path | list[str | Path], out_dir: str | Pat
 
 
 def generate(results_dirs: str | Path | list[str | Path], out_dir: str | Path, *, copy_results: bool = True,
-             force: bool = False) -> tuple[Board, list[Path]]:
-    """Build the leaderboard in ``out_dir`` from one or more results folders (or glob patterns)."""
+             force: bool = False, references: dict[str, list[dict[str, Any]]] | None = None) -> tuple[Board, list[Path]]:
+    """Build the leaderboard in ``out_dir`` from one or more results folders (or glob patterns), with
+    the published ``references`` of its tasks (see :func:`task_references`)."""
     out = Path(out_dir)
     folders = check_target(results_dirs, out, force=force)
     store = ResultSet(folders)
-    board = build(store.load_all(), store)
+    board = build(store.load_all(), store, references)
     board.meta["conflicts"] = [[run_id, str(a), str(b)] for run_id, a, b in store.conflicts]
     paths = write(board, out, copy_from=store if copy_results else None)
     own = [f.resolve() for f in folders] == [(out / "results").resolve()]

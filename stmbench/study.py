@@ -367,5 +367,6 @@ def run_study(grid: GridSpec, session: Session, *, rerun: bool = False, dry_run:
 
         report.board, report.leaderboard = leaderboard.generate(session.settings.results_dir,
                                                                 session.settings.leaderboard_dir,
-                                                                force=session.settings.force)
+                                                                force=session.settings.force,
+                                                                references=leaderboard.task_references(session))
     return report

@@ -51,6 +51,27 @@ def _check(cond: bool, where: str, msg: str) -> None:
         raise StmbenchError(f"{where}: {msg}")
 
 
+REFERENCE_KEYS = ("model", "metric", "value", "split", "citation", "url", "note")
+
+
+def _reference(ref: Any, i: int, where: str, eval_split: str) -> dict[str, Any]:
+    """One published result of a task's ``references:`` list, checked and completed."""
+    _check(isinstance(ref, dict), where, f"reference {i} must be a mapping with model, value and citation")
+    unknown = sorted(set(ref) - set(REFERENCE_KEYS))
+    _check(not unknown, where, f"reference {i} has unknown keys {unknown}; known: {', '.join(REFERENCE_KEYS)}")
+    for key in ("model", "citation"):
+        _check(isinstance(ref.get(key), str) and ref[key].strip() != "", where, f"reference {i} needs a {key!r}")
+    value = ref.get("value")
+    _check(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 100, where,
+           f"reference {i} ({ref.get('model')}): value must be a percentage between 0 and 100")
+    out = {"model": ref["model"], "metric": ref.get("metric", "accuracy"), "value": float(value),
+           "split": ref.get("split", eval_split), "citation": ref["citation"], "url": ref.get("url", ""),
+           "note": ref.get("note", "")}
+    _check(out["metric"] in METRICS, where, f"reference {i}: metric must be among {', '.join(METRICS)}")
+    _check(out["split"] in SPLITS, where, f"reference {i}: split must be one of {', '.join(SPLITS)}")
+    return out
+
+
 @dataclass(eq=False)
 class TaskConfig:
     """A classification task over one sentence or a sentence pair, as its YAML file describes it."""
@@ -70,6 +91,9 @@ class TaskConfig:
     generator: dict[str, Any] | None = None  #: ``function: module:attr`` and its keyword arguments
     hub: dict[str, Any] | None = None  #: ``path``, ``name``, ``splits``, ``fields``
     local: dict[str, Any] | None = None  #: ``format`` (tsv, jsonl), ``files``, ``fields``, ``header``, ``columns``
+    #: published results (``model``, ``metric``, ``value`` in %, ``split``, ``citation``, ``url``, ``note``),
+    #: shown on leaderboards as reference rows, never as measured ones
+    references: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def parse(cls, config: dict[str, Any], where: str | None = None) -> dict[str, Any]:
@@ -110,7 +134,8 @@ class TaskConfig:
         _check(bool(generator or hub or local), where, "a task needs a data source: 'generator', 'hub' or 'local'")
         if local:
             _check(local.get("format") in ("tsv", "jsonl"), where, "local.format must be 'tsv' or 'jsonl'")
-        return {"name": name, "labels": labels, "prompts": prompts, "description": config.get("description", ""),
+        references = [_reference(ref, i, where, eval_split) for i, ref in enumerate(config.get("references") or [], 1)]
+        return {"references": references, "name": name, "labels": labels, "prompts": prompts, "description": config.get("description", ""),
                 "task_kind": kind, "synthetic": bool(config.get("synthetic", False)),
                 "citation": config.get("citation", ""),
                 "ignore_labels": {str(v) for v in config.get("ignore_labels", [])},

@@ -1,4 +1,5 @@
-"""``stmbench results``: list, filter, inspect and export stored runs (one or more results folders)."""
+"""Command-line views of what is stored and registered: ``stmbench results`` (list, filter, show and
+export stored runs of one or more results folders) and ``stmbench plugins NAME``."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ FILTERS = ("backbone", "task", "strategy", "adapter")
 FORMATS = ("table", "csv", "json", "parquet")
 
 
-def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+def add_results_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     rs = sub.add_parser("results", parents=[common], help="list, filter, show and export stored runs",
                         epilog="examples: stmbench results --failed; stmbench results --task lcqmc --format csv "
                                "--out lcqmc.csv; stmbench results show 3f2a")
@@ -107,4 +108,35 @@ def _show(store: Any, run_id: str | None) -> int:
     print(f"file: {store.files(result.run_id)[0]}")
     if trace:
         print(trace.rstrip())
+    return 0
+
+
+OPTION_FLAGS = {"adapter": "--adapter-option", "strategy": "--strategy-option", "executor": "--executor-option"}
+
+
+def show_plugin(session: Any, name: str, *, as_json: bool) -> int:
+    """``stmbench plugins NAME``: what NAME is, who registered it, what it declares, its options."""
+    from tabulate import tabulate
+
+    rows = session.catalogue.describe_one(name)
+    if as_json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
+        return 0
+    for row in rows:
+        origin = "built in" if row["builtin"] else "third-party"
+        print(f"{row['name']} ({row['kind']})")
+        print(f"  {row['description']}")
+        print(f"  plugin: {row['plugin']} (module {row['module']}, version {row['version'] or '?'}, {origin})")
+        for key, value in row["capabilities"].items():
+            shown = ", ".join(map(str, value)) if isinstance(value, list) else value
+            print(f"  {key}: {shown}")
+        if row["options"]:
+            flag = OPTION_FLAGS.get(row["kind"], "--option")
+            key = "KEY=VALUE" if row["kind"] == "executor" else f"{row['name']}.KEY=VALUE"
+            print(f"options ({flag} {key}):")
+            print(tabulate([[o["name"], json.dumps(o["default"], ensure_ascii=False), o["help"]] for o in row["options"]],
+                           headers=["option", "default", "help"], tablefmt="simple", maxcolwidths=[None, None, 70]))
+        elif row["kind"] != "task":
+            print("options: none")
+        print()
     return 0
