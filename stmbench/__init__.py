@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 _LAZY = {
     **{name: "stmbench.types" for name in (
         "Adapter", "Backbone", "BackboneInfo", "Combination", "Executor", "HEADS", "HEAD_BASE", "HEAD_CAUSAL_LM",
-        "HEAD_SEQUENCE_CLASSIFICATION", "Label", "Plugin", "Prediction", "Runner", "Strategy", "Task",
+        "HEAD_SEQUENCE_CLASSIFICATION", "HEAD_TOKEN_CLASSIFICATION", "Label", "Plugin", "Prediction", "Runner", "Strategy", "Task",
         "WorkQueue")},
     "Context": "stmbench.context",
     "StmbenchError": "stmbench.errors",

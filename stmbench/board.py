@@ -16,7 +16,7 @@ from stmbench.results import ResultStore
 from stmbench.significance import compare
 
 ALPHA = 0.05
-METRICS = {"accuracy": "accuracy", "macro_f1": "macro-F1"}
+METRICS = {"accuracy": "accuracy", "macro_f1": "macro-F1", "entity_f1": "entity F1"}
 DEV_MARK = "†"
 FLAG_MARK = "⚠"
 OTHER_DATA = "other data"  #: the flag of rows whose cell has results from different data
@@ -238,7 +238,7 @@ def _fill(row: Row, task: str, r: RunResult) -> None:
     row.results.append(r)
     cell = row.cells.setdefault(task, Cell())
     seed = int(r.spec["seed"])
-    cell.accuracy[seed] = float(r.metrics["accuracy"])
+    cell.accuracy[seed] = float(r.score)  # the task's primary metric: accuracy, or entity F1 for NER
     if "macro_f1" in r.metrics:
         cell.macro_f1[seed] = float(r.metrics["macro_f1"])
     cell.run_ids[seed] = r.run_id
@@ -269,7 +269,7 @@ def aggregate(results: list[RunResult], store: ResultStore | None = None) -> Boa
 
     results = [RunResult.from_dict(r) for r in results]
 
-    ok = sorted((r for r in results if r.ok and r.accuracy is not None), key=lambda r: r.run_id)
+    ok = sorted((r for r in results if r.ok and r.score is not None), key=lambda r: r.run_id)
     failed = sorted((r for r in results if not r.ok), key=lambda r: r.run_id)
     partial = [r for r in ok if r.partial]  # evaluated on a --limit sample: never ranked
     ok = [r for r in ok if not r.partial]
@@ -282,7 +282,8 @@ def aggregate(results: list[RunResult], store: ResultStore | None = None) -> Boa
     versions = sorted({r.versions.get("stmbench", "?") for r in ok})
     meta = {"version": __version__, "result_versions": versions, "generated_from": newest,
             "results": len(results), "ok": len(ok) + len(partial), "failed": len(failed), "devices": devices,
-            "synthetic_tasks": synthetic, "dev_tasks": sorted(dev_tasks), "partial": len(partial)}
+            "synthetic_tasks": synthetic, "dev_tasks": sorted(dev_tasks), "partial": len(partial),
+            "task_metrics": {r.spec["task"]: r.primary_metric for r in ok + partial if r.primary_metric != "accuracy"}}
     board = Board(task_list, rows, failed, meta, show_config)
     board.partial = Board(partial_tasks, partial_rows, [], meta, partial_config) if partial_rows else None
     return board

@@ -86,7 +86,10 @@ def _data_problems(runs: list[RunSpec], session: Any, skip_bad_rows: bool) -> tu
                 problems.append(f"task {name}, split {split}: {exc}")
                 continue
             rows = len(data.dataset)
-            counts = Counter(data.dataset["label"][:]) if rows else Counter()  # [:]: the column at once
+            if task.is_tokens:  # a tag per token: the tags of every sentence
+                counts = Counter(t for tags in data.dataset["tags"][:] for t in tags) if rows else Counter()
+            else:
+                counts = Counter(data.dataset["label"][:]) if rows else Counter()  # [:]: the column at once
             if rows == 0:
                 problems.append(f"task {name}, split {split}: {data.source} has no rows")
                 continue
@@ -94,7 +97,7 @@ def _data_problems(runs: list[RunSpec], session: Any, skip_bad_rows: bool) -> tu
                 if len(counts) < 2:
                     problems.append(f"task {name}, split train: every row has one label "
                                     f"({task.labels[next(iter(counts))].value!r}); a classifier needs at least two")
-                elif rows < len(task.labels):
+                elif rows < len(task.labels) and not task.is_tokens:
                     problems.append(f"task {name}, split train: {rows} rows, fewer than its {len(task.labels)} labels")
                 sizes = sorted({r.train_size for r in runs if r.task == name and r.train_size not in (FULL, 0)})
                 too_big = [s for s in sizes if int(s) > rows]

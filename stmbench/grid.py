@@ -62,7 +62,7 @@ def _check_names(grid: GridSpec, session: Session) -> None:
             session.get(kind, name)  # raises UnknownNameError listing the known names
     session.get("executor", grid.executor)
     prompts = {p for name in grid.tasks for p in session.get("task", name).prompts}
-    for prompt in grid.prompts:
+    for prompt in grid.prompts if prompts else []:  # tasks without prompts (a tag per token) ignore the axis
         if prompt not in prompts:
             raise StmbenchError(f"unknown prompt {prompt!r}; the task(s) {', '.join(grid.tasks)} have: "
                                 f"{', '.join(sorted(prompts))}")
@@ -122,6 +122,8 @@ def _prepare(spec: RunSpec, info: BackboneInfo, session: Session,
     strategy = session.get("strategy", spec.strategy)
     backbone = session.catalogue.backbone_for(spec.backbone)
     spec = strategy.normalize(spec, info)
+    if not task.prompts:  # a task without prompt templates (a tag per token): no prompt axis
+        spec = spec.replace(prompt=None)
     if not strategy.trains:  # evaluation only: the adapter that trains nothing, no training data
         spec = spec.replace(adapter=idle_adapter(spec.adapter, session), adapter_options={}, train_size=0)
     adapter = session.get("adapter", spec.adapter)

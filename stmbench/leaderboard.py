@@ -76,6 +76,8 @@ def cost_texts(row: Row) -> dict[str, str]:
 
 def task_header(board: Board, task: str) -> str:
     out = task
+    if task in board.meta.get("task_metrics", {}):  # ranked by another metric than accuracy
+        out += f" ({METRICS[board.meta['task_metrics'][task]]})"
     if task in board.meta["synthetic_tasks"]:
         out += " (synthetic)"
     if task in board.meta["dev_tasks"]:
@@ -144,6 +146,9 @@ def describe(board: Board, metric: str = "accuracy") -> list[str]:
                      "tests and demos; its scores say nothing about real-world accuracy.")
     lines.append(f"Cells: {METRICS[metric]} in % on the evaluation split, mean ± sample std over seeds "
                  "(number of seeds). Average: the mean over tasks, for rows that have every task.")
+    if m.get("task_metrics"):
+        lines.append("A task whose header names a metric is scored by it instead: entity F1 is seqeval's entity-level "
+                     "F1 (an entity counts when its type and both ends match), for tasks that tag every token.")
     lines.append("Bold: the best row of a task; ≈: not significantly worse than it (McNemar's exact test on "
                  f"per-example predictions, pooled over the seeds both rows share, p ≥ {ALPHA}); marks use accuracy.")
     if any(c.sweep for row in board.rows for c in row.cells.values()):

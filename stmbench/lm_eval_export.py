@@ -88,6 +88,10 @@ def export_tasks(session: Any, names: list[str], out: Path, *, prompt: str = "co
     paths = []
     for name in names:
         task = session.get("task", name)
+        if task.is_tokens:
+            from stmbench.errors import StmbenchError
+
+            raise StmbenchError(f"task {name!r} tags every token; lm-eval's multiple_choice tasks cannot express it")
         if prompt not in task.prompts:
             from stmbench.errors import UnknownNameError
 

@@ -21,7 +21,8 @@ from stmbench.evaluation import health, score
 from stmbench.result import RunResult
 from stmbench.session import Session, tokenizer_fingerprint
 from stmbench.spec import RunSpec
-from stmbench.splits import column, dev_rows, limit_sample, report_counts, subsample_indices
+from stmbench.splits import dev_rows, limit_sample, report_counts, subsample_indices
+from stmbench.splits import gold as gold_answers
 from stmbench.training import Diverged, precision, train
 from stmbench.types import BackboneInfo
 
@@ -30,7 +31,6 @@ log = logging.getLogger(__name__)
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
 
 
 def versions() -> dict[str, str]:
@@ -47,7 +47,6 @@ def versions() -> dict[str, str]:
     return out
 
 
-
 def device_info(device: str) -> dict[str, Any]:
     import os
 
@@ -61,7 +60,6 @@ def device_info(device: str) -> dict[str, Any]:
     else:
         info["name"] = platform.processor() or platform.machine()
     return info
-
 
 
 def execute(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -97,11 +95,12 @@ def execute(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -
             log.warning("task %s: %d evaluation pairs also occur in the training data",
                         task.name, counts["train_eval_overlap"])
 
-    model, tokenizer = backbone.load(spec.backbone, head=strategy.head, task=task, context=session.context,
+    head = strategy.head_for(task)
+    model, tokenizer = backbone.load(spec.backbone, head=head, task=task, context=session.context,
                                      load_kwargs=adapter.load_kwargs(spec.adapter_options, session.context))
     transformers.set_seed(spec.seed)  # the same head / adapter init whatever loading consumed
     model = strategy.prepare_model(model, tokenizer=tokenizer, task=task, options=spec.strategy_options)
-    model = adapter.wrap(model, head=strategy.head, info=info, options=spec.adapter_options)
+    model = adapter.wrap(model, head=head, info=info, options=spec.adapter_options)
     trainable, total = count_parameters(model)
     config = getattr(model, "config", None)
     out: dict[str, Any] = {
@@ -150,7 +149,7 @@ def execute(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -
                                   context=session.context)
     out["times"]["eval_seconds"] = time.perf_counter() - start
     out.setdefault("padding", {})["predict"] = prediction.padding
-    gold = column(eval_data.dataset, "label")
+    gold = gold_answers(task, eval_data.dataset)
     metrics = score(task, gold, prediction.labels)
     metrics.update({k: v for k, v in prediction.metrics.items() if k not in metrics})
     out["metrics"] = metrics
@@ -166,7 +165,6 @@ def execute(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -
     predictions = {"run_id": spec.run_id, "eval_split": task.eval_split, "gold": gold,
                    "predicted": list(prediction.labels)}
     return out, predictions
-
 
 
 def data_record(task: Any, spec: RunSpec, splits: dict[str, Any]) -> dict[str, Any]:
@@ -201,7 +199,6 @@ def variant_labels(spec: RunSpec, session: Session) -> dict[str, str]:
     return out
 
 
-
 def _base_result(spec: RunSpec, session: Session) -> RunResult:
     task = session.catalogue.entries["task"].get(spec.task)
     return RunResult(
@@ -213,6 +210,7 @@ def _base_result(spec: RunSpec, session: Session) -> RunResult:
             "synthetic": task.obj.synthetic if task else None,
             "eval_split": task.obj.eval_split if task else None,
             "eval_note": task.obj.eval_note if task else "",
+            "primary_metric": task.obj.primary_metric if task else None,
         },
         versions=versions(),
         device=device_info(session.device),

@@ -38,7 +38,7 @@ class RunResult(Mapping):
     status: str  #: ``ok``, ``failed`` or (while a run is going) ``running``
     spec: dict[str, Any]  #: :meth:`stmbench.spec.RunSpec.to_dict`
     labels: dict[str, str] = field(default_factory=dict)  #: display names: ``strategy``, ``adapter``
-    task_info: dict[str, Any] = field(default_factory=dict)  #: ``synthetic``, ``eval_split``, ``eval_note``
+    task_info: dict[str, Any] = field(default_factory=dict)  #: ``synthetic``, ``eval_split``, ``eval_note``, ``primary_metric``
     versions: dict[str, str] = field(default_factory=dict)  #: package versions (stmbench, torch, ...)
     device: dict[str, Any] = field(default_factory=dict)  #: ``type``, ``name``, ``count``, ``cpus``, ...
     seed: int | None = None
@@ -75,6 +75,16 @@ class RunResult(Mapping):
     @property
     def accuracy(self) -> float | None:
         return self.metrics.get("accuracy")
+
+    @property
+    def primary_metric(self) -> str:
+        """The metric the task ranks by (``task_info.primary_metric``; ``accuracy`` before it was recorded)."""
+        return self.task_info.get("primary_metric") or "accuracy"
+
+    @property
+    def score(self) -> float | None:
+        """The value of :attr:`primary_metric` (accuracy for classification, entity F1 for NER)."""
+        return self.metrics.get(self.primary_metric)
 
     @property
     def flags(self) -> list[str]:

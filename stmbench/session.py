@@ -88,6 +88,9 @@ class Session:
     def overlap(self, train: TaskData, evaluation: TaskData) -> int:
         """How many evaluation pairs also occur in the training data (in either order)."""
         key = (train.fingerprint, evaluation.fingerprint)
+        if key not in self._overlap and "tokens" in train.dataset.column_names:  # a tag per token: sentences
+            seen_sentences = {tuple(t) for t in train.dataset["tokens"][:]}
+            self._overlap[key] = sum(tuple(t) in seen_sentences for t in evaluation.dataset["tokens"][:])
         if key not in self._overlap:
             seen = set(zip(train.dataset["text_a"][:], train.dataset["text_b"][:]))  # [:]: columns at once
             self._overlap[key] = sum((a, b) in seen or (b, a) in seen

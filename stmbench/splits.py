@@ -20,13 +20,11 @@ def column(data: Any, name: str) -> list[Any]:
     return list(data[name][:])
 
 
-
 def sequence_lengths(features: Any, name: str = "input_ids") -> list[int]:
     """The length of every row's ``name`` list, computed by Arrow."""
     import pyarrow.compute as pc
 
     return pc.list_value_length(features.with_format("arrow")[:].column(name)).to_pylist()
-
 
 
 def stratified_split(labels: list[int], *, n_train: int, n_test: int, seed: int) -> tuple[list[int], list[int]]:
@@ -43,13 +41,11 @@ def stratified_split(labels: list[int], *, n_train: int, n_test: int, seed: int)
     return [int(i) for i in train], [int(i) for i in test]
 
 
-
 def seeded_permutation(n: int, seed: int) -> list[int]:
     """The order ``Dataset.shuffle(seed=seed)`` (and an unstratified ``train_test_split``) draws."""
     import numpy as np
 
     return [int(i) for i in np.random.default_rng(seed).permutation(n)]
-
 
 
 def subsample_indices(data: Any, size: int | str, seed: int, task: str) -> list[int] | None:
@@ -62,15 +58,15 @@ def subsample_indices(data: Any, size: int | str, seed: int, task: str) -> list[
     if size == n:
         return None
     try:
+        if "label" not in data.column_names:  # a tag per token: nothing to stratify by
+            raise ValueError("no label column")
         train, _ = stratified_split(column(data, "label"), n_train=size, n_test=n - size, seed=seed)
     except ValueError:  # a class too small to stratify (tiny sizes): fall back to a seeded shuffle
         train = seeded_permutation(n, seed)[:size]
     return sorted(train)
 
 
-
 LIMIT_SEED = 0  # every --limit run sees the same sample, whatever its own seed
-
 
 
 def limit_sample(data: Any, n: int) -> Any:
@@ -80,9 +76,7 @@ def limit_sample(data: Any, n: int) -> Any:
     return data.select(sorted(random.Random(LIMIT_SEED).sample(range(len(data)), n)))
 
 
-
 HOLDOUT_SEED = 0  # the held-out dev rows are the same for every run of a task
-
 
 
 def dev_rows(task: Any, train_data: Any, spec: RunSpec, session: Session) -> tuple[Any, dict[str, Any], list[int] | None]:
@@ -95,6 +89,8 @@ def dev_rows(task: Any, train_data: Any, spec: RunSpec, session: Session) -> tup
     n = len(train_data.dataset)
     n_test = math.ceil(spec.training.dev_holdout * n)  # as train_test_split(test_size=<share>) counts
     try:
+        if "label" not in train_data.dataset.column_names:  # a tag per token: nothing to stratify by
+            raise ValueError("no label column")
         pool, held = stratified_split(column(train_data.dataset, "label"), n_train=n - n_test, n_test=n_test,
                                       seed=HOLDOUT_SEED)
     except ValueError:  # a class too small to stratify
@@ -106,6 +102,10 @@ def dev_rows(task: Any, train_data: Any, spec: RunSpec, session: Session) -> tup
             "dev_examples": len(held)}
     return train_data.dataset.select(held), info, pool
 
+
+def gold(task: Any, data: Any) -> list[Any]:
+    """The gold answers of ``data``: label indices, or a list of tag indices per sentence."""
+    return column(data, "tags" if task.is_tokens else "label")
 
 
 def report_counts(prefix: str, data: Any) -> dict[str, int]:

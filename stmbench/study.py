@@ -213,8 +213,8 @@ class WorkQueue:
             self._running.pop(spec.run_id, None)
             self.counts["ok" if result.ok else "failed"] += 1
             self.results.append(result)
-        acc = result.accuracy
-        detail = f"accuracy {100 * acc:.1f}" if acc is not None else result.error or ""
+        value = result.score
+        detail = f"{result.primary_metric.replace('_', ' ')} {100 * value:.1f}" if value is not None else result.error or ""
         self.progress(f"  [{result.status}] {spec.label()}: {detail} -> {path}  ({self.status_line()})")
         if self.on_result is not None:
             self.on_result(result, predictions)

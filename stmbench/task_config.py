@@ -20,8 +20,9 @@ if TYPE_CHECKING:  # pragma: no cover
     import datasets
 
 SPLITS = ("train", "validation", "test")
-KINDS = ("pair", "nli", "single")
-METRICS = ("accuracy", "macro_f1")
+KINDS = ("pair", "nli", "single", "tokens")  #: ``tokens``: a tag per token (NER), CoNLL-style data
+METRICS = ("accuracy", "macro_f1", "entity_f1")  #: ``entity_f1``: seqeval's entity-level F1 (``tokens`` tasks)
+SENTENCE_METRICS = ("accuracy", "macro_f1")
 PLACEHOLDERS = {"text_a", "text_b"}
 
 
@@ -105,17 +106,19 @@ class TaskConfig:
         _check(kind in KINDS, where, f"kind must be one of {', '.join(KINDS)}")
         raw_labels = config.get("labels") or []
         _check(isinstance(raw_labels, list) and len(raw_labels) >= 2, where, "a task needs a list of at least two labels")
+        tokens = kind == "tokens"
         for i, lab in enumerate(raw_labels, 1):
             _check(isinstance(lab, dict), where, f"label {i} must be a mapping with 'value' and 'word'")
-            for key in ("value", "word"):
+            for key in ("value",) if tokens else ("value", "word"):  # a tag needs no answer word
                 _check(lab.get(key) not in (None, ""), where, f"label {i} ({lab.get('value', '?')!r}) has no {key!r}")
-        labels = [Label(str(lab["value"]), str(lab.get("name", lab["value"])), str(lab["word"])) for lab in raw_labels]
+        labels = [Label(str(lab["value"]), str(lab.get("name", lab["value"])), str(lab.get("word", lab["value"])))
+                  for lab in raw_labels]
         values = [lab.value for lab in labels]
         _check(len(set(values)) == len(values), where, "label values must be distinct")
         words = [lab.word for lab in labels]
         _check(len(set(words)) == len(words), where, "verbalizer words must be distinct")
         prompts = dict(config.get("prompts") or {})
-        _check(bool(prompts), where, "a task needs at least one prompt template")
+        _check(bool(prompts) or tokens, where, "a task needs at least one prompt template")
         needed = {"text_a"} if kind == "single" else {"text_a", "text_b"}
         for pname, template in prompts.items():
             _check(isinstance(template, str), where, f"prompt {pname!r} must be a text template")
@@ -126,14 +129,16 @@ class TaskConfig:
                                     "{{ and }} for literal braces)") from None
             _check(fields <= PLACEHOLDERS, where, f"prompt {pname!r} uses unknown fields {sorted(fields - PLACEHOLDERS)}")
             _check(needed <= fields, where, f"prompt {pname!r} must use {sorted(needed)}")
-        metrics = list(config.get("metrics", ["accuracy", "macro_f1"]))
-        _check(set(metrics) <= set(METRICS), where, f"metrics must be among {', '.join(METRICS)}")
+        allowed = ("entity_f1",) if tokens else SENTENCE_METRICS
+        metrics = list(config.get("metrics", list(allowed)))
+        _check(bool(metrics) and set(metrics) <= set(allowed), where, f"metrics must be among {', '.join(allowed)}")
         eval_split = config.get("eval_split", "test")
         _check(eval_split in SPLITS, where, f"eval_split must be one of {', '.join(SPLITS)}")
         generator, hub, local = config.get("generator"), config.get("hub"), config.get("local")
         _check(bool(generator or hub or local), where, "a task needs a data source: 'generator', 'hub' or 'local'")
         if local:
-            _check(local.get("format") in ("tsv", "jsonl"), where, "local.format must be 'tsv' or 'jsonl'")
+            formats = ("conll",) if tokens else ("tsv", "jsonl")
+            _check(local.get("format") in formats, where, f"local.format must be {' or '.join(map(repr, formats))}")
         references = [_reference(ref, i, where, eval_split) for i, ref in enumerate(config.get("references") or [], 1)]
         return {"references": references, "name": name, "labels": labels, "prompts": prompts, "description": config.get("description", ""),
                 "task_kind": kind, "synthetic": bool(config.get("synthetic", False)),
@@ -154,7 +159,17 @@ class TaskConfig:
 
     @property
     def is_pair(self) -> bool:
-        return self.task_kind != "single"
+        return self.task_kind not in ("single", "tokens")
+
+    @property
+    def is_tokens(self) -> bool:
+        """A tag per token (``kind: tokens``): rows have ``tokens`` and ``tags``, not texts and a label."""
+        return self.task_kind == "tokens"
+
+    @property
+    def primary_metric(self) -> str:
+        """The metric leaderboards rank by: the first of ``metrics``."""
+        return self.metrics[0]
 
     def sources(self) -> list[str]:
         out = []

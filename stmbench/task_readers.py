@@ -37,6 +37,15 @@ def rows_to_data(task: TaskConfig, rows: list[dict[str, Any]], source: str, fing
     """Validated rows as a ``datasets.Dataset`` (label a ``ClassLabel``), duplicates counted."""
     import datasets
 
+    if task.is_tokens:
+        names = [lab.name for lab in task.labels]
+        dup = len(rows) - len({tuple(r["tokens"]) for r in rows})
+        features = datasets.Features({"tokens": datasets.Sequence(datasets.Value("string")),
+                                      "tags": datasets.Sequence(datasets.ClassLabel(names=names))})
+        ds = datasets.Dataset.from_dict({"tokens": [r["tokens"] for r in rows], "tags": [r["tags"] for r in rows]},
+                                        features=features)
+        return TaskData(ds, source, fingerprint, dict(report, rows=len(rows), duplicates=dup))
+
     columns: dict[str, list[Any]] = {"text_a": [], "text_b": [], "label": []}
     has_rationale = any("rationale" in r for r in rows)
     if has_rationale:
@@ -67,6 +76,8 @@ def validate_row(task: TaskConfig, raw: dict[str, Any], where: Where) -> dict[st
     path, line = where
     if isinstance(raw, BadRow):
         raise DataError(path, line, raw.reason)
+    if task.is_tokens:
+        return _validate_tokens(task, raw, where)
     needed = ["text_a", "label"] + (["text_b"] if task.is_pair else [])
     for name in needed:
         if raw.get(name) is None:
@@ -87,6 +98,50 @@ def validate_row(task: TaskConfig, raw: dict[str, Any], where: Where) -> dict[st
     if raw.get("rationale"):
         row["rationale"] = str(raw["rationale"])
     return row
+
+
+def _validate_tokens(task: TaskConfig, raw: dict[str, Any], where: Where) -> dict[str, Any]:
+    path, line = where
+    tokens, tags = raw.get("tokens"), raw.get("tags")
+    if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) and t.strip() for t in tokens):
+        raise DataError(path, line, "a sentence needs a non-empty list of non-empty tokens")
+    if not isinstance(tags, list) or len(tags) != len(tokens):
+        raise DataError(path, line, f"{len(tokens)} tokens but {len(tags) if isinstance(tags, list) else 'no'} tags")
+    index = {lab.value: i for i, lab in enumerate(task.labels)}
+    unknown = sorted({str(t) for t in tags if str(t) not in index})
+    if unknown:
+        raise DataError(path, line, f"tag(s) {', '.join(map(repr, unknown))} not among the task's labels "
+                                    f"({', '.join(index)})")
+    return {"tokens": [t.strip() for t in tokens], "tags": [index[str(t)] for t in tags]}
+
+
+def parse_conll(path: Path, data: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
+    """CoNLL-style sentences: one ``token<whitespace>tag`` per line (the tag is the last field), a
+    blank line between sentences, ``-DOCSTART-`` lines skipped; yields ``(line, row)`` per sentence
+    (a sentence with a malformed line is a bad row at that line)."""
+    tokens: list[str] = []
+    tags: list[str] = []
+    start, bad = 1, None
+    for line_no, raw_line in enumerate(data.splitlines() + [b""], 1):
+        try:
+            text = raw_line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            bad = bad or (line_no, f"bytes that are not UTF-8 at column {exc.start + 1}")
+            continue
+        fields = text.lstrip("\ufeff").split()
+        if fields and fields[0] == "-DOCSTART-":
+            continue
+        if not fields:
+            if bad:
+                yield bad[0], BadRow(bad[1])
+            elif tokens:
+                yield start, {"tokens": tokens, "tags": tags}
+            tokens, tags, start, bad = [], [], line_no + 1, None
+        elif len(fields) < 2:
+            bad = bad or (line_no, f"expected a token and its tag, found {text.strip()!r}")
+        else:
+            tokens.append(fields[0])
+            tags.append(fields[-1])
 
 
 def collect(task: TaskConfig, raw_rows: Iterable[tuple[dict[str, Any], Where]],
@@ -132,8 +187,8 @@ def load_local(task: TaskConfig, folder: Path, split: str, skip_bad_rows: bool) 
     if path is None:
         raise StmbenchError(f"task {task.name!r}: none of {', '.join(names)} found in {folder} for split {split!r}")
     data = path.read_bytes()
-    rows, report = collect(task, ((raw, (str(path), line_no)) for line_no, raw in parse_local(task, path, data)),
-                           skip_bad_rows)
+    parsed = parse_conll(path, data) if task.is_tokens else parse_local(task, path, data)
+    rows, report = collect(task, ((raw, (str(path), line_no)) for line_no, raw in parsed), skip_bad_rows)
     return rows_to_data(task, rows, str(path), hashlib.sha256(data).hexdigest()[:16], report)
 
 

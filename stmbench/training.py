@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from stmbench.errors import StmbenchError
 from stmbench.evaluation import score
 from stmbench.modeling import IGNORE_INDEX
-from stmbench.splits import column, sequence_lengths
+from stmbench.splits import gold, sequence_lengths
 
 if TYPE_CHECKING:  # pragma: no cover
     from stmbench.session import Session
@@ -37,7 +37,6 @@ def _checkpointing(enabled: bool) -> dict[str, bool]:
     return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": True}
 
 
-
 def _save_args(save_steps: int | None) -> dict[str, Any]:
     """Checkpoint every ``save_steps`` steps, every epoch (``None``) or never (``0``); one kept."""
     if save_steps == 0:
@@ -47,14 +46,12 @@ def _save_args(save_steps: int | None) -> dict[str, Any]:
     return {"save_strategy": "steps", "save_steps": save_steps, "save_total_limit": 1}
 
 
-
 def _selection_args(t: Any) -> dict[str, Any]:
     """Evaluate on dev every epoch or ``eval_steps``, save at the same times, and load the checkpoint
     with the best dev accuracy at the end (the Trainer's ``load_best_model_at_end``)."""
     steps = {"eval_steps": t.eval_steps, "save_steps": t.eval_steps} if t.eval_strategy == "steps" else {}
     return {"eval_strategy": t.eval_strategy, "save_strategy": t.eval_strategy, **steps, "save_total_limit": 1,
             "load_best_model_at_end": True, "metric_for_best_model": "accuracy", "greater_is_better": True}
-
 
 
 def precision(spec: RunSpec, device: str) -> dict[str, Any]:
@@ -70,7 +67,6 @@ def precision(spec: RunSpec, device: str) -> dict[str, Any]:
     bf16 = t.bf16 or auto
     return {"bf16": bf16, "fp16": t.fp16, "bf16_chosen_automatically": auto, "tf32": tf32,
             "dtype": "bfloat16" if bf16 else "float16" if t.fp16 else "float32"}
-
 
 
 def _trainer_args(spec: RunSpec, output_dir: str, device: str, show_progress: bool,
@@ -95,7 +91,6 @@ def _trainer_args(spec: RunSpec, output_dir: str, device: str, show_progress: bo
     )
 
 
-
 def last_checkpoint(folder: Path) -> tuple[str, int] | None:
     """The newest complete Trainer checkpoint in ``folder`` and its step, or ``None``."""
     from transformers.trainer_utils import get_last_checkpoint
@@ -106,7 +101,6 @@ def last_checkpoint(folder: Path) -> tuple[str, int] | None:
     if path is None:
         return None
     return path, int(Path(path).name.rsplit("-", 1)[-1])
-
 
 
 def health_callback() -> Any:
@@ -149,11 +143,9 @@ def health_callback() -> Any:
     return HealthCallback()
 
 
-
 def loss_curve(log_history: list[dict[str, Any]]) -> list[list[float]]:
     """``[[step, loss], ...]`` of the Trainer's logged training losses."""
     return [[int(e["step"]), float(e["loss"])] for e in log_history if "loss" in e and "step" in e]
-
 
 
 def _dev_trainer(strategy: Any, task: Any, tokenizer: Any, spec: RunSpec, session: Session) -> Any:
@@ -168,13 +160,12 @@ def _dev_trainer(strategy: Any, task: Any, tokenizer: Any, spec: RunSpec, sessio
             prediction = strategy.predict(self.model, data=data, task=task, tokenizer=tokenizer, spec=spec,
                                           context=session.context)
             self.model.train(was_training)
-            metrics = {f"{metric_key_prefix}_{k}": v for k, v in score(task, column(data, "label"), prediction.labels).items()}
+            metrics = {f"{metric_key_prefix}_{k}": v for k, v in score(task, gold(task, data), prediction.labels).items()}
             self.log(metrics)
             self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics=metrics)
             return metrics
 
     return DevTrainer
-
 
 
 def labelled_positions(labels: Any) -> Any:
@@ -185,7 +176,6 @@ def labelled_positions(labels: Any) -> Any:
     keep = torch.zeros_like(labels, dtype=torch.bool)
     keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
     return keep
-
 
 
 def labelled_lm_loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
@@ -201,7 +191,6 @@ def labelled_lm_loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) 
     if reduction == "sum":
         loss = loss / (num_items_in_batch.to(loss.device) if torch.is_tensor(num_items_in_batch) else num_items_in_batch)
     return loss
-
 
 
 class TrainingCollator:
@@ -221,7 +210,6 @@ class TrainingCollator:
         return batch
 
 
-
 def length_grouped_sampler(lengths: list[int], batch_size: int, seed: int) -> Any:
     """transformers' ``LengthGroupedSampler`` (random groups of 50 batches, each sorted by length,
     the longest batch first) drawn from a generator seeded with ``seed + epoch``: the same order for
@@ -236,7 +224,6 @@ def length_grouped_sampler(lengths: list[int], batch_size: int, seed: int) -> An
     sampler = SeededLengthGroupedSampler(batch_size, lengths=lengths, generator=torch.Generator())
     sampler.set_epoch(0)
     return sampler
-
 
 
 def _trainer_class(strategy: Any, task: Any, tokenizer: Any, spec: RunSpec, session: Session,
@@ -255,11 +242,9 @@ def _trainer_class(strategy: Any, task: Any, tokenizer: Any, spec: RunSpec, sess
     return GroupedTrainer
 
 
-
 def dev_curve(log_history: list[dict[str, Any]]) -> list[list[float]]:
     """``[[step, dev accuracy], ...]`` of the evaluations during training."""
     return [[int(e["step"]), float(e["eval_accuracy"])] for e in log_history if "eval_accuracy" in e and "step" in e]
-
 
 
 def train(model: Any, features: Any, *, strategy: Any, tokenizer: Any, spec: RunSpec, session: Session,
@@ -332,7 +317,6 @@ def train(model: Any, features: Any, *, strategy: Any, tokenizer: Any, spec: Run
             "train_steps": int(output.global_step), "epochs": float(epochs),
             "resumed_from_step": resume[1] if resume else None, "loss_curve": curve, "selection": selection,
             "tokens_per_second": tokens / seconds if seconds > 0 else None}
-
 
 
 class Diverged(StmbenchError):

@@ -25,7 +25,8 @@ if TYPE_CHECKING:  # pragma: no cover
 HEAD_CAUSAL_LM = "causal_lm"
 HEAD_SEQUENCE_CLASSIFICATION = "sequence_classification"
 HEAD_BASE = "base"  # hidden states only (AutoModel), for strategies that bring their own head
-HEADS = (HEAD_CAUSAL_LM, HEAD_SEQUENCE_CLASSIFICATION, HEAD_BASE)
+HEAD_TOKEN_CLASSIFICATION = "token_classification"  # a label per token (AutoModelForTokenClassification)
+HEADS = (HEAD_CAUSAL_LM, HEAD_SEQUENCE_CLASSIFICATION, HEAD_BASE, HEAD_TOKEN_CLASSIFICATION)
 
 
 def build_options(options_class: type | None, values: dict[str, Any] | None, owner: str) -> dict[str, Any]:
@@ -221,7 +222,7 @@ class Strategy(Plugin):
     """Turns a task into training features and predictions."""
 
     kind = "strategy"
-    capability_names = ("head", "trains", "needs_decoder", "lm_loss_on_labels", "features_version")
+    capability_names = ("head", "trains", "needs_decoder", "lm_loss_on_labels", "features_version", "task_kinds")
     #: the model head this strategy needs (one of :data:`HEADS`)
     head: ClassVar[str] = HEAD_CAUSAL_LM
     #: ``False`` for strategies that only evaluate (zero/few-shot): the planner gives them the
@@ -236,10 +237,22 @@ class Strategy(Plugin):
     lm_loss_on_labels: ClassVar[bool] = False
     #: part of the tokenisation cache key: bump it when :meth:`feature_encoder`'s output changes
     features_version: ClassVar[int] = 1
+    #: the task kinds (``Task.task_kind``) this strategy serves; ``tokens`` tasks (a tag per token)
+    #: need a strategy that declares them
+    task_kinds: ClassVar[tuple[str, ...]] = ("pair", "nli", "single")
+
+    def head_for(self, task: Task) -> str:
+        """The model head this strategy needs for ``task`` (:attr:`head` unless the task's kind asks
+        for another, e.g. :data:`HEAD_TOKEN_CLASSIFICATION`)."""
+        return self.head
 
     def check(self, combo: Combination) -> str | None:
-        """By default: a strategy that ``needs_decoder`` rejects encoders."""
+        """By default: a strategy rejects task kinds it does not declare in :attr:`task_kinds`, and
+        one that ``needs_decoder`` rejects encoders."""
         info = combo.info
+        if combo.task.task_kind not in self.task_kinds:
+            return (f"strategy {self.name!r} does not do {combo.task.task_kind} tasks ({combo.task.name!r}); it "
+                    f"serves {', '.join(self.task_kinds)}")
         if self.needs_decoder and not info.is_decoder:
             return (
                 f"strategy {self.name!r} needs a causal language model; {info.name!r} is a "
@@ -356,6 +369,6 @@ KINDS: dict[str, type[Plugin]] = {
 
 __all__ = [
     "Adapter", "Backbone", "BackboneInfo", "Combination", "Executor", "HEADS", "HEAD_BASE",
-    "HEAD_CAUSAL_LM", "HEAD_SEQUENCE_CLASSIFICATION", "KINDS", "Label", "Plugin", "Prediction", "Runner",
+    "HEAD_CAUSAL_LM", "HEAD_SEQUENCE_CLASSIFICATION", "HEAD_TOKEN_CLASSIFICATION", "KINDS", "Label", "Plugin", "Prediction", "Runner",
     "Strategy", "Task", "WorkQueue", "build_options", "options_help",
 ]

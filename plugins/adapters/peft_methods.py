@@ -21,6 +21,7 @@ from stmbench.types import (
     HEAD_BASE,
     HEAD_CAUSAL_LM,
     HEAD_SEQUENCE_CLASSIFICATION,
+    HEAD_TOKEN_CLASSIFICATION,
     Adapter,
     BackboneInfo,
     Combination,
@@ -30,7 +31,8 @@ log = logging.getLogger(__name__)
 
 
 def _task_type(head: str) -> str | None:
-    return {HEAD_CAUSAL_LM: "CAUSAL_LM", HEAD_SEQUENCE_CLASSIFICATION: "SEQ_CLS"}.get(head)
+    return {HEAD_CAUSAL_LM: "CAUSAL_LM", HEAD_SEQUENCE_CLASSIFICATION: "SEQ_CLS",
+            HEAD_TOKEN_CLASSIFICATION: "TOKEN_CLS"}.get(head)
 
 
 def _targets(value: Any) -> Any:
@@ -201,7 +203,7 @@ class PromptLearningAdapter(PeftAdapter):
 
     def check(self, combo: Combination) -> str | None:
         strategy = combo.strategy
-        if strategy.head == HEAD_BASE:
+        if strategy.head_for(combo.task) == HEAD_BASE:
             return (f"{self.name} prepends virtual tokens inside peft's CAUSAL_LM / SEQ_CLS model classes; "
                     f"strategy {strategy.name!r} brings its own head, which peft cannot wrap this way")
         return None
@@ -238,7 +240,7 @@ class PrefixTuningAdapter(PromptLearningAdapter):
 
     def check(self, combo: Combination) -> str | None:
         strategy = combo.strategy
-        if strategy.head == HEAD_SEQUENCE_CLASSIFICATION:
+        if strategy.head_for(combo.task) in (HEAD_SEQUENCE_CLASSIFICATION, HEAD_TOKEN_CLASSIFICATION):
             return ("prefix_tuning passes its prefixes as past key values, which transformers' "
                     "sequence-classification models do not accept (peft: 'Model does not support past key "
                     f"values'); use prompt_tuning or lora with {strategy.name!r}")

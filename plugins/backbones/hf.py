@@ -2,7 +2,7 @@
 
 Any name that no other backbone claims comes here (``--backbones Qwen/Qwen2.5-0.5B`` or a path).
 Models load through ``AutoModelForCausalLM`` / ``AutoModelForSequenceClassification`` /
-``AutoModel``, safetensors preferred, ``trust_remote_code`` only with ``--trust-remote-code``.
+``AutoModelForTokenClassification`` / ``AutoModel``, safetensors preferred, ``trust_remote_code`` only with ``--trust-remote-code``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from stmbench.types import (
     HEAD_BASE,
     HEAD_CAUSAL_LM,
     HEAD_SEQUENCE_CLASSIFICATION,
+    HEAD_TOKEN_CLASSIFICATION,
     Backbone,
     BackboneInfo,
 )
@@ -162,6 +163,7 @@ def load_pretrained(path: str, *, head: str, task: Any, context: Any, load_kwarg
         AutoModel,
         AutoModelForCausalLM,
         AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
         AutoTokenizer,
     )
 
@@ -169,8 +171,8 @@ def load_pretrained(path: str, *, head: str, task: Any, context: Any, load_kwarg
     tokenizer = from_pretrained(AutoTokenizer, path, what="tokenizer", hint=hint, trust_remote_code=trust)
     added = choose_pad_token(tokenizer)
     config_kwargs: dict[str, Any] = {}
-    if head == HEAD_SEQUENCE_CLASSIFICATION:
-        cls = AutoModelForSequenceClassification
+    if head in (HEAD_SEQUENCE_CLASSIFICATION, HEAD_TOKEN_CLASSIFICATION):
+        cls = AutoModelForSequenceClassification if head == HEAD_SEQUENCE_CLASSIFICATION else AutoModelForTokenClassification
         config_kwargs.update(num_labels=len(task.labels),
                              id2label={i: lab.name for i, lab in enumerate(task.labels)},
                              label2id={lab.name: i for i, lab in enumerate(task.labels)})
@@ -185,7 +187,7 @@ def load_pretrained(path: str, *, head: str, task: Any, context: Any, load_kwarg
         if model is None:
             model = from_pretrained(cls, path, what="model", hint=hint, trust_remote_code=trust, **config_kwargs,
                                     **load_kwargs)
-    if head == HEAD_SEQUENCE_CLASSIFICATION:
+    if head in (HEAD_SEQUENCE_CLASSIFICATION, HEAD_TOKEN_CLASSIFICATION):
         log.info("%s: the classification head is new (randomly initialised), as expected", path)
     attach_pad_token(model, tokenizer, added)
     return model, tokenizer

@@ -52,6 +52,8 @@ def task_characters(task: Any, context: Any) -> list[str]:
         if column in data.column_names:
             for text in data[column]:
                 chars.update(text)
+    for tokens in data["tokens"] if "tokens" in data.column_names else []:  # tasks with a tag per token
+        chars.update("".join(tokens))
     for text in [*task.prompts.values(), *task.label_words, task.answer_marker]:
         chars.update(text)
     chars.update("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,:;?!，。：；？！、“”\n")

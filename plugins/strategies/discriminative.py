@@ -3,7 +3,9 @@
 Decoders read the task's prompt and are pooled at the last token that is not padding (the pad token
 is distinct from EOS and set on ``model.config``; inputs are cut from the left so the end survives).
 Encoders read a real sentence pair (``tokenizer(text_a, text_b)``, so segment ids are right) and
-are pooled at ``[CLS]``; they ignore the prompt axis.
+are pooled at ``[CLS]``; they ignore the prompt axis.  Tasks with a tag per token (kind ``tokens``)
+get a token-classification head (``AutoModelForTokenClassification``), trained and read at the first
+sub-token of every word.
 """
 
 from __future__ import annotations
@@ -11,24 +13,41 @@ from __future__ import annotations
 from typing import Any
 
 from stmbench import hookimpl
-from stmbench.types import HEAD_SEQUENCE_CLASSIFICATION, Prediction, Strategy
+from stmbench.modeling import IGNORE_INDEX
+from stmbench.types import HEAD_SEQUENCE_CLASSIFICATION, HEAD_TOKEN_CLASSIFICATION, Prediction, Strategy
 from stmbench_plugins.strategies._common import argmax, rows
+from stmbench_plugins.strategies._tokens import predict_tags, token_features
 
 
 class PaddingCollator:
-    """Pads a batch of features with ``tokenizer.pad`` on the given side (labels kept as they are)."""
+    """Pads a batch of features with ``tokenizer.pad`` on the given side; labels are kept as they are,
+    or, one per token, padded with -100 on the same side."""
 
     def __init__(self, tokenizer: Any, side: str):
         self.tokenizer, self.side = tokenizer, side
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        return self.tokenizer.pad(features, padding=True, return_tensors="pt", padding_side=self.side)
+        if not features or not isinstance(features[0].get("labels"), list):
+            return self.tokenizer.pad(features, padding=True, return_tensors="pt", padding_side=self.side)
+        import torch
+
+        labels = [f["labels"] for f in features]
+        batch = self.tokenizer.pad([{k: v for k, v in f.items() if k != "labels"} for f in features], padding=True,
+                                   return_tensors="pt", padding_side=self.side)
+        width = batch["input_ids"].shape[1]
+        pad = [[IGNORE_INDEX] * (width - len(row)) for row in labels]
+        batch["labels"] = torch.tensor([p + row if self.side == "left" else row + p for p, row in zip(pad, labels)])
+        return batch
 
 
 class DiscriminativeStrategy(Strategy):
     name = "discriminative"
     description = "classification head on the last non-pad token (decoders) or [CLS] (encoders)"
     head = HEAD_SEQUENCE_CLASSIFICATION
+    task_kinds = ("pair", "nli", "single", "tokens")
+
+    def head_for(self, task: Any) -> str:
+        return HEAD_TOKEN_CLASSIFICATION if task.is_tokens else self.head
 
     def normalize(self, spec: Any, info: Any) -> Any:
         spec = super().normalize(spec, info)
@@ -47,6 +66,9 @@ class DiscriminativeStrategy(Strategy):
             tokenizer.truncation_side = side
 
     def feature_encoder(self, *, task: Any, tokenizer: Any, spec: Any, context: Any) -> Any:
+        if task.is_tokens:
+            return lambda batch: token_features(tokenizer, batch["tokens"], batch["tags"], spec.training.max_seq_length)
+
         def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
             examples = [dict(zip(batch, values)) for values in zip(*batch.values())]
             features = dict(self.encode_inputs(tokenizer, task, spec, examples))
@@ -67,6 +89,11 @@ class DiscriminativeStrategy(Strategy):
 
         from stmbench.modeling import PaddingMeter, model_device, sorted_batches
 
+        if task.is_tokens:
+            tags, padding = predict_tags(model, tokenizer, sentences=data["tokens"][:], task=task,
+                                         max_len=spec.training.max_seq_length,
+                                         batch_size=spec.training.per_device_eval_batch_size)
+            return Prediction(tags, padding=padding)
         device = model_device(model)
         collate = self.data_collator(tokenizer, spec)
         enc = self.encode_inputs(tokenizer, task, spec, rows(data))

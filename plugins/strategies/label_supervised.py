@@ -7,7 +7,9 @@ input (LS-unLLaMA): the backbone gets a bidirectional 4D attention mask (which t
 through unchanged) and every attention module's ``is_causal`` is switched off.
 
 LS-LLaMA's recipe: LoRA r=12, alpha=32, lr 1e-4, batch 8, 20 epochs, max length 64 (see
-``examples/ls-llama.yaml``).
+``examples/ls-llama.yaml``).  On tasks with a tag per token (NER) the head reads every position
+instead of a pooled one: LS-LLaMA's token-level setting, where removing the causal mask lets each
+token see the context to its right.
 """
 
 from __future__ import annotations
@@ -47,13 +49,14 @@ def bidirectional_mask(config: Any, inputs_embeds: Any, attention_mask: Any) -> 
 
 def _module_class() -> type:
     import torch
-    from transformers.modeling_outputs import SequenceClassifierOutput
+    from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassifierOutput
 
     class LabelSupervisedModel(torch.nn.Module):
         """A transformers base model with a pooled linear head (and optionally no causal mask)."""
 
-        def __init__(self, backbone: Any, num_labels: int, pooling: str, unmask: bool):
+        def __init__(self, backbone: Any, num_labels: int, pooling: str, unmask: bool, per_token: bool = False):
             super().__init__()
+            self.per_token = per_token  # a label per position (token tasks) instead of a pooled one
             self.backbone = backbone
             self.config = backbone.config
             self.pooling = pooling
@@ -76,6 +79,13 @@ def _module_class() -> type:
                 attention_mask = torch.ones_like(input_ids)
             extra = {k: v for k, v in kwargs.items() if k == "token_type_ids"}
             hidden = self.encode(input_ids, attention_mask, **extra)
+            if self.per_token:
+                logits = self.head(hidden.to(self.head.weight.dtype))
+                loss = None
+                if labels is not None:
+                    loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), labels.flatten(),
+                                                             ignore_index=-100)
+                return TokenClassifierOutput(loss=loss, logits=logits)
             weights = attention_mask.to(hidden.dtype)
             if self.pooling == "mean":
                 pooled = (hidden * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1)
@@ -109,13 +119,16 @@ class LabelSupervisedStrategy(DiscriminativeStrategy):
     head = HEAD_BASE
     options_class = LabelSupervisedOptions
 
+    def head_for(self, task: Any) -> str:
+        return HEAD_BASE  # its own head, pooled or per token
+
     def check(self, combo: Any) -> str | None:
         if combo.strategy_options.get("unmask") and not combo.info.is_decoder:
             return f"unmask removes a causal mask; {combo.info.name!r} is an encoder that has none"
         return super().check(combo)
 
     def prepare_model(self, model: Any, *, tokenizer: Any, task: Any, options: dict[str, Any]) -> Any:
-        return _module_class()(model, len(task.labels), options["pooling"], options["unmask"])
+        return _module_class()(model, len(task.labels), options["pooling"], options["unmask"], per_token=task.is_tokens)
 
 
 @hookimpl
