@@ -155,7 +155,7 @@ def describe(board: Board, metric: str = "accuracy") -> list[str]:
         lines.append("[lr 0.0005; 3 trials]: a tuned cell: of its trials (one per swept value, every seed), the value "
                      "with the best mean dev accuracy is shown, and significance uses those runs; the test split "
                      "chooses nothing. Every trial is kept in results/.")
-    if any(c.flags for row in board.rows for c in row.cells.values()):
+    if any(f != OTHER_DATA for row in board.rows for c in row.cells.values() for fs in c.flags.values() for f in fs):
         lines.append(f"{FLAG_MARK} a run of the cell finished but is not to be trusted: diverged (its training loss rose "
                      "to over twice its initial loss) or degenerate (it predicts one class where the gold has "
                      "several); the run's `health` says more.")
