@@ -51,7 +51,7 @@ def _row(r: RunResult, failed: bool) -> list[Any]:
     spec = r.spec
     line = [r.run_id, r.status, spec.get("backbone"), spec.get("task"), r.labels.get("strategy") or spec.get("strategy"),
             r.labels.get("adapter") or spec.get("adapter"), spec.get("prompt") or "-", spec.get("train_size"),
-            spec.get("seed"), "" if r.accuracy is None else f"{100 * r.accuracy:.1f}", (r.finished_at or "")[:19]]
+            spec.get("seed"), "" if r.score is None else f"{r.primary_metric} {100 * r.score:.1f}", (r.finished_at or "")[:19]]
     if failed:
         line.append((r.error or "").splitlines()[0][:160] if r.error else "")
     return line
@@ -70,7 +70,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     results = select(store.load_all(), args)
     if args.format == "table":
         header = ["run", "status", "backbone", "task", "strategy", "adapter", "prompt", "train size", "seed",
-                  "accuracy", "finished"] + (["error"] if args.failed else [])
+                  "score", "finished"] + (["error"] if args.failed else [])
         print(tabulate([_row(r, args.failed) for r in results], headers=header, tablefmt="simple",
                        disable_numparse=True) if results else "no stored runs match")
         print(f"{len(results)} of {len(store.load_all())} run(s) in {', '.join(map(str, store.folders))}")

@@ -71,7 +71,7 @@ def test_results_command_lists_filters_shows_and_exports(tmp_path, cli):
     store.write({"run_id": "bad1", "status": "failed", "error": "CUDA out of memory\nmore", "traceback": "Trace",
                  "spec": {"backbone": "bb", "task": "t1", "strategy": "cot", "adapter": "lora", "seed": 1}})
     code, out, _ = cli("results", "--results-dir", str(tmp_path / "r"))
-    assert code == 0 and "ok1" in out and "bad1" in out and "3 of 3 run(s)" in out
+    assert code == 0 and "ok1" in out and "bad1" in out and "3 of 3 run(s)" in out and "accuracy 80.0" in out
     code, out, _ = cli("results", "--results-dir", str(tmp_path / "r"), "--failed")
     assert code == 0 and "CUDA out of memory" in out and "ok1" not in out and "more" not in out
     code, out, _ = cli("results", "--results-dir", str(tmp_path / "r"), "--strategy", "cot", "--status", "ok")
