@@ -66,7 +66,8 @@ class Context:
 
     def task_data(self, task: Task, split: str, *, skip_bad_rows: bool = False) -> TaskData:
         """A split of ``task`` (``train``, ``validation`` or ``test``), loaded and validated once per
-        process: its ``dataset`` has ``text_a``, ``text_b``, ``label`` (and maybe ``rationale``)."""
+        process: its ``dataset`` has ``text_a``, ``text_b``, ``label`` (and maybe ``rationale``), or, for
+        a task with a tag per token, ``tokens`` and ``tags``."""
         return self._task_data(task, split, skip_bad_rows=skip_bad_rows)
 
     def names(self, kind: str) -> list[str]:
