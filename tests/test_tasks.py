@@ -17,15 +17,16 @@ from stmbench.spec import GridSpec
 from tests.conftest import REPO
 from tests.fixtures import FIXTURE_SIZES, corrupt_line, file_for, write_task
 
-BUILTIN = ["afqmc", "bq", "chnsenticorp", "cmnli", "iflytek", "lcqmc", "ocnli", "pawsx-zh", "sample", "tnews"]
-LOCAL = [t for t in BUILTIN if t != "sample"]
+BUILTIN = ["afqmc", "bq", "chnsenticorp", "cmnli", "iflytek", "lcqmc", "msra-ner", "ocnli", "pawsx-zh", "sample",
+           "sample-ner", "tnews"]
+LOCAL = [t for t in BUILTIN if t not in ("sample", "sample-ner", "msra-ner")]  # token tasks: tests/test_tokens.py
 
 
 def test_catalogue_has_every_builtin_task(session):
     assert session.catalogue.names("task") == BUILTIN
 
 
-@pytest.mark.parametrize("name", BUILTIN)
+@pytest.mark.parametrize("name", [t for t in BUILTIN if not t.endswith("-ner")])
 def test_task_yaml_is_complete(session, name):
     task = session.get("task", name)
     assert {"concise", "complex"} <= set(task.prompts)
@@ -42,6 +43,16 @@ def test_task_yaml_is_complete(session, name):
     rendered = task.render("complex", example)
     assert "甲" in rendered and (("乙" in rendered) == task.is_pair)
     assert rendered.endswith(task.answer_marker)
+
+
+@pytest.mark.parametrize("name", ["sample-ner", "msra-ner"])
+def test_token_task_yaml_is_complete(session, name):
+    task = session.get("task", name)
+    assert task.is_tokens and task.metrics == ["entity_f1"] and not task.prompts
+    assert task.description and (task.synthetic or task.citation)
+    assert [lab.value for lab in task.labels][0] == "O" and all(
+        lab.value[:2] in ("B-", "I-") for lab in task.labels[1:])
+    assert task.generator if task.synthetic else task.local["format"] == "conll"
 
 
 @pytest.mark.parametrize("name", LOCAL)
@@ -210,6 +221,8 @@ def test_tasks_command_lists_sizes_where_data_is_at_hand(cli, tmp_path, session)
     assert rows["lcqmc"]["sizes"] == FIXTURE_SIZES
     assert rows["bq"]["sizes"] == {}  # no files, no network: not at hand
     assert rows["tnews"]["eval_split"] == "validation" and len(rows["tnews"]["labels"]) == 15
+    assert rows["sample-ner"]["sizes"] == {"train": 1500, "validation": 200, "test": 300}
+    assert rows["sample-ner"]["kind"] == "tokens" and rows["msra-ner"]["sizes"] == {}
     code, out, _ = cli("tasks")
     assert "sample (synthetic)" in out and "evaluated on the dev" in out
 
