@@ -80,6 +80,9 @@ class BackboneInfo:
     #: a real pretrained checkpoint; ``False`` for generated test models with random weights (nothing
     #: to quantise, and their scores say nothing about a model)
     pretrained: bool = True
+    #: anything else a backbone knows about where the weights came from (a GGUF backbone: the file,
+    #: its SHA-256, its quantisation type, ``dequantized``); stored in each result's ``backbone_info``
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
