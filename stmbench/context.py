@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from collections.abc import Callable
     from pathlib import Path
 
+    from stmbench.memory import TokenBudget
     from stmbench.settings import Settings
     from stmbench.tasks import Task, TaskData
 
@@ -25,12 +26,14 @@ class Context:
     Built by the core, one per process; plugins never construct one."""
 
     def __init__(self, *, settings: Settings, task_data: Callable[..., TaskData], hook: Any,
-                 names: Callable[[str], list[str]], device: Callable[[], str]):
+                 names: Callable[[str], list[str]], device: Callable[[], str],
+                 eval_budget: Callable[..., TokenBudget]):
         self._settings = settings
         self._task_data = task_data
         self._hook = hook
         self._names = names
         self._device = device
+        self._eval_budget = eval_budget
 
     @property
     def settings(self) -> Settings:
@@ -74,3 +77,12 @@ class Context:
         """The registered names of one kind (``backbone``, ``adapter``, ``strategy``, ``task``,
         ``executor``), for messages that list what exists."""
         return self._names(kind)
+
+    def eval_budget(self, model: Any, spec: Any, *, full_logits: bool = False) -> TokenBudget:
+        """How to batch ``model``'s predictions in run ``spec``: a :class:`stmbench.memory.TokenBudget`
+        (``budget.batches(lengths)`` gives index batches, longest first, each within the budget of
+        padded tokens and ``per_device_eval_batch_size`` rows).  Planned from the device's free
+        memory and the model's sizes unless ``--eval-batch-tokens`` is set; ``full_logits=True``
+        when the forward pass projects every position onto the vocabulary (far more memory per
+        token).  The run's result records the budget."""
+        return self._eval_budget(model, spec, full_logits=full_logits)

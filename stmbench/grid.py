@@ -22,7 +22,7 @@ from stmbench.types import BackboneInfo, Combination
 log = logging.getLogger(__name__)
 
 #: the training settings that matter to a strategy that does not train
-EVAL_SETTINGS = ("per_device_eval_batch_size", "max_seq_length", "bf16", "fp16")
+EVAL_SETTINGS = ("per_device_eval_batch_size", "eval_batch_tokens", "max_seq_length", "bf16", "fp16")
 
 
 def expand(grid: GridSpec) -> Iterator[RunSpec]:

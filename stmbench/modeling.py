@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from stmbench.memory import TokenBudget
 
 log = logging.getLogger(__name__)
 
@@ -117,35 +120,13 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, side: str = "righ
     return ids, mask
 
 
-def peak_memory_mb(device: str) -> float | None:
-    """Peak accelerator memory of this process in MiB, or peak resident memory on CPU."""
-    import torch
-
-    if device.startswith("cuda") and torch.cuda.is_available():
-        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    try:
-        import resource
-        import sys
-
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)
-    except (ImportError, OSError):  # pragma: no cover - not on POSIX
-        return None
-
-
-def reset_peak_memory(device: str) -> None:
-    import torch
-
-    if device.startswith("cuda") and torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-
-
-def sorted_batches(lengths: Sequence[int], size: int) -> Iterator[list[int]]:
+def sorted_batches(lengths: Sequence[int], size: int | TokenBudget) -> Iterator[list[int]]:
     """Batches of indices, longest first, so each batch pads to nearly its own rows' length; the
-    caller puts each result back at its index (the original order)."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    for start in range(0, len(order), size):
-        yield order[start:start + size]
+    caller puts each result back at its index (the original order).  ``size`` is a row count or a
+    :class:`stmbench.memory.TokenBudget` (rows per batch by padded tokens)."""
+    from stmbench.memory import as_budget
+
+    return as_budget(size).batches(lengths)
 
 
 class PaddingMeter:

@@ -68,7 +68,8 @@ def execute(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -
     ``info`` is the backbone description the planner resolved (resolved again when not given)."""
     import transformers
 
-    from stmbench.modeling import count_parameters, hardware_use, model_device, peak_memory_mb, reset_peak_memory
+    from stmbench.memory import PeakMemory
+    from stmbench.modeling import count_parameters, hardware_use, model_device
 
     task = session.get("task", spec.task)
     strategy = session.get("strategy", spec.strategy)
@@ -76,7 +77,7 @@ def execute(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -
     backbone = session.catalogue.backbone_for(spec.backbone)
     info = info or backbone.resolve(spec.backbone, session.context)
     device = session.device
-    reset_peak_memory(device)
+    peak = PeakMemory(device).start()
     transformers.set_seed(spec.seed)
 
     eval_data = session.task_data(task, task.eval_split, skip_bad_rows=spec.skip_bad_rows)
@@ -145,6 +146,7 @@ def execute(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -
         if str(model_device(model)) != device and not getattr(model, "hf_device_map", None):
             model.to(device)
     start = time.perf_counter()
+    session.eval_budgets.clear()
     prediction = strategy.predict(model, data=eval_data.dataset, task=task, tokenizer=tokenizer, spec=spec,
                                   context=session.context)
     out["times"]["eval_seconds"] = time.perf_counter() - start
@@ -161,7 +163,10 @@ def execute(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -
     out["prediction_info"] = prediction.info
     out["counts"] = counts
     out["data"] = data_record(task, spec, used)
-    out["peak_memory_mb"] = peak_memory_mb(device)
+    out["peak_memory_mb"] = peak.stop()
+    out["memory"] = {"peak_method": peak.method}
+    if session.eval_budgets:  # the last plan (a strategy may plan once per pass)
+        out["memory"]["eval_batching"] = session.eval_budgets[-1].record()
     predictions = {"run_id": spec.run_id, "eval_split": task.eval_split, "gold": gold,
                    "predicted": list(prediction.labels)}
     return out, predictions

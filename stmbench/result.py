@@ -19,8 +19,8 @@ from typing import Any
 
 from stmbench.errors import StmbenchError
 
-#: 3: ``data`` (fingerprints, prompt text hash, labels); 2: ``schema_version`` written; 1: unnumbered
-SCHEMA_VERSION = 3
+#: 4: ``memory`` (how the peak was measured, the prediction batch budget); 3: ``data`` (fingerprints, prompt text hash, labels); 2: ``schema_version`` written; 1: unnumbered
+SCHEMA_VERSION = 4
 STATUSES = ("running", "ok", "failed")
 
 
@@ -63,7 +63,10 @@ class RunResult(Mapping):
     #: what the numbers depend on besides the spec: ``train`` / ``eval`` / ``dev`` (``fingerprint``,
     #: ``source``, ``rows``), ``prompt`` (``name``, ``sha256`` of its text), ``labels``; ``None`` before schema 3
     data: dict[str, Any] | None = None
-    peak_memory_mb: float | None = None
+    peak_memory_mb: float | None = None  #: this run's own peak (see ``memory.peak_method``)
+    #: ``peak_method`` (how ``peak_memory_mb`` was measured), ``eval_batching`` (the token budget of
+    #: the prediction batches: :class:`stmbench.memory.TokenBudget`); ``None`` before schema 4
+    memory: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
 
     # --- reading ----------------------------------------------------------------------------

@@ -33,7 +33,8 @@ class TrainingSettings:
     num_train_epochs: float = _help("training epochs", default=3.0)
     max_steps: int = _help("stop after this many optimizer steps (-1: use epochs)", default=-1)
     per_device_train_batch_size: int = _help("training batch size per device", default=16)
-    per_device_eval_batch_size: int = _help("prediction batch size per device", default=64)
+    per_device_eval_batch_size: int = _help("prediction batch size per device (an upper bound: batches are "
+                                            "cut to the token budget)", default=64)
     gradient_accumulation_steps: int = _help("batches accumulated per optimizer step", default=1)
     max_seq_length: int = _help("truncate inputs to this many tokens", default=128)
     weight_decay: float = _help("AdamW weight decay", default=0.0)
@@ -53,6 +54,8 @@ class TrainingSettings:
                                default=0.1)
     group_by_length: bool = _help("training batches of similar lengths (seeded, shuffled in groups of 50 "
                                   "batches) so less of each batch is padding", default=True)
+    eval_batch_tokens: int = _help("padded tokens per prediction batch (0: planned from the device's free "
+                                   "memory and the model's sizes)", default=0)
     auto_bf16: bool = _help("on a CUDA device that supports bfloat16, train in bf16 mixed precision unless "
                             "fp16 is set (stated in the result)", default=True)
 
@@ -74,6 +77,8 @@ class TrainingSettings:
                      "gradient_accumulation_steps", "max_seq_length"):
             if getattr(self, name) < 1:
                 raise StmbenchError(f"{name} must be at least 1")
+        if self.eval_batch_tokens < 0:
+            raise StmbenchError("eval_batch_tokens must be 0 (planned from free memory) or more")
         if self.bf16 and self.fp16:
             raise StmbenchError("choose one of bf16 and fp16")
         if self.logging_steps < 1:
@@ -123,7 +128,8 @@ class TrainingSettings:
 # training settings that do not change what a run computes, or that were added after results were
 # stored: left out of a run's identity while at their defaults (see TrainingSettings.identity)
 _LATER_SETTINGS = frozenset({"logging_steps", "eval_strategy", "eval_steps", "early_stopping_patience",
-                             "dev_holdout", "group_by_length", "auto_bf16"})
+                             "dev_holdout", "group_by_length", "auto_bf16",
+                             "eval_batch_tokens"})
 
 
 def _coerce(name: str, value: Any, kind: Any) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from stmbench.memory import TokenBudget
 from stmbench.modeling import PaddingMeter, keeps_logits, model_device, pad_batch, sorted_batches
 
 
@@ -37,7 +38,7 @@ def forward_logits(model: Any, input_ids: Any, attention_mask: Any) -> Any:
 
 
 def score_choices(model: Any, tokenizer: Any, contexts: list[str], choices: list[str], *,
-                  max_len: int, batch_size: int, mode: str = "auto",
+                  max_len: int, batch_size: int | TokenBudget, mode: str = "auto",
                   meter: PaddingMeter | None = None) -> tuple[list[list[float]], str]:
     """Log-likelihood of every choice after every context: ``scores[i][k]``.
 
@@ -55,7 +56,7 @@ def score_choices(model: Any, tokenizer: Any, contexts: list[str], choices: list
 
 
 def score_requests(model: Any, tokenizer: Any, requests: list[list[tuple[str, str]]], *, max_len: int,
-                   batch_size: int, mode: str = "auto",
+                   batch_size: int | TokenBudget, mode: str = "auto",
                    meter: PaddingMeter | None = None) -> tuple[list[list[float]], str]:
     """``scores[i][k]``: the log-likelihood of continuation k after context k of example i (lm-eval's
     ``loglikelihood`` requests, grouped by example), each pair encoded as lm-eval encodes it and cut
@@ -81,7 +82,7 @@ def score_requests(model: Any, tokenizer: Any, requests: list[list[tuple[str, st
 
 
 def _score_first_tokens(model: Any, pad: int, contexts: list[list[int]], tokens: list[list[int]],
-                        scores: list[list[float]], *, batch_size: int, meter: PaddingMeter | None) -> None:
+                        scores: list[list[float]], *, batch_size: int | TokenBudget, meter: PaddingMeter | None) -> None:
     """``scores[i][k]``: log-probability of ``tokens[i][k]`` right after ``contexts[i]``."""
     import torch
 
@@ -107,7 +108,7 @@ def _score_first_tokens(model: Any, pad: int, contexts: list[list[int]], tokens:
 
 
 def _score_sequences(model: Any, pad: int, jobs: list[tuple[int, int, list[int], list[int]]],
-                     scores: list[list[float]], *, batch_size: int, meter: PaddingMeter | None) -> None:
+                     scores: list[list[float]], *, batch_size: int | TokenBudget, meter: PaddingMeter | None) -> None:
     """``scores[i][k]``: summed log-probability of each job's continuation after its context."""
     import torch
 

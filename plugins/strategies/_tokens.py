@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from stmbench.memory import TokenBudget
 from stmbench.modeling import IGNORE_INDEX, PaddingMeter, model_device, sorted_batches
 
 
@@ -43,7 +44,7 @@ def outside_index(task: Any) -> int:
 
 
 def predict_tags(model: Any, tokenizer: Any, *, sentences: list[list[str]], task: Any, max_len: int,
-                 batch_size: int) -> tuple[list[list[int]], dict[str, Any]]:
+                 batch_size: int | TokenBudget) -> tuple[list[list[int]], dict[str, Any]]:
     """A tag index per word of every sentence (length-sorted batches, right padding), and the
     padding report."""
     import torch

@@ -119,7 +119,8 @@ class CotStrategy(Strategy):
         meter = PaddingMeter()  # the prompts; generated tokens are not counted
         model.eval()
         with torch.inference_mode():
-            for idx in sorted_batches([len(ids) for ids in encoded], spec.training.per_device_eval_batch_size):
+            budget = context.eval_budget(model, spec)
+            for idx in sorted_batches([len(ids) + max_new for ids in encoded], budget):
                 ids, mask = pad_batch([encoded[i] for i in idx], tokenizer.pad_token_id, "left")
                 meter.add_mask(mask)
                 out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,

@@ -92,7 +92,7 @@ class DiscriminativeStrategy(Strategy):
         if task.is_tokens:
             tags, padding = predict_tags(model, tokenizer, sentences=data["tokens"][:], task=task,
                                          max_len=spec.training.max_seq_length,
-                                         batch_size=spec.training.per_device_eval_batch_size)
+                                         batch_size=context.eval_budget(model, spec))
             return Prediction(tags, padding=padding)
         device = model_device(model)
         collate = self.data_collator(tokenizer, spec)
@@ -101,7 +101,7 @@ class DiscriminativeStrategy(Strategy):
         meter = PaddingMeter()
         model.eval()
         with torch.inference_mode():
-            for idx in sorted_batches([len(ids) for ids in enc["input_ids"]], spec.training.per_device_eval_batch_size):
+            for idx in sorted_batches([len(ids) for ids in enc["input_ids"]], context.eval_budget(model, spec)):
                 batch = collate([{k: enc[k][i] for k in enc} for i in idx])
                 meter.add_mask(batch["attention_mask"])
                 logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from stmbench import hookimpl
-from stmbench.modeling import IGNORE_INDEX, PaddingMeter
+from stmbench.modeling import IGNORE_INDEX, PaddingMeter, keeps_logits
 from stmbench.types import HEAD_CAUSAL_LM, Prediction, Strategy
 from stmbench_plugins.strategies._common import argmax, encode_pairs, rows, score_choices
 
@@ -60,7 +60,8 @@ class GenerativeStrategy(Strategy):
         meter = PaddingMeter()
         scores, mode = score_choices(model, tokenizer, prompts, task.label_words,
                                      max_len=spec.training.max_seq_length,
-                                     batch_size=spec.training.per_device_eval_batch_size, meter=meter)
+                                     batch_size=context.eval_budget(model, spec, full_logits=not keeps_logits(model)),
+                                     meter=meter)
         return Prediction([argmax(r) for r in scores], padding=meter.report(), info={"scoring": mode})
 
 

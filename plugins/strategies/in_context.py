@@ -28,7 +28,8 @@ from typing import Any
 
 from stmbench import hookimpl
 from stmbench.lm_eval_export import task_config, write_jsonl
-from stmbench.modeling import PaddingMeter
+from stmbench.memory import TokenBudget
+from stmbench.modeling import PaddingMeter, keeps_logits
 from stmbench.types import HEAD_CAUSAL_LM, Prediction, Strategy
 from stmbench_plugins.strategies._common import argmax, score_requests
 
@@ -92,7 +93,7 @@ def lm_eval_requests(manager: Any, name: str, *, shots: int, seed: int) -> list[
 
 
 def stmbench_predict(model: Any, tokenizer: Any, *, task: Any, prompt: str, shots: int, seed: int,
-                     eval_data: Any, train_data: Any, batch_size: int, work_dir: Path) -> dict[str, Any]:
+                     eval_data: Any, train_data: Any, batch_size: int | TokenBudget, work_dir: Path) -> dict[str, Any]:
     """lm-eval's requests scored by :func:`score_requests`; cut from the left to lm-eval's context
     length (``resolve_max_length`` of the model, plus the token whose prediction is not read)."""
     from lm_eval.models.utils import resolve_max_length
@@ -107,16 +108,48 @@ def stmbench_predict(model: Any, tokenizer: Any, *, task: Any, prompt: str, shot
             "padding": meter.report(), "task": name}
 
 
+def budget_hflm(model: Any, tokenizer: Any, budget: TokenBudget) -> Any:
+    """lm-eval's ``HFLM`` on the in-memory model, batching by ``budget``.
+
+    ``HFLM(batch_size="auto")`` asks ``_batch_scheduler(pos, requests)`` for the size of the batch
+    that ends at each position of its longest-first request list (``Collator.get_chunks``); its own
+    scheduler finds a size by trying forward passes until one does not raise out-of-memory, which on
+    a CPU never happens (the kernel kills the process).  This one plans the batches from the token
+    budget instead: a batch starts at a request and takes as many as fit its padded length (lm-eval
+    cuts every request to ``max_length`` tokens as here)."""
+    from lm_eval.models.huggingface import HFLM
+
+    class BudgetHFLM(HFLM):
+        def _batch_scheduler(self, pos: int, n_reordered_requests: Any) -> int:
+            requests = n_reordered_requests
+            if getattr(self, "_planned_for", None) is not requests:
+                self._planned_for, self._size_at = requests, {}
+                start = 0
+                while start < len(requests):
+                    _, ctx, cont = requests[start]
+                    length = len((ctx + cont)[-(self.max_length + 1):][:-1])
+                    size = min(budget.rows_for(length), len(requests) - start)
+                    self._size_at.update(dict.fromkeys(range(start, start + size), size))
+                    start += size
+            return self._size_at[pos]
+
+        def _detect_batch_size(self, requests: Any = None, pos: int = 0) -> int:
+            return budget.rows_for(self.max_length)  # rolling log-likelihoods: windows of max_length
+
+    return BudgetHFLM(pretrained=model, tokenizer=tokenizer, batch_size="auto", max_batch_size=budget.max_batch)
+
+
 def lm_eval_predict(model: Any, tokenizer: Any, *, task: Any, prompt: str, shots: int, seed: int,
-                    eval_data: Any, train_data: Any, batch_size: int, work_dir: Path) -> dict[str, Any]:
+                    eval_data: Any, train_data: Any, batch_size: int | TokenBudget, work_dir: Path) -> dict[str, Any]:
     """Evaluate ``model`` on ``eval_data`` with ``lm_eval.simple_evaluate``; return predictions
     (label indices, in the order of ``eval_data``), lm-eval's own accuracy and the task name used."""
     import lm_eval
-    from lm_eval.models.huggingface import HFLM
+
+    from stmbench.memory import as_budget
 
     with lm_eval_task(task, prompt=prompt, shots=shots, eval_data=eval_data, train_data=train_data,
                       work_dir=work_dir) as (name, manager):
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+        lm = budget_hflm(model, tokenizer, as_budget(batch_size))
         out = lm_eval.simple_evaluate(
             model=lm, tasks=[name], num_fewshot=shots, log_samples=True, bootstrap_iters=0,
             task_manager=manager, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
@@ -144,8 +177,9 @@ class InContextStrategy(Strategy):
         train = context.task_data(task, "train", skip_bad_rows=spec.skip_bad_rows).dataset if spec.shots else None
         engine = spec.strategy_options.get("engine", "stmbench")
         run = stmbench_predict if engine == "stmbench" else lm_eval_predict
+        budget = context.eval_budget(model, spec, full_logits=engine == "lm_eval" or not keeps_logits(model))
         out = run(model, tokenizer, task=task, prompt=spec.prompt, shots=spec.shots or 0, seed=spec.seed,
-                  eval_data=data, train_data=train, batch_size=spec.training.per_device_eval_batch_size,
+                  eval_data=data, train_data=train, batch_size=budget,
                   work_dir=context.cache_dir / "lm_eval")
         info: dict[str, Any] = {"engine": engine, "lm_eval_task": out["task"]}
         if engine == "lm_eval":

@@ -1,0 +1,142 @@
+"""Prediction batches by a token budget, and each run's own peak memory (stmbench.memory)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from stmbench.grid import plan_grid
+from stmbench.memory import MEMORY_ENV, TokenBudget, bytes_per_token, plan_budget
+from stmbench.pipeline import run_spec
+from stmbench.spec import GridSpec, TrainingSettings
+from stmbench.types import Prediction
+from stmbench_plugins.strategies.in_context import InContextStrategy
+
+
+def test_batches_keep_to_the_token_budget_and_the_row_cap():
+    rng = random.Random(0)
+    lengths = [rng.randint(1, 3000) for _ in range(300)] + [rng.randint(1, 100) for _ in range(200)]
+    budget = TokenBudget(tokens=8192, max_batch=64, source="test")
+    batches = list(budget.batches(lengths))
+    assert sorted(i for b in batches for i in b) == list(range(500))  # every row once
+    flat = [i for b in batches for i in b]
+    assert [lengths[i] for i in flat] == sorted(lengths, reverse=True)  # longest first
+    for batch in batches:
+        padded = max(lengths[i] for i in batch)
+        assert len(batch) <= 64
+        assert len(batch) == 1 or len(batch) * padded <= 8192
+    assert max(len(b) for b in batches) == 64  # short rows fill up to the row cap
+    assert len(batches[0]) == 2  # 2 x ~3,000 tokens
+    # a row longer than the budget still gets a batch of its own
+    assert list(TokenBudget(tokens=10, max_batch=8, source="test").batches([50, 3])) == [[0], [1]]
+
+
+def test_attention_share_shrinks_long_batches_more():
+    plain = TokenBudget(tokens=100_000, max_batch=1000, source="test")
+    quadratic = TokenBudget(tokens=100_000, max_batch=1000, source="test", attention_share=0.001)
+    assert plain.rows_for(100) == 1000 and plain.rows_for(2000) == 50
+    assert quadratic.rows_for(100) == 909  # 100 x (1 + 0.1)
+    assert quadratic.rows_for(2000) == 16  # 2000 x (1 + 2)
+
+
+def test_budget_comes_from_free_memory_and_the_model_sizes(session, monkeypatch):
+    from stmbench.types import HEAD_CAUSAL_LM
+
+    model, _ = session.catalogue.backbone_for("tiny-llama").load(
+        "tiny-llama", head=HEAD_CAUSAL_LM, task=session.get("task", "sample"), context=session.context, load_kwargs={})
+    monkeypatch.setenv(MEMORY_ENV, "1000")
+    light = plan_budget(model, device="cpu", max_batch=64)
+    full = plan_budget(model, device="cpu", max_batch=64, full_logits=True)
+    per_token, attention = bytes_per_token(model.config, 4, full_logits=False)
+    assert light.source == MEMORY_ENV and light.memory_mb == 1000
+    assert light.bytes_per_token == per_token and light.tokens == int(500 * 2**20 // per_token)
+    assert full.bytes_per_token == per_token + model.config.vocab_size * 12
+    assert full.tokens < light.tokens
+    monkeypatch.setenv(MEMORY_ENV, "4000")
+    assert plan_budget(model, device="cpu", max_batch=64).tokens == pytest.approx(4 * light.tokens, rel=1e-3)
+    # --eval-batch-tokens wins over the memory
+    fixed = plan_budget(model, device="cpu", max_batch=64, tokens=5000)
+    assert fixed.tokens == 5000 and fixed.source == "eval_batch_tokens" and fixed.attention_share == 0
+    monkeypatch.delenv(MEMORY_ENV)
+    assert plan_budget(model, device="cpu", max_batch=64).source == "free RAM"
+
+
+def test_eval_batch_tokens_is_a_setting_that_names_runs_only_when_set():
+    assert "eval_batch_tokens" not in TrainingSettings().identity()
+    assert TrainingSettings(eval_batch_tokens=4096).identity()["eval_batch_tokens"] == 4096
+    with pytest.raises(Exception, match="eval_batch_tokens"):
+        TrainingSettings(eval_batch_tokens=-1)
+
+
+@pytest.mark.parametrize("engine", ["stmbench", "lm_eval"])
+def test_prediction_batches_follow_the_budget_and_the_result_records_it(session, engine, monkeypatch):
+    """With ``--eval-batch-tokens 600`` every forward pass of in_context (both engines: stmbench's
+    scorer and lm-eval's HFLM) holds at most 600 padded tokens, the predictions equal those of one
+    row per batch, and the result records the budget."""
+    import torch
+
+    shapes: list[tuple[int, int]] = []
+    real_forward = torch.nn.Module.__call__
+
+    def watch(module, *args, **kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if type(module).__name__.endswith("ForCausalLM") and isinstance(ids, torch.Tensor):
+            shapes.append(tuple(ids.shape))
+        return real_forward(module, *args, **kwargs)
+
+    def run(tokens, batch):
+        shapes.clear()
+        plan = plan_grid(GridSpec(strategies=f"in_context[engine={engine}]", limit=60,
+                                  training={"eval_batch_tokens": tokens, "per_device_eval_batch_size": batch}),
+                         session)
+        monkeypatch.setattr(torch.nn.Module, "__call__", watch)
+        try:
+            [(result, predictions)] = [run_spec(s, session) for s in plan.runs]
+        finally:
+            monkeypatch.setattr(torch.nn.Module, "__call__", real_forward)
+        assert result["status"] == "ok", result.get("traceback")
+        return result, predictions["predicted"], list(shapes)
+
+    result, predicted, shapes_seen = run(600, 64)
+    assert shapes_seen and all(rows == 1 or rows * width <= 600 for rows, width in shapes_seen)
+    assert max(rows for rows, _ in shapes_seen) > 1  # it did batch
+    assert result["memory"]["eval_batching"] == {"tokens": 600, "max_batch": 64, "source": "eval_batch_tokens",
+                                                  "attention_share": 0.0}
+    _, one_by_one, singles = run(0, 1)
+    assert all(rows == 1 for rows, _ in singles)
+    assert predicted == one_by_one
+
+
+class HungryStrategy(InContextStrategy):
+    """in_context that first holds 600 MB for a moment (a hungry run)."""
+
+    name = "test_hungry"
+
+    def predict(self, model, **kwargs) -> Prediction:
+        import numpy as np
+
+        block = np.ones(600 * 2**20, dtype=np.uint8)  # touched: resident
+        assert block.sum() > 0
+        del block
+        return super().predict(model, **kwargs)
+
+
+def test_each_run_reports_its_own_peak_memory(make_session):
+    """A light run after a hungry one in the same process reports its own peak, not the process's."""
+    import types
+
+    from stmbench import hookimpl
+
+    plugin = types.SimpleNamespace(register_strategies=hookimpl(lambda register: register(HungryStrategy())))
+    session = make_session(plugin)
+    results = {}
+    for strategy in ("test_hungry", "in_context"):
+        [spec] = plan_grid(GridSpec(strategies=strategy, limit=20), session).runs
+        result, _ = run_spec(spec, session)
+        assert result["status"] == "ok", result.get("traceback")
+        results[strategy] = result
+    hungry, light = results["test_hungry"], results["in_context"]
+    assert "reset at the run's start" in light["memory"]["peak_method"]
+    assert hungry["peak_memory_mb"] > 600
+    assert light["peak_memory_mb"] < hungry["peak_memory_mb"] - 400
