@@ -33,8 +33,7 @@ class TrainingSettings:
     num_train_epochs: float = _help("training epochs", default=3.0)
     max_steps: int = _help("stop after this many optimizer steps (-1: use epochs)", default=-1)
     per_device_train_batch_size: int = _help("training batch size per device", default=16)
-    per_device_eval_batch_size: int = _help("prediction batch size per device (an upper bound: batches are "
-                                            "cut to the token budget)", default=64)
+    per_device_eval_batch_size: int = _help("prediction rows per batch at most (see eval_batch_tokens)", default=64)
     gradient_accumulation_steps: int = _help("batches accumulated per optimizer step", default=1)
     max_seq_length: int = _help("truncate inputs to this many tokens", default=128)
     weight_decay: float = _help("AdamW weight decay", default=0.0)

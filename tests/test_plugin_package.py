@@ -64,7 +64,7 @@ def test_a_grid_with_the_package_runs_onto_the_leaderboard(installed, shared_cac
     assert out.returncode == 0, out.stdout + out.stderr
     [path] = [p for p in (tmp_path / "results").glob("*.json") if not p.name.endswith(".predictions.json")]
     result = json.loads(path.read_text(encoding="utf-8"))
-    assert result["status"] == "ok" and result["schema_version"] == 3 and result["data"]["eval"]["rows"] == 200
+    assert result["status"] == "ok" and result["schema_version"] == 4 and result["data"]["eval"]["rows"] == 200
     assert result["spec"]["strategy"] == "prompt_classifier" and result["spec"]["adapter"] == "top_layers"
     assert result["counts"]["train_examples"] == 300 and result["counts"]["eval_examples"] == 200
     assert 0 < result["parameters"]["trainable"] < result["parameters"]["total"]  # the lower layers are frozen

@@ -75,7 +75,7 @@ def test_a_result_is_typed_versioned_and_reads_as_its_json(tmp_path):
     store = ResultStore(tmp_path)
     store.write(RunResult(**result("typed")))
     stored = json.loads((tmp_path / "typed.json").read_text(encoding="utf-8"))
-    assert stored["schema_version"] == SCHEMA_VERSION == 3
+    assert stored["schema_version"] == SCHEMA_VERSION == 4
     assert "error" not in stored and "training" not in stored  # None fields are left out
     back = store.get("typed")
     assert isinstance(back, RunResult) and back.ok and back.accuracy == 0.5 and back.flags == []
@@ -92,8 +92,8 @@ def test_an_unnumbered_result_is_schema_1_and_read_whole(tmp_path):
 
 
 @pytest.mark.parametrize("change,message", [
-    ({"schema_version": 4}, "written with result schema 4 by a newer stmbench; this stmbench .* reads schemas up "
-                            "to 3: upgrade stmbench"),
+    ({"schema_version": 5}, "written with result schema 5 by a newer stmbench; this stmbench .* reads schemas up "
+                            "to 4: upgrade stmbench"),
     ({"schema_version": "2"}, "schema_version '2' is not a version number"),
     ({"new_field": 1}, "fields that result schema 1 does not have: new_field"),
     ({"status": "weird"}, "status 'weird'"),
