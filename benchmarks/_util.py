@@ -80,3 +80,47 @@ def pretrained_style_setup(name: str, **shape):
     task = session.get("task", "sample")
     model_dir = work / "model"
     return work, session, task, model_dir, build_pretrained_style(model_dir, task, session, **shape)
+
+
+def backbone_setup(name: str, backbone: str | None):
+    """``(work, session, task, model_dir, params, description)``: with ``backbone`` (a ``.gguf`` file,
+    ``org/repo::file.gguf``, a model folder or a cached hub id), that model, a GGUF file dequantised
+    once into the work cache by stmbench's ``gguf`` backbone (untimed; the stmbench runs then find it
+    in the same cache) so the baselines read the same checkpoint folder; without it the ~20M-parameter
+    pretrained-style model of :func:`pretrained_style_setup`."""
+    if not backbone:
+        work, session, task, model_dir, params = pretrained_style_setup(name)
+        return (work, session, task, model_dir, params,
+                f"Llama shapes, {params / 1e6:.1f}M parameters (32,000-token vocabulary), random init")
+    import tempfile
+    from pathlib import Path
+
+    from stmbench.session import Session, Settings
+
+    work = Path(tempfile.mkdtemp(prefix=f"stmbench-{name}-"))
+    session = Session(Settings(results_dir=work / "results", leaderboard_dir=None, cache_dir=work / "cache",
+                               progress=False, device="cpu", save_steps=0))
+    task = session.get("task", "sample")
+    plugin = session.catalogue.backbone_for(backbone)
+    info = plugin.resolve(backbone, session.context)
+    if info.backbone == "gguf":
+        from stmbench_plugins.backbones.gguf import converted_folder, locate
+
+        model_dir = converted_folder(locate(backbone), session.settings.cache_dir)
+        what = f"{Path(info.details['file']).name} ({info.details['quantization']}, dequantised to float32)"
+    else:
+        model_dir, what = Path(backbone), backbone
+    from safetensors import safe_open
+
+    params = 0
+    for shard in sorted(Path(model_dir).glob("*.safetensors")):
+        with safe_open(str(shard), "pt") as fh:
+            params += sum(_numel(fh.get_slice(k).get_shape()) for k in fh.keys())
+    return work, session, task, Path(model_dir), params, f"{what}, {params / 1e6:.1f}M parameters, pretrained"
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n

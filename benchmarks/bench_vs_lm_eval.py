@@ -5,6 +5,10 @@ invocation.  Prints both wall times (model load, prompts, scoring; imports exclu
 ratio stmbench / lm-eval (aim: <= 0.5) and the number of per-example predictions that differ (aim: 0).
 
     .venv/bin/python benchmarks/bench_vs_lm_eval.py [--quick] [--shots 0,5] [--batch-size 64]
+    .venv/bin/python benchmarks/bench_vs_lm_eval.py --backbone path/to/SmolLM2-135M-Instruct.Q4_1.gguf --quick
+
+``--backbone`` runs both on a real model instead (a GGUF file is dequantised once, untimed, into the
+folder lm-eval reads); the lines also show the peak resident memory each added and tokens/s.
 
 lm-eval gets the task as ``stmbench export-lm-eval`` writes it (the same YAML stmbench's engine
 loads) and ``model="hf"`` with the model folder, the few-shot seed equal to stmbench's run seed.
@@ -28,6 +32,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="150 test examples instead of all 300")
     parser.add_argument("--shots", default="0,5")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--backbone", help="a real model (.gguf file, folder); default: a 20M random Llama")
     args = parser.parse_args()
     shots = [int(s) for s in args.shots.split(",")]
 
@@ -36,12 +41,14 @@ def main() -> None:
 
     from stmbench.grid import plan_grid
     from stmbench.lm_eval_export import task_config, write_jsonl
+    from stmbench.memory import PeakMemory
     from stmbench.splits import limit_sample
     from stmbench.pipeline import run_spec
     from stmbench.spec import GridSpec
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
-    work, session, task, model_dir, params = _util.pretrained_style_setup("bench-vs-lm-eval")
+    work, session, task, model_dir, params, described = _util.backbone_setup("bench-vs-lm-eval", args.backbone)
+    backbone = args.backbone or str(model_dir)
     seed = 1234
     limit = 150 if args.quick else None
     test = session.task_data(task, task.eval_split).dataset
@@ -57,8 +64,10 @@ def main() -> None:
         task_config(task, prompt="concise", data_files=files, name="stmbench_sample"), allow_unicode=True,
         sort_keys=False), encoding="utf-8")
 
+    real_tokens: list[int] = []
+
     def ours(n: int | None, which: list[int]) -> dict[int, list[int]]:
-        grid = GridSpec(backbones=str(model_dir), tasks="sample", strategies="in_context", prompts="concise",
+        grid = GridSpec(backbones=backbone, tasks="sample", strategies="in_context", prompts="concise",
                         shots=which, seeds=[seed], limit=n,
                         training={"per_device_eval_batch_size": args.batch_size})
         out = {}
@@ -66,6 +75,7 @@ def main() -> None:
             result, predictions = run_spec(spec, session)
             assert result["status"] == "ok", result.get("traceback")
             out[spec.shots] = predictions["predicted"]
+            real_tokens.append(result["padding"]["predict"]["real_tokens"])
         return out
 
     def theirs(n: int | None, which: list[int]) -> dict[int, list[int]]:
@@ -83,19 +93,27 @@ def main() -> None:
 
     ours(8, [0])  # warm both paths (first-use costs of kernels, tokenizers, lm-eval's registries)
     theirs(8, [0])
+    real_tokens.clear()
+    peak = PeakMemory("cpu").start()
     start = time.perf_counter()
     a = ours(limit, shots)
     ours_seconds = time.perf_counter() - start
+    ours_peak = peak.stop()
+    peak = PeakMemory("cpu").start()
     start = time.perf_counter()
     b = theirs(None, shots)
     theirs_seconds = time.perf_counter() - start
+    theirs_peak = peak.stop()
+    tokens = sum(real_tokens)  # the prompt tokens stmbench's runs scored (lm-eval scores the same requests)
     differing = {k: sum(x != y for x, y in zip(a[k], b[k])) for k in shots}
     assert all(len(a[k]) == len(b[k]) == len(test) for k in shots)
-    print(f"model: Llama shapes, {params / 1e6:.1f}M parameters (32,000-token vocabulary), random init; data: "
+    print(f"model: {described}; data: "
           f"synthetic 'sample' task, {len(test)} test examples, prompt concise, shots {args.shots}, batch "
           f"{args.batch_size}; CPU, {os.cpu_count()} cores")
-    print(f"  lm_eval.simple_evaluate   {theirs_seconds:7.1f}s   1.00x (baseline)")
-    print(f"  stmbench in_context       {ours_seconds:7.1f}s   {ours_seconds / theirs_seconds:.2f}x the time")
+    print(f"  lm_eval.simple_evaluate   {theirs_seconds:7.1f}s   1.00x (baseline)   peak RSS {theirs_peak:6.0f} MiB"
+          f"   {tokens / theirs_seconds:7.1f} prompt tokens/s")
+    print(f"  stmbench in_context       {ours_seconds:7.1f}s   {ours_seconds / theirs_seconds:.2f}x the time   "
+          f"peak RSS {ours_peak:6.0f} MiB   {tokens / ours_seconds:7.1f} prompt tokens/s")
     print("  differing predictions: " + ", ".join(f"{k}-shot {differing[k]} of {len(test)}" for k in shots))
     print()
     print(_util.ratio_line("bench_vs_lm_eval", ours_seconds, theirs_seconds))

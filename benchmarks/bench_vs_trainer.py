@@ -6,6 +6,11 @@ end as separate processes (start, imports, model load, tokenising, training, eva
 wall times, the ratio stmbench / Trainer (aim: <= 1.05) and both accuracies, then where the time went.
 
     .venv/bin/python benchmarks/bench_vs_trainer.py [--quick] [--train-size 512] [--epochs 1]
+    .venv/bin/python benchmarks/bench_vs_trainer.py --backbone path/to/SmolLM2-135M-Instruct.Q4_1.gguf \
+        --quick --combos discriminative:lora,generative:lora
+
+``--backbone`` runs both on a real model instead (a GGUF file is dequantised once, untimed, into
+the cache both read); each line also shows peak memory (each process's own) and training tokens/s.
 
 stmbench runs with ``--no-group-by-length`` here so both train on the very same batches (the
 Trainer's seeded random sampler) and their losses and accuracies can be compared; ``--grouped`` adds
@@ -44,12 +49,16 @@ def main() -> None:
     parser.add_argument("--train-size", type=int, default=512)
     parser.add_argument("--epochs", type=float, default=1)
     parser.add_argument("--grouped", action="store_true", help="also time stmbench with length-grouped batches")
+    parser.add_argument("--backbone", help="a real model (.gguf file, folder); default: a 20M random Llama")
+    parser.add_argument("--combos", help="strategy:adapter,... (default: all four)")
     args = parser.parse_args()
     train_size, test_size = (64, 100) if args.quick else (args.train_size, None)
+    combos = COMBOS if not args.combos else [c for c in COMBOS if f"{c[0]}:{c[1]}" in args.combos.split(",")]
 
     from stmbench.splits import limit_sample, subsample_indices
 
-    work, session, task, model_dir, params = _util.pretrained_style_setup("bench-vs-trainer")
+    work, session, task, model_dir, params, described = _util.backbone_setup("bench-vs-trainer", args.backbone)
+    backbone = args.backbone or str(model_dir)
     seed = 42
     train = session.task_data(task, "train").dataset
     indices = subsample_indices(train, train_size, seed, task.name)  # the rows stmbench's run trains on
@@ -67,11 +76,11 @@ def main() -> None:
     env = {**os.environ, "TQDM_DISABLE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
     # the cache already holds the generated task data (as the script's JSON lines are already written);
     # each strategy's first run tokenises its features, a later run of the same strategy finds them
-    print(f"model: Llama shapes, {params / 1e6:.1f}M parameters (32,000-token vocabulary), random init; data: "
+    print(f"model: {described}; data: "
           f"synthetic 'sample' task, {len(train)} train / {len(test)} test, prompt concise; "
           f"{args.epochs:g} epoch(s), batch 16, seed {seed}; CPU, {os.cpu_count()} cores, torch threads default")
     rows = []
-    for strategy, adapter, lr in COMBOS:
+    for strategy, adapter, lr in combos:
         common = ["--learning-rate", str(lr), "--num-train-epochs", str(args.epochs)]
         plain_wall, out = timed([sys.executable, str(HERE / "plain_trainer.py"), str(model_dir), str(data_dir),
                                  "--strategy", strategy, "--adapter", adapter, "--seed", str(seed),
@@ -81,7 +90,7 @@ def main() -> None:
         ours = {}
         for label, extra in variants:
             results = work / f"results-{strategy}-{adapter}-{label}"
-            cmd = [sys.executable, "-m", "stmbench.cli", "run", "--backbones", str(model_dir), "--tasks", "sample",
+            cmd = [sys.executable, "-m", "stmbench.cli", "run", "--backbones", backbone, "--tasks", "sample",
                    "--strategies", strategy, "--adapters", adapter, "--prompts", "concise",
                    "--train-sizes", str(train_size), "--seeds", str(seed), "--results-dir", str(results),
                    "--cache-dir", str(work / "cache"), "--no-leaderboard",
@@ -117,6 +126,10 @@ def main() -> None:
               f"train {plain['train_seconds']:.1f} / {t['train_seconds']:.1f}  "
               f"eval {plain['eval_seconds']:.1f} / {t['eval_seconds']:.1f}")
     print("  (stmbench's imports+start also holds planning, pre-flight checks and storing the result)")
+    print("\n  peak memory (MiB, each process's own) and training tokens/s, Trainer / stmbench:")
+    for strategy, adapter, plain_wall, plain, wall, result, _ in rows:
+        print(f"  {strategy + ' + ' + adapter:<26} memory {plain['peak_memory_mb']:7.0f} / {result['peak_memory_mb']:7.0f}"
+              f"   tokens/s {plain['tokens_per_second']:7.1f} / {result['times']['tokens_per_second']:7.1f}")
     print()
     print(_util.ratio_line("bench_vs_trainer", total_ours, total_plain))
 

@@ -82,6 +82,7 @@ def main() -> None:
         model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05,
                                                  target_modules=["q_proj", "v_proj"], task_type=task_type))
     features = data["train"].map(encode, batched=True, remove_columns=data["train"].column_names)
+    real_tokens = sum(len(ids) for ids in features["input_ids"]) * args.epochs
     loaded = time.perf_counter()
 
     trainer = Trainer(model=model, data_collator=collator, train_dataset=features, args=TrainingArguments(
@@ -108,7 +109,10 @@ def main() -> None:
             predicted += logits.argmax(-1).tolist()
     accuracy = sum(int(p == g) for p, g in zip(predicted, gold)) / len(gold)
     done = time.perf_counter()
-    print(json.dumps({"import_seconds": imported - start, "load_seconds": loaded - imported,
+    import resource
+
+    print(json.dumps({"peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "tokens_per_second": real_tokens / (trained - loaded),"import_seconds": imported - start, "load_seconds": loaded - imported,
                       "train_seconds": trained - loaded, "eval_seconds": done - trained,
                       "train_loss": output.training_loss, "accuracy": accuracy, "predicted": predicted}))
 
