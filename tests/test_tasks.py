@@ -18,8 +18,9 @@ from tests.conftest import REPO
 from tests.fixtures import FIXTURE_SIZES, corrupt_line, file_for, write_task
 
 BUILTIN = ["afqmc", "bq", "chnsenticorp", "cmnli", "iflytek", "lcqmc", "msra-ner", "ocnli", "pawsx-zh", "sample",
-           "sample-ner", "tnews"]
-LOCAL = [t for t in BUILTIN if t not in ("sample", "sample-ner", "msra-ner")]  # token tasks: tests/test_tokens.py
+           "sample-long", "sample-ner", "tnews"]
+GENERATED = ("sample", "sample-long", "sample-ner")
+LOCAL = [t for t in BUILTIN if t not in (*GENERATED, "msra-ner")]  # token tasks: tests/test_tokens.py
 
 
 def test_catalogue_has_every_builtin_task(session):
@@ -35,7 +36,7 @@ def test_task_yaml_is_complete(session, name):
     words = task.label_words
     if len(words) <= 15:  # distinct first tokens where possible (char-level first tokens)
         assert len({w[0] for w in words}) == len(words), words
-    if name != "sample":
+    if name not in GENERATED:
         assert task.hub and task.hub["path"] and task.local and task.local["files"]
     if task.eval_split != "test":
         assert "dev" in task.eval_note
@@ -244,3 +245,16 @@ def test_export_runs_under_lm_eval_cli(cli, tmp_path, session):
                            "--batch_size", "8"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "stmbench_lcqmc" in proc.stdout and "acc" in proc.stdout
+
+
+def test_sample_long_is_synthetic_balanced_long_and_disjoint(session):
+    task = session.get("task", "sample-long")
+    assert task.synthetic and "SYNTHETIC" in task.description
+    splits = {s: session.task_data(task, s).dataset for s in ("train", "validation", "test")}
+    assert {s: len(d) for s, d in splits.items()} == {"train": 600, "validation": 100, "test": 200}
+    texts = {s: set(d["text_a"]) for s, d in splits.items()}
+    assert not (texts["train"] & texts["test"]) and not (texts["validation"] & texts["test"])
+    test = splits["test"]
+    assert sum(1 for v in test["label"] if v == 1) == 100  # balanced
+    lengths = sorted(len(t) for t in test["text_a"])
+    assert lengths[0] >= 100 and lengths[-1] >= 1000  # long inputs: hundreds to over a thousand characters

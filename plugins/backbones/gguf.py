@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -32,6 +33,7 @@ from stmbench_plugins.backbones.hf import info_from_config, load_pretrained, qui
 
 log = logging.getLogger(__name__)
 
+SOURCE_RECORD = "stmbench-gguf.json"  # in the converted folder: the file's quantisation, read once
 INSTALL = 'GGUF backbones need the gguf package: pip install "stmbench[gguf]"'
 HUB_SEPARATOR = "::"
 
@@ -136,6 +138,8 @@ def converted_folder(path: Path, cache_dir: Path) -> Path:
         tokenizer.save_pretrained(tmp)
         model.save_pretrained(tmp)
         del model
+        meta = {"file": str(path), "file_sha256": file_digest(path), **file_metadata(path)}
+        (tmp / SOURCE_RECORD).write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
         with contextlib.suppress(OSError):  # another worker got there first: keep theirs
             os.rename(tmp, target)
     finally:
@@ -160,20 +164,20 @@ class GGUFBackbone(Backbone):
         return is_gguf_name(name)
 
     def resolve(self, name: str, context: Any) -> BackboneInfo:
+        """Converts the file on first sight (reading a GGUF header costs several seconds of its
+        own; the runs need the converted checkpoint anyway), then reads the converted folder."""
         require_gguf()
         from transformers import AutoConfig
 
         path = locate(name)
-        meta = file_metadata(path)
-        folder = context.cache_dir / "gguf" / file_digest(path)[:16]
+        try:
+            folder = converted_folder(path, context.cache_dir)
+        except ValueError as exc:  # e.g. an architecture transformers cannot read from GGUF
+            raise StmbenchError(f"backbone {name!r}: {exc}") from None
+        record = folder / SOURCE_RECORD
+        meta = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else file_metadata(path)
         with quiet_transformers():
-            if (folder / "config.json").is_file():
-                config = AutoConfig.from_pretrained(str(folder))
-            else:
-                try:
-                    config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
-                except ValueError as exc:  # an architecture transformers cannot read from GGUF
-                    raise StmbenchError(f"backbone {name!r}: {exc}") from None
+            config = AutoConfig.from_pretrained(str(folder))
         info = info_from_config(name, config, backbone=self.name, source=str(path))
         details = {"file": str(path), "file_sha256": file_digest(path), "file_bytes": path.stat().st_size,
                    "quantization": meta["quantization"], "tensor_types": meta["tensor_types"],
