@@ -146,6 +146,7 @@ class Board:
     partial: Board | None = None  #: runs evaluated on a --limit sample, shown apart and never ranked
     #: task -> published results from its definition (``references:``): shown apart, never ranked or marked
     references: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    findings: Any = None  #: :class:`stmbench.findings.Findings` of the ranked results
 
 
 def _predictions(store: ResultStore | None, run_id: str) -> tuple[list[int], list[int]] | None:

@@ -308,9 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--all", action="store_true", help="also list every plugin module with its hooks")
     pl.set_defaults(func=cmd_plugins)
 
+    from stmbench.findings_view import add_findings_parser
     from stmbench.views import add_results_parser
 
     add_results_parser(sub, common)
+    add_findings_parser(sub, common)
 
     tk = sub.add_parser("tasks", parents=[common], help="list tasks with labels, sources and split sizes")
     tk.add_argument("--json", action="store_true")

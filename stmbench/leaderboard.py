@@ -27,8 +27,13 @@ def build(results: list[RunResult], store: ResultStore | None = None,
           references: dict[str, list[dict[str, Any]]] | None = None) -> Board:
     """:func:`stmbench.board.aggregate` plus the figures and the published reference results of its
     tasks (``references``: task -> its definition's ``references:``): the board every view renders."""
+    from stmbench.findings import analyse
+    from stmbench.findings_view import figures_of
+
     board = aggregate(results, store)
     board.figures = board_figures(board)
+    board.findings = analyse(results)
+    board.figures.update(figures_of(board.findings))
     board.references = {t: list(refs) for t, refs in sorted((references or {}).items()) if refs and t in board.tasks}
     return board
 
@@ -172,7 +177,7 @@ def describe(board: Board, metric: str = "accuracy") -> list[str]:
                  "second, MFU (estimated training FLOP/s: 6 per trainable and 4 per frozen non-embedding parameter "
                  "per real token, over the device's peak: a datasheet bf16 figure for known GPUs, else a measured "
                  "matmul), padding efficiency (real tokens / processed tokens, in training and in prediction), "
-                 "and peak memory (GPU allocator peak, or the process's peak resident memory on CPU).")
+                 "and peak memory (each run's own: GPU allocator peak, or peak resident memory on CPU; see its memory.peak_method).")
     return lines
 
 
@@ -183,6 +188,10 @@ def render_markdown(board: Board, metric: str = "accuracy") -> str:
     out = ["# stmbench leaderboard", ""]
     out += [line + "  " for line in describe(board, metric)]
     out.append("")
+    if board.findings is not None:
+        from stmbench.findings_view import markdown as findings_markdown
+
+        out += findings_markdown(board.findings) + ["## Results", ""]
     out.append(tabulate(body, headers=header, tablefmt="github", disable_numparse=True) if body else "No results yet.")
     if board.partial is not None:
         header, body = table(board.partial, metric)
@@ -197,9 +206,10 @@ def render_markdown(board: Board, metric: str = "accuracy") -> str:
                 "orientation: other models, code and often other data copies; they take no part in marks or "
                 "significance.", ""]
         out.append(tabulate(body, headers=header, tablefmt="github", disable_numparse=True))
-    if board.figures:
+    shown = [name for name in sorted(board.figures) if not name.startswith("findings-")]
+    if shown:
         out += ["", "## Figures", ""]
-        for name in sorted(board.figures):
+        for name in shown:
             out += [f"![{name[:-4]}]({name})", ""]
     if board.failed:
         out += ["", "## Failed runs", ""]
@@ -276,7 +286,11 @@ def render_html(board: Board) -> str:
 
     env = jinja2.Environment(loader=jinja2.PackageLoader("stmbench", "templates"), autoescape=True,
                              keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
-    figures = [{"name": name, "svg": svg} for name, svg in sorted(board.figures.items())]
+    figures = [{"name": name, "svg": svg} for name, svg in sorted(board.figures.items())
+               if not name.startswith("findings-")]
+    from stmbench.findings_view import html_context
+
+    findings = html_context(board.findings, board.figures)
     partial = None
     if board.partial is not None:
         header, body = table(board.partial, markdown=False)
@@ -288,7 +302,7 @@ def render_html(board: Board) -> str:
         references = {"header": header, "rows": [{"cells": row, "url": url} for row, url in zip(body, urls)]}
     return env.get_template("leaderboard.html.j2").render(
         board=board, view=html_view(board), notes=describe(board), figures=figures, partial=partial,
-        references=references)
+        references=references, findings=findings)
 
 
 # --- files ------------------------------------------------------------------------------------

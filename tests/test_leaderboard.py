@@ -126,13 +126,14 @@ def test_train_size_curve_and_strategy_bars(tmp_path):
         add(store, run_id=f"d{size}", correct=pattern(n_ok2), strategy="discriminative", train_size=size,
             train_examples=examples)
     board, _ = leaderboard.generate(tmp_path / "results", tmp_path / "lb")
-    assert sorted(board.figures) == ["strategies-t1-bb.svg", "train-size-t1-bb.svg"]
+    assert sorted(board.figures) == ["findings-effects.svg", "findings-train-size.svg", "strategies-t1-bb.svg",
+                                     "train-size-t1-bb.svg"]
     svg = (tmp_path / "lb" / "train-size-t1-bb.svg").read_text(encoding="utf-8")
     assert svg.startswith("<svg") and "generative" in svg and "discriminative" in svg
     text = (tmp_path / "lb" / "README.md").read_text(encoding="utf-8")
     assert "![train-size-t1-bb](train-size-t1-bb.svg)" in text
     html = (tmp_path / "lb" / "index.html").read_text(encoding="utf-8")
-    assert html.count("<svg") == 2 and "http" not in html.replace("http://www.w3.org", "")  # nothing fetched
+    assert html.count("<svg") == 4 and "http" not in html.replace("http://www.w3.org", "")  # nothing fetched
 
 
 XSS = "<script>window.__xss=1</script>"

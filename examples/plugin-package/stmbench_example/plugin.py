@@ -47,16 +47,17 @@ class PromptClassifier(Strategy):
         rows = [dict(zip(data.column_names, values)) for values in zip(*(data[c] for c in data.column_names))]
         encoded = self._encode(tokenizer, task, spec, rows)
         device = next(model.parameters()).device
-        size = spec.training.per_device_eval_batch_size
-        labels: list[int] = []
+        # batches within the token budget stmbench plans from the free memory (longest first)
+        batches = list(context.eval_budget(model, spec).batches([len(ids) for ids in encoded["input_ids"]]))
+        labels: list[int] = [-1] * len(rows)
         model.eval()
         with torch.inference_mode():
-            for start in range(0, len(rows), size):
-                batch = collate([{k: encoded[k][i] for k in encoded}
-                                 for i in range(start, min(start + size, len(rows)))])
+            for idx in batches:
+                batch = collate([{k: encoded[k][i] for k in encoded} for i in idx])
                 logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-                labels += logits.argmax(-1).tolist()
-        return Prediction(labels, info={"batches": -(-len(rows) // size)})
+                for i, label in zip(idx, logits.argmax(-1).tolist()):
+                    labels[i] = label
+        return Prediction(labels, info={"batches": len(batches)})
 
 
 @dataclass
