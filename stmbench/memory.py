@@ -150,6 +150,9 @@ def _rss_bytes() -> int:
     return psutil.Process().memory_info().rss
 
 
+_SAMPLING: PeakMemory | None = None  # the sampler thread's owner, where /proc cannot be used
+
+
 class PeakMemory:
     """The peak memory of one run (see the module's docstring); ``start()`` then ``stop()``."""
 
@@ -176,6 +179,10 @@ class PeakMemory:
         except OSError:
             pass
         self.method = "resident memory sampled every 50 ms"
+        global _SAMPLING
+        if _SAMPLING is not None:  # a run that failed before stop(): end its sampler
+            _SAMPLING._stop.set()
+        _SAMPLING = self
         self._peak = _rss_bytes()
         self._thread = threading.Thread(target=self._sample, name="stmbench-peak-memory", daemon=True)
         self._thread.start()

@@ -140,3 +140,31 @@ def test_each_run_reports_its_own_peak_memory(make_session):
     assert "reset at the run's start" in light["memory"]["peak_method"]
     assert hungry["peak_memory_mb"] > 600
     assert light["peak_memory_mb"] < hungry["peak_memory_mb"] - 400
+
+
+def test_peak_memory_falls_back_to_sampling_where_proc_cannot_be_reset(monkeypatch):
+    import builtins
+    import time
+
+    import numpy as np
+    import psutil
+
+    from stmbench.memory import PeakMemory
+
+    real_open = builtins.open
+
+    def no_clear_refs(path, *args, **kwargs):
+        if str(path) == "/proc/self/clear_refs":
+            raise PermissionError("not allowed here")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", no_clear_refs)
+    before = psutil.Process().memory_info().rss / 2**20
+    peak = PeakMemory("cpu").start()
+    block = np.ones(300 * 2**20, dtype=np.uint8)
+    time.sleep(0.3)  # the sampler reads every 50 ms
+    assert block.sum() > 0
+    del block
+    measured = peak.stop()
+    assert peak.method == "resident memory sampled every 50 ms"
+    assert measured >= before + 250
