@@ -180,9 +180,12 @@ def _verdict(c: Comparison) -> str:
 
 def compare(runs: list[tuple[dict[str, Any], RunResult]], axis: str, a: str, b: str) -> Comparison:
     """Value ``a`` against value ``b`` of ``axis`` on the cells that differ only there."""
+    # only the plugins where both values occur (trained runs have no shots axis, in_context no train size)
+    own = {"strategy": ("adapter_name",), "adapter": ("strategy_name",)}.get(axis, ("strategy_name", "adapter_name"))
+    scopes = [{tuple(d[k] for k in own) for d, _ in runs if d.get(axis) == v} for v in (a, b)]
     sides: dict[tuple[Any, ...], dict[str, dict[int, float]]] = {}
     for d, r in runs:
-        if d.get(axis) in (a, b):
+        if d.get(axis) in (a, b) and tuple(d[k] for k in own) in scopes[0] & scopes[1]:
             cell = sides.setdefault(_key(d, axis), {a: {}, b: {}})
             cell[d[axis]][r.seed if r.seed is not None else r.spec.get("seed")] = 100.0 * r.score
     paired: dict[str, list[tuple[list[float], list[float]]]] = {}  # task -> cells: (a seeds, b seeds)
@@ -255,7 +258,7 @@ def budgets(runs: list[tuple[dict[str, Any], RunResult]]) -> dict[str, dict[str,
     for d, r in runs:
         if not d["trial"]:
             continue
-        key = tuple(sorted((k, v) for k, v in d.items() if k != "trial"))
+        key = (r.seed, *sorted((k, v) for k, v in d.items() if k != "trial"))  # a cell's trials at one seed
         dev = r.selection.get("dev_metric")
         cell = cells.setdefault(key, {"strategy": d["strategy"], "scores": []})
         cell["scores"].append(100.0 * (dev if dev is not None else r.score))
