@@ -37,6 +37,7 @@ LOAD_PLUGINS_ENV = "STMBENCH_LOAD_PLUGINS"
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "stmbench_plugins.backbones.hf",
     "stmbench_plugins.backbones.tiny",
+    "stmbench_plugins.backbones.gguf",
     "stmbench_plugins.adapters.basic",
     "stmbench_plugins.adapters.peft_methods",
     "stmbench_plugins.strategies.generative",
