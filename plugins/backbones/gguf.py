@@ -3,8 +3,9 @@
 ``--backbones path/to/model.gguf`` (a local file) or ``--backbones org/repo::file.gguf`` (a file in
 a hub repository).  ``transformers`` reads the file (``from_pretrained(folder, gguf_file=name)``, with
 the ``gguf`` package: ``pip install "stmbench[gguf]"``): tokenizer and weights, dequantised.  The
-dequantised model is written once as an ordinary safetensors checkpoint under the cache
-(``<cache>/gguf/<first 16 hex digits of the file's SHA-256>/``), so every later run of a grid loads
+dequantised model is written once, when the name is first resolved (planning), as an ordinary
+safetensors checkpoint under the cache (``<cache>/gguf/<first 16 hex digits of the file's SHA-256>/``,
+with ``stmbench-gguf.json``: the file's quantisation, read from its header once), so every run loads
 that folder like any local checkpoint (through the ``hf`` backbone's loader and its in-memory weights
 memo) instead of converting the file again.  Weights load in float32, or in bfloat16 on a CUDA device
 that supports it.  The run's ``backbone_info.details`` records the file, its SHA-256, its
