@@ -69,6 +69,14 @@ def build_pretrained_style(folder, task, session, *, vocab_size: int = 32000, hi
 def pretrained_style_setup(name: str, **shape):
     """A fresh work folder, a CPU session whose cache is in it, the ``sample`` task, and
     :func:`build_pretrained_style` saved in ``work/model``: ``(work, session, task, model_dir, params)``."""
+    work, session, task = work_session(name)
+    model_dir = work / "model"
+    return work, session, task, model_dir, build_pretrained_style(model_dir, task, session, **shape)
+
+
+def work_session(name: str):
+    """A fresh work folder and a CPU session whose results and cache are in it, and the ``sample``
+    task: ``(work, session, task)``."""
     import tempfile
     from pathlib import Path
 
@@ -77,9 +85,7 @@ def pretrained_style_setup(name: str, **shape):
     work = Path(tempfile.mkdtemp(prefix=f"stmbench-{name}-"))
     session = Session(Settings(results_dir=work / "results", leaderboard_dir=None, cache_dir=work / "cache",
                                progress=False, device="cpu", save_steps=0))
-    task = session.get("task", "sample")
-    model_dir = work / "model"
-    return work, session, task, model_dir, build_pretrained_style(model_dir, task, session, **shape)
+    return work, session, session.get("task", "sample")
 
 
 def backbone_setup(name: str, backbone: str | None):
@@ -92,15 +98,9 @@ def backbone_setup(name: str, backbone: str | None):
         work, session, task, model_dir, params = pretrained_style_setup(name)
         return (work, session, task, model_dir, params,
                 f"Llama shapes, {params / 1e6:.1f}M parameters (32,000-token vocabulary), random init")
-    import tempfile
     from pathlib import Path
 
-    from stmbench.session import Session, Settings
-
-    work = Path(tempfile.mkdtemp(prefix=f"stmbench-{name}-"))
-    session = Session(Settings(results_dir=work / "results", leaderboard_dir=None, cache_dir=work / "cache",
-                               progress=False, device="cpu", save_steps=0))
-    task = session.get("task", "sample")
+    work, session, task = work_session(name)
     plugin = session.catalogue.backbone_for(backbone)
     info = plugin.resolve(backbone, session.context)
     if info.backbone == "gguf":

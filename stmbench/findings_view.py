@@ -44,10 +44,7 @@ def markdown(findings: Findings, *, level: int = 2, figures: bool = True) -> lis
     out = [f"{h} Findings", "", INTRO, ""]
     if not findings.comparisons:
         out += ["No axis of these results has two values that share a cell: nothing to compare.", ""]
-    out += [f"- {c.sentence()}" for c in findings.comparisons]
-    for ahead in findings.ahead:
-        out.append(f"- train size: {ahead['a']} stays ahead of {ahead['b']} from {ahead['from_size']} examples on "
-                   f"(sizes compared: {', '.join(ahead['sizes'])}).")
+    out += [f"- {line}" for line in sentences(findings)]
     if findings.excluded:
         out.append("- left out: " + ", ".join(f"{n} {why}" for why, n in sorted(findings.excluded.items())) + " run(s).")
     out.append("")
@@ -76,12 +73,18 @@ def markdown(findings: Findings, *, level: int = 2, figures: bool = True) -> lis
     return out
 
 
+def sentences(findings: Findings) -> list[str]:
+    """One sentence per comparison, then one per train-size lead (the markdown's and the page's)."""
+    return [c.sentence() for c in findings.comparisons] + [
+        f"train size: {a['a']} stays ahead of {a['b']} from {a['from_size']} examples on "
+        f"(sizes compared: {', '.join(a['sizes'])})." for a in findings.ahead]
+
+
 def html_context(findings: Findings | None, figures: dict[str, str]) -> dict[str, Any] | None:
     """What the page's Findings section shows."""
     if findings is None:
         return None
-    return {"intro": INTRO, "sentences": [c.sentence() for c in findings.comparisons]
-            + [f"train size: {a['a']} stays ahead of {a['b']} from {a['from_size']} examples on." for a in findings.ahead],
+    return {"intro": INTRO, "sentences": sentences(findings),
             "figures": [{"name": n, "svg": svg} for n, svg in sorted(figures.items()) if n.startswith("findings-")]}
 
 

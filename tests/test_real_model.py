@@ -64,6 +64,11 @@ def run_one(session, **axes):
     return spec, result, predictions
 
 
+def converted(session, result) -> Path:
+    """The dequantised checkpoint folder of a result's GGUF file in the session's cache."""
+    return session.settings.cache_dir / "gguf" / result["backbone_info"]["details"]["file_sha256"][:16]
+
+
 @pytest.fixture(scope="module")
 def zero_shot(real, gguf):
     session, _ = real
@@ -79,7 +84,7 @@ def test_the_gguf_backbone_records_its_file_and_converts_it_once(real, gguf, zer
     assert result["backbone_info"]["backbone"] == "gguf" and result["backbone_info"]["model_type"] == "llama"
     assert details["quantization"] == "Q4_1" and details["dequantized"] is True and details["dtype"] == "float32"
     assert details["file_sha256"] == hashlib.sha256(Path(gguf).read_bytes()).hexdigest()
-    folder = session.settings.cache_dir / "gguf" / details["file_sha256"][:16]
+    folder = converted(session, result)
     assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
     backbone = session.catalogue.backbone_for(gguf)
@@ -113,7 +118,7 @@ def test_zero_shot_equals_lm_eval_simple_evaluate_on_the_exported_task(real, ggu
     yaml_path = export / f"{name}.yaml"
     yaml_path.write_text(yaml.safe_dump(task_config(task, prompt=spec.prompt, data_files=files, num_fewshot=0,
                                                     name=name), allow_unicode=True, sort_keys=False), encoding="utf-8")
-    folder = session.settings.cache_dir / "gguf" / result["backbone_info"]["details"]["file_sha256"][:16]
+    folder = converted(session, result)
     out = lm_eval.simple_evaluate(model=HFLM(pretrained=str(folder), batch_size=32, device="cpu"), tasks=[name],
                                   task_manager=TaskManager(include_path=str(yaml_path.parent), include_defaults=False),
                                   log_samples=True, bootstrap_iters=0, random_seed=SEED)
@@ -182,7 +187,7 @@ def test_discriminative_lora_matches_a_bare_trainer_script(real, gguf, zero_shot
     train = session.task_data(task, "train").dataset
     rows = train.select(subsample_indices(train, 32, SEED, task.name)).to_list()
     test = limit_sample(session.task_data(task, task.eval_split).dataset, N_EVAL).to_list()
-    folder = session.settings.cache_dir / "gguf" / result["backbone_info"]["details"]["file_sha256"][:16]
+    folder = converted(session, result)
     losses, predicted = bare_trainer(folder, rows, test, task.prompts[spec.prompt], lr=1e-4, out=tmp_path / "bare")
     ours = [loss for _, loss in result["training"]["loss_curve"]]
     assert len(ours) == len(losses) == 4
