@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 #: names re-exported from :mod:`stmbench.types` and :mod:`stmbench.context` (loaded on first use)
 _LAZY = {
     **{name: "stmbench.types" for name in (
-        "Adapter", "Backbone", "BackboneInfo", "Combination", "Executor", "HEADS", "HEAD_BASE", "HEAD_CAUSAL_LM",
+        "Adapter", "Backbone", "BackboneInfo", "Combination", "Executor", "FunctionGenerator", "Generator", "HEADS", "HEAD_BASE", "HEAD_CAUSAL_LM",
         "HEAD_SEQUENCE_CLASSIFICATION", "HEAD_TOKEN_CLASSIFICATION", "Label", "Plugin", "Prediction", "Runner", "Strategy", "Task",
         "WorkQueue")},
     "Context": "stmbench.context",

@@ -20,6 +20,7 @@ METRICS = {"accuracy": "accuracy", "macro_f1": "macro-F1", "entity_f1": "entity 
 DEV_MARK = "†"
 FLAG_MARK = "⚠"
 OTHER_DATA = "other data"  #: the flag of rows whose cell has results from different data
+UNVERIFIED = "unverified"  #: the flag of a run whose metrics could not be recomputed (no predictions)
 
 
 def _config_id(result: RunResult) -> str:
@@ -158,10 +159,12 @@ def _predictions(store: ResultStore | None, run_id: str) -> tuple[list[int], lis
     return data["gold"], data["predicted"]
 
 
-def _mark_significance(rows: list[Row], tasks: list[str], store: ResultStore | None) -> None:
-    """Mark the best row of each task, and the rows not significantly worse than it as tied."""
+def _mark_significance(rows: list[Row], tasks: list[str], store: ResultStore | None, *, trust: bool = False) -> None:
+    """Mark the best row of each task, and the rows not significantly worse than it as tied (cells
+    with an unverified run take no part unless ``trust``)."""
     for task in tasks:
-        candidates = [r for r in rows if task in r.cells]
+        candidates = [r for r in rows if task in r.cells
+                      and (trust or not any(UNVERIFIED in f for f in r.cells[task].flags.values()))]
         if not candidates:
             continue
         best = max(candidates, key=lambda r: (r.cells[task].mean(), -rows.index(r)))
@@ -181,7 +184,7 @@ def _mark_significance(rows: list[Row], tasks: list[str], store: ResultStore | N
                 row.cells[task].mark = "tied"
 
 
-def _group(ok: list[RunResult]) -> tuple[list[Row], list[str], set[str], bool]:
+def _group(ok: list[RunResult], unverified: set[str] = frozenset()) -> tuple[list[Row], list[str], set[str], bool]:
     """Rows (one per backbone x adapter x strategy x prompt x train size x config, a cell per task,
     sorted best first), the tasks, the tasks evaluated on dev, and whether configs need a column.
     Results of one cell whose data, prompt text or labels differ (:attr:`RunResult.provenance`) are
@@ -208,12 +211,12 @@ def _group(ok: list[RunResult]) -> tuple[list[Row], list[str], set[str], bool]:
             row.trials.setdefault(task, {}).setdefault(values, {})[int(spec["seed"])] = r
             row.all_trials.append(r)
             continue
-        _fill(row, task, r)
+        _fill(row, task, r, unverified)
     for row in groups.values():
         for task, trials in row.trials.items():
             chosen = max(sorted(trials, key=repr), key=lambda values: _dev_score(trials[values]))
             for r in trials[chosen].values():
-                _fill(row, task, r)
+                _fill(row, task, r, unverified)
             row.cells[task].sweep = f"{', '.join(f'{_short_name(n)} {_short_value(v)}' for n, v in chosen)}; " \
                                     f"{len(trials)} trials"
     for key, variants in configs.items():
@@ -234,7 +237,7 @@ def _group(ok: list[RunResult]) -> tuple[list[Row], list[str], set[str], bool]:
     return rows, task_list, dev_tasks, any(len(c) > 1 for c in configs.values())
 
 
-def _fill(row: Row, task: str, r: RunResult) -> None:
+def _fill(row: Row, task: str, r: RunResult, unverified: set[str] = frozenset()) -> None:
     """Put one run's test metrics into its row's cell for ``task``."""
     row.results.append(r)
     cell = row.cells.setdefault(task, Cell())
@@ -243,7 +246,7 @@ def _fill(row: Row, task: str, r: RunResult) -> None:
     if "macro_f1" in r.metrics:
         cell.macro_f1[seed] = float(r.metrics["macro_f1"])
     cell.run_ids[seed] = r.run_id
-    flags = r.flags
+    flags = r.flags + ([UNVERIFIED] if r.run_id in unverified else [])
     if flags:
         cell.flags[seed] = flags
 
@@ -264,8 +267,10 @@ def _short_value(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def aggregate(results: list[RunResult], store: ResultStore | None = None) -> Board:
-    """Aggregate stored results into rows (mean and std over seeds), with significance marks."""
+def aggregate(results: list[RunResult], store: ResultStore | None = None, *, unverified: set[str] = frozenset(),
+              trust_unverified: bool = False) -> Board:
+    """Aggregate stored results into rows (mean and std over seeds), with significance marks; the
+    runs in ``unverified`` are flagged and (unless ``trust_unverified``) left out of the marks."""
     from stmbench import __version__
 
     results = [RunResult.from_dict(r) for r in results]
@@ -274,9 +279,9 @@ def aggregate(results: list[RunResult], store: ResultStore | None = None) -> Boa
     failed = sorted((r for r in results if not r.ok), key=lambda r: r.run_id)
     partial = [r for r in ok if r.partial]  # evaluated on a --limit sample: never ranked
     ok = [r for r in ok if not r.partial]
-    rows, task_list, dev_tasks, show_config = _group(ok)
-    _mark_significance(rows, task_list, store)
-    partial_rows, partial_tasks, _, partial_config = _group(partial)
+    rows, task_list, dev_tasks, show_config = _group(ok, unverified)
+    _mark_significance(rows, task_list, store, trust=trust_unverified)
+    partial_rows, partial_tasks, _, partial_config = _group(partial, unverified)
     synthetic = sorted({r.spec["task"] for r in results if r.task_info.get("synthetic")})
     devices = sorted({_device_text(r.device) for r in ok})
     newest = max((r.finished_at or "" for r in results), default="")
@@ -284,6 +289,7 @@ def aggregate(results: list[RunResult], store: ResultStore | None = None) -> Boa
     meta = {"version": __version__, "result_versions": versions, "generated_from": newest,
             "results": len(results), "ok": len(ok) + len(partial), "failed": len(failed), "devices": devices,
             "synthetic_tasks": synthetic, "dev_tasks": sorted(dev_tasks), "partial": len(partial),
+            "unverified": sum(r.run_id in unverified for r in ok + partial), "trust_unverified": trust_unverified,
             "task_metrics": {r.spec["task"]: r.primary_metric for r in ok + partial if r.primary_metric != "accuracy"}}
     board = Board(task_list, rows, failed, meta, show_config)
     board.partial = Board(partial_tasks, partial_rows, [], meta, partial_config) if partial_rows else None

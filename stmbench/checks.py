@@ -104,6 +104,11 @@ def _data_problems(runs: list[RunSpec], session: Any, skip_bad_rows: bool) -> tu
                 if too_big:
                     problems.append(f"task {name}: train size(s) {', '.join(map(str, too_big))} exceed its {rows} "
                                     "training examples")
+                shots = sorted({int(r.shots) for r in runs if r.task == name and r.shots})
+                too_many = [k for k in shots if k > rows]
+                if too_many:
+                    problems.append(f"task {name}: {', '.join(map(str, too_many))} in-context example(s) asked for, "
+                                    f"but its train split has {rows}")
             checked.append(f"task {name}, split {split}: {rows} rows, {len(counts)} label(s)")
     return problems, checked
 

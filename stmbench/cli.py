@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from stmbench.errors import StmbenchError
+from stmbench.untrusted import term_text
 
 log = logging.getLogger("stmbench")
 
@@ -117,8 +118,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from stmbench.study import run_study
 
     session = _session(args)
-    report = run_study(_grid_from(args), session, rerun=args.rerun, dry_run=args.dry_run,
-                       progress=lambda line: print(line, flush=True))
+    report = run_study(_grid_from(args), session, rerun=args.rerun, dry_run=args.dry_run, max_runs=args.max_runs,
+                       progress=lambda line: print(term_text(line), flush=True))
     if report.board is not None:
         print()
         header, body = leaderboard.table(report.board)
@@ -133,8 +134,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from stmbench import leaderboard
 
+    from stmbench.verify import session_gold_source
+
+    session = _session(args)
     board, paths = leaderboard.generate(args.results_dir or ["results"], args.out, copy_results=not args.no_copy_results,
-                                        force=args.force, references=leaderboard.task_references(_session(args)))
+                                        force=args.force, references=leaderboard.task_references(session),
+                                        trust_unverified=args.trust_unverified, gold_source=session_gold_source(session))
+    for path, reason in board.meta.get("refused", []):
+        print(term_text(f"refused {path}: {reason}"), file=sys.stderr)
     if args.metric != "accuracy":
         print(leaderboard.render_markdown(board, args.metric))
     print(f"{board.meta['ok']} ok result(s) in {', '.join(args.results_dir or ['results'])} -> {len(paths)} files in {args.out}: "
@@ -269,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--no-leaderboard", action="store_true", help="do not write the leaderboard")
     where.add_argument("--force", action="store_true",
                        help="replace a leaderboard that was built from another results folder")
+    where.add_argument("--max-runs", type=int, default=10_000, metavar="N",
+                       help="refuse a grid of more than N combinations up front (default 10,000)")
     where.add_argument("--rerun", action="store_true", help="run again even the runs stored as ok")
     where.add_argument("--dry-run", action="store_true", help="show the plan and stop")
     where.add_argument("--limit", type=int, metavar="N",
@@ -300,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="replace a leaderboard that was built from another results folder")
     lb.add_argument("--no-copy-results", action="store_true",
                     help="do not copy the result files next to the page (its links then point nowhere)")
+    lb.add_argument("--trust-unverified", action="store_true",
+                    help="let results without predictions (their metrics cannot be recomputed) take part in the "
+                         "bold / ≈ marks and the findings; they are flagged either way")
     lb.set_defaults(func=cmd_leaderboard)
 
     pl = sub.add_parser("plugins", parents=[common], help="list loaded plugins by kind, or show one with its options")
@@ -365,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     except StmbenchError as exc:
         if args.debug:
             raise
-        print(f"stmbench: error: {exc}", file=sys.stderr)
+        print("stmbench: error: " + "\n".join(term_text(line) for line in str(exc).splitlines()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("stmbench: interrupted; finished runs are stored and will be skipped next time", file=sys.stderr)

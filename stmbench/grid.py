@@ -40,6 +40,13 @@ def expand(grid: GridSpec) -> Iterator[RunSpec]:
                       skip_bad_rows=grid.skip_bad_rows, limit=grid.limit)
 
 
+def _trial_count(grid: GridSpec) -> int:
+    n = 1
+    for values in grid.sweep.values():
+        n *= len(values)
+    return n
+
+
 def sweep_trials(grid: GridSpec) -> list[dict[str, Any]]:
     """The training settings of each trial of a cell: every combination of the swept values
     (``[{}]`` without a sweep)."""
@@ -74,8 +81,25 @@ def _check_names(grid: GridSpec, session: Session) -> None:
                 log.warning("options given for %s %r, which is not in this grid", kind, name)
 
 
-def plan_grid(grid: GridSpec, session: Session) -> Plan:
-    """Expand, validate and normalise a grid into the runs to do and the rejected combinations."""
+MAX_RUNS = 10_000  #: the largest grid ``stmbench run`` plans unless ``--max-runs`` says otherwise
+
+
+def grid_size(grid: GridSpec) -> int:
+    """How many combinations (trials included) ``grid`` expands to, counted without expanding it."""
+    n = _trial_count(grid)
+    for axis in (grid.backbones, grid.tasks, grid.strategies, grid.adapters, grid.prompts, grid.train_sizes,
+                 grid.shots, grid.seeds):
+        n *= len(axis)
+    return n
+
+
+def plan_grid(grid: GridSpec, session: Session, *, max_runs: int = MAX_RUNS) -> Plan:
+    """Expand, validate and normalise a grid into the runs to do and the rejected combinations; a
+    grid of more than ``max_runs`` combinations is refused up front, with its count."""
+    size = grid_size(grid)
+    if size > max_runs:
+        raise StmbenchError(f"the grid has {size:,} combinations, over the cap of {max_runs:,} runs; narrow its "
+                            "axes or raise the cap with --max-runs N")
     _check_names(grid, session)
     plan = Plan()
     for name in grid.backbones:

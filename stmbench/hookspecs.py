@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover - only for type checkers
 
     from stmbench.result import RunResult
     from stmbench.spec import RunSpec
-    from stmbench.types import Adapter, Backbone, Executor, Strategy, Task
+    from stmbench.types import Adapter, Backbone, Executor, Generator, Strategy, Task
 
 PROJECT = "stmbench"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -84,6 +84,16 @@ def register_tasks(register: Callable[[Task], None]) -> None:
 
     Most tasks are data: ``stmbench.tasks.load_task_file(path)`` turns a task YAML file into a
     task object.  Folders given with ``--task-dir`` are registered through this same hook.
+    """
+
+
+@hookspec
+def register_generators(register: Callable[[Generator], None]) -> None:
+    """Contribute the data generators of synthetic tasks: ``register(MyGenerator())`` for each
+    :class:`stmbench.types.Generator` (or ``register(FunctionGenerator("name", fn))``).
+
+    A task file's ``generator:`` may only name a generator registered here (by its name, or by its
+    ``function`` as ``module:attr``): task files are data and never make stmbench import code.
     """
 
 

@@ -16,23 +16,27 @@ import os
 from pathlib import Path
 from typing import Any
 
-from stmbench.board import ALPHA, DEV_MARK, FLAG_MARK, METRICS, OTHER_DATA, Board, Cell, Row, aggregate
+from stmbench.board import ALPHA, DEV_MARK, FLAG_MARK, METRICS, OTHER_DATA, UNVERIFIED, Board, Cell, Row, aggregate
 from stmbench.errors import StmbenchError
 from stmbench.plots import board_figures
 from stmbench.result import RunResult
-from stmbench.results import ResultSet, ResultStore, atomic_write_bytes, atomic_write_text, expand_dirs
+from stmbench.results import ResultStore
+from stmbench.untrusted import clean_text, md_text, safe_url
 
 
 def build(results: list[RunResult], store: ResultStore | None = None,
-          references: dict[str, list[dict[str, Any]]] | None = None) -> Board:
+          references: dict[str, list[dict[str, Any]]] | None = None, *, trust_unverified: bool = False) -> Board:
     """:func:`stmbench.board.aggregate` plus the figures and the published reference results of its
-    tasks (``references``: task -> its definition's ``references:``): the board every view renders."""
+    tasks (``references``: task -> its definition's ``references:``): the board every view renders.
+    Results that ``store`` could not verify (:attr:`ResultSet.unverified`: no predictions) are shown,
+    flagged, and take no part in marks or findings unless ``trust_unverified``."""
     from stmbench.findings import analyse
     from stmbench.findings_view import figures_of
 
-    board = aggregate(results, store)
+    unverified = set(getattr(store, "unverified", ()) or ())
+    board = aggregate(results, store, unverified=unverified, trust_unverified=trust_unverified)
     board.figures = board_figures(board)
-    board.findings = analyse(results)
+    board.findings = analyse(results if trust_unverified else [r for r in results if r.run_id not in unverified])
     board.figures.update(figures_of(board.findings))
     board.references = {t: list(refs) for t, refs in sorted((references or {}).items()) if refs and t in board.tasks}
     return board
@@ -50,7 +54,7 @@ def reference_table(board: Board, *, markdown: bool = True) -> tuple[list[str], 
         for ref in refs:
             source = ref["citation"] + (f" ({ref['note']})" if ref["note"] else "")
             if markdown:
-                source = md_escape(source) + (f" [link]({ref['url']})" if ref["url"] else "")
+                source = md_escape(source) + (f" [link]({safe_url(ref['url'])})" if safe_url(ref["url"]) else "")
             rows.append([md_escape(task) if markdown else task, md_escape(ref["model"]) if markdown else ref["model"],
                          METRICS[ref["metric"]], ref["split"], f"{ref['value']:.1f}", source])
     return ["task", "model", "metric", "split", "value (%)", "source"], rows
@@ -106,8 +110,9 @@ def cell_text(cell: Cell, metric: str, markdown: bool) -> str:
 
 
 def md_escape(text: str) -> str:
-    """Text for a GitHub markdown table cell: HTML escaped (as the page does), pipes kept in the cell."""
-    return html.escape(str(text), quote=False).replace("|", "\\|")
+    """Text for a GitHub markdown table cell (:func:`stmbench.untrusted.md_text`): control characters
+    removed, HTML escaped, link, emphasis and pipe characters escaped."""
+    return md_text(text)
 
 
 def table(board: Board, metric: str = "accuracy", *, markdown: bool = True,
@@ -160,7 +165,7 @@ def describe(board: Board, metric: str = "accuracy") -> list[str]:
         lines.append("[lr 0.0005; 3 trials]: a tuned cell: of its trials (one per swept value, every seed), the value "
                      "with the best mean dev accuracy is shown, and significance uses those runs; the test split "
                      "chooses nothing. Every trial is kept in results/.")
-    if any(f != OTHER_DATA for row in board.rows for c in row.cells.values() for fs in c.flags.values() for f in fs):
+    if any(f not in (OTHER_DATA, UNVERIFIED) for row in board.rows for c in row.cells.values() for fs in c.flags.values() for f in fs):
         lines.append(f"{FLAG_MARK} a run of the cell finished but is not to be trusted: diverged (its training loss rose "
                      "to over twice its initial loss) or degenerate (it predicts one class where the gold has "
                      "several); the run's `health` says more.")
@@ -168,6 +173,12 @@ def describe(board: Board, metric: str = "accuracy") -> list[str]:
         lines.append(f"{FLAG_MARK} other data: the results of this cell came from different data, prompt text or "
                      "labels (their data fingerprints differ, see `data` in each result), so they are never pooled: "
                      "each source has a row of its own (config: `data <id>`).")
+    if m.get("unverified"):
+        lines.append(f"{FLAG_MARK} unverified: {m['unverified']} result(s) came without predictions, so their numbers could "
+                     "not be recomputed; they are shown but take no part in bold / ≈ marks or findings"
+                     + (" (here they do: --trust-unverified)." if m.get("trust_unverified") else "."))
+    if m.get("refused"):
+        lines.append(f"{len(m['refused'])} file(s) were refused (see Refused files).")
     if m.get("conflicts"):
         lines.append(f"{len(m['conflicts'])} run(s) are stored with different contents in two results folders; "
                      "the first folder given is used (see Conflicting results).")
@@ -217,6 +228,12 @@ def render_markdown(board: Board, metric: str = "accuracy") -> str:
                               md_escape(r.error.splitlines()[0][:200]) if r.error else ""]
                              for r in board.failed], headers=["run", "spec", "error"], tablefmt="github",
                             disable_numparse=True))
+    if board.meta.get("refused"):
+        out += ["", "## Refused files", "",
+                "Files in the results folders that failed their checks (identity, fields, predictions, or metrics "
+                "recomputed from the predictions); nothing of them is shown, counted or copied.", ""]
+        out.append(tabulate([[md_escape(os.path.basename(path)), md_escape(reason)] for path, reason in board.meta["refused"]],
+                            headers=["file", "why"], tablefmt="github", disable_numparse=True))
     if board.meta.get("conflicts"):
         out += ["", "## Conflicting results", "",
                 "The same run id stored with different contents in two results folders; the first is shown.", ""]
@@ -281,11 +298,21 @@ def html_view(board: Board) -> dict[str, Any]:
     return {"columns": columns, "rows": rows, "filters": filters, "tasks": board.tasks}
 
 
+def _finalize(value: Any) -> Any:
+    """Every string a template prints loses its control characters (markup marked safe, the
+    figures, is left as it is); Jinja2's autoescaping then escapes it for HTML."""
+    import markupsafe
+
+    return clean_text(value) if isinstance(value, str) and not isinstance(value, markupsafe.Markup) else value
+
+
 def render_html(board: Board) -> str:
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.PackageLoader("stmbench", "templates"), autoescape=True,
-                             keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+                             keep_trailing_newline=True, undefined=jinja2.StrictUndefined,
+                             finalize=_finalize)
+    env.filters["basename"] = os.path.basename
     figures = [{"name": name, "svg": svg} for name, svg in sorted(board.figures.items())
                if not name.startswith("findings-")]
     from stmbench.findings_view import html_context
@@ -298,100 +325,13 @@ def render_html(board: Board) -> str:
     references = None
     if board.references:
         header, body = reference_table(board, markdown=False)
-        urls = [ref["url"] for refs in board.references.values() for ref in refs]
+        urls = [safe_url(ref["url"]) for refs in board.references.values() for ref in refs]
         references = {"header": header, "rows": [{"cells": row, "url": url} for row, url in zip(body, urls)]}
     return env.get_template("leaderboard.html.j2").render(
         board=board, view=html_view(board), notes=describe(board), figures=figures, partial=partial,
         references=references, findings=findings)
 
 
-# --- files ------------------------------------------------------------------------------------
+# --- files (stmbench.publish writes them) -----------------------------------------------------
 
-def write(board: Board, out_dir: str | Path, *, copy_from: ResultSet | None = None) -> list[Path]:
-    """Write README.md, index.html, the figures, and (from ``copy_from``) the results they show."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "README.md", out / "index.html"]
-    atomic_write_text(paths[0], render_markdown(board))
-    atomic_write_text(paths[1], render_html(board))
-    for old in out.glob("*.svg"):  # figures of results that are gone must not linger
-        if old.name not in board.figures:
-            old.unlink()
-    for name, svg in sorted(board.figures.items()):
-        atomic_write_text(out / name, svg)
-        paths.append(out / name)
-    if copy_from is not None:
-        target = out / "results"
-        if [f.resolve() for f in copy_from.folders] != [target.resolve()]:
-            target.mkdir(exist_ok=True)
-            keep = set()
-            shown = [x for b in (board, board.partial) if b is not None for row in b.rows
-                     for x in [*row.results, *row.all_trials]]
-            for r in [*shown, *board.failed]:
-                for src in copy_from.files(r.run_id):
-                    if src.resolve() != (target / src.name).resolve():
-                        atomic_write_bytes(target / src.name, src.read_bytes())
-                    keep.add(src.name)
-            for old in target.glob("*.json"):
-                if old.name not in keep:
-                    old.unlink()
-    return paths
-
-
-SOURCE_FILE = ".stmbench-source.json"  #: in a leaderboard folder: the results folders it was built from
-
-
-def _sources_of(out: Path) -> list[Path] | None:
-    try:
-        data = json.loads((out / SOURCE_FILE).read_text(encoding="utf-8"))
-        relative = data["results_dirs"] if "results_dirs" in data else [data["results_dir"]]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return [(out / r).resolve() for r in relative]
-
-
-def _as_dirs(results_dirs: str | Path | list[str | Path]) -> list[str | Path]:
-    return list(results_dirs) if isinstance(results_dirs, (list, tuple)) else [results_dirs]
-
-
-def check_target(results_dirs: str | Path | list[str | Path], out_dir: str | Path, *, force: bool = False,
-                 need_results: bool = True) -> list[Path]:
-    """The results folders (globs expanded), after refusing, before anything is written, to build a
-    leaderboard from folders that do not exist or hold no results, or to replace one that was built
-    from other results folders (its own copies in ``out/results`` count as its source) unless ``force``."""
-    out = Path(out_dir)
-    if need_results:
-        folders = expand_dirs(_as_dirs(results_dirs))
-        if not any(ResultStore(f).load_all() for f in folders):
-            raise StmbenchError(f"results folder {', '.join(map(str, folders))} holds no results "
-                                "(nothing to build a leaderboard from)")
-    else:
-        folders = [Path(p) for p in _as_dirs(results_dirs)]
-    sources = _sources_of(out)
-    if force or sources is None or not (out / "README.md").exists():
-        return folders
-    given = sorted(f.resolve() for f in folders)
-    if given != sorted(sources) and given != [(out / "results").resolve()]:
-        shown = [os.path.relpath(s) for s in sources]
-        shown = [str(s) if r.startswith("..") else r for s, r in zip(sources, shown)]
-        raise StmbenchError(f"{out} holds a leaderboard built from {', '.join(shown)}, not "
-                            f"{', '.join(map(str, folders))}; pass --force to replace it (or choose another "
-                            "--out / --leaderboard-dir)")
-    return folders
-
-
-def generate(results_dirs: str | Path | list[str | Path], out_dir: str | Path, *, copy_results: bool = True,
-             force: bool = False, references: dict[str, list[dict[str, Any]]] | None = None) -> tuple[Board, list[Path]]:
-    """Build the leaderboard in ``out_dir`` from one or more results folders (or glob patterns), with
-    the published ``references`` of its tasks (see :func:`task_references`)."""
-    out = Path(out_dir)
-    folders = check_target(results_dirs, out, force=force)
-    store = ResultSet(folders)
-    board = build(store.load_all(), store, references)
-    board.meta["conflicts"] = [[run_id, str(a), str(b)] for run_id, a, b in store.conflicts]
-    paths = write(board, out, copy_from=store if copy_results else None)
-    own = [f.resolve() for f in folders] == [(out / "results").resolve()]
-    if not own or _sources_of(out) is None:
-        atomic_write_text(out / SOURCE_FILE, json.dumps(
-            {"results_dirs": [os.path.relpath(f.resolve(), out.resolve()) for f in folders]}) + "\n")
-    return board, paths
+from stmbench.publish import SOURCE_FILE, check_target, generate, read_source  # noqa: E402,F401 - the public names

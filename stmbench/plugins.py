@@ -57,6 +57,7 @@ REGISTRATION_HOOKS = {
     "strategy": "register_strategies",
     "task": "register_tasks",
     "executor": "register_executors",
+    "generator": "register_generators",
 }
 
 

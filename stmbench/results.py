@@ -1,7 +1,8 @@
 """The results store: one JSON file per run (``<run_id>.json``, a :class:`~stmbench.result.RunResult`)
 and its per-example predictions (``<run_id>.predictions.json``), each written atomically; loaded into
-pandas for tables.  A file that is not valid JSON is skipped with a warning (it was not written by
-stmbench, whose writes are atomic); one of a schema this stmbench cannot read is an error."""
+pandas for tables.  Every file is read as untrusted (:mod:`stmbench.untrusted`) and checked
+(:mod:`stmbench.verify`): one that fails is skipped with one line naming it and why.  A
+:class:`ResultSet` of several folders also re-derives each result's metrics from its predictions."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from stmbench.result import RunResult
+from stmbench.result import ResultSchemaError, RunResult
+from stmbench.untrusted import PREDICTIONS_BYTES, RESULT_BYTES, UntrustedFileError, read_json, term_text
+from stmbench.verify import (GoldSource, Refused, Verdict, check_against_data, check_predictions, check_result,
+                             compare_metrics, recompute)
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +57,13 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 class ResultStore:
-    """A folder of run results."""
+    """A folder of run results.  Every file is read through :mod:`stmbench.untrusted` and checked
+    by :func:`stmbench.verify.check_result`: a refused file is skipped with one warning naming it and
+    why (kept in :attr:`refused`), and the others are read."""
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
+        self.refused: list[Verdict] = []
 
     def path(self, run_id: str) -> Path:
         return self.folder / f"{run_id}.json"
@@ -64,18 +71,24 @@ class ResultStore:
     def predictions_path(self, run_id: str) -> Path:
         return self.folder / f"{run_id}{PREDICTIONS_SUFFIX}"
 
+    def read(self, path: Path) -> tuple[RunResult, bytes]:
+        """One result file, checked; :class:`~stmbench.verify.Refused` or
+        :class:`~stmbench.untrusted.UntrustedFileError` with the reason, or
+        :class:`~stmbench.result.ResultSchemaError` for a newer schema."""
+        data, raw = read_json(path, limit=RESULT_BYTES)
+        return check_result(data, path.name, str(path)), raw
+
     def get(self, run_id: str) -> RunResult | None:
-        """The stored result of ``run_id``, ``None`` when there is none (or it is not valid JSON);
-        :class:`~stmbench.result.ResultSchemaError` when it is of a schema this stmbench cannot read."""
+        """The stored result of ``run_id``, ``None`` when there is none (or it is refused, with a
+        warning); :class:`~stmbench.result.ResultSchemaError` when it is of a newer schema."""
         path = self.path(run_id)
+        if not os.path.lexists(path):
+            return None
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+            return self.read(path)[0]
+        except (Refused, UntrustedFileError) as exc:
+            log.warning("ignoring result %s: %s", term_text(path), _reason(exc))
             return None
-        except (OSError, json.JSONDecodeError) as exc:
-            log.warning("ignoring unreadable result %s: %s", path, exc)
-            return None
-        return RunResult.from_dict(data, str(path))
 
     def is_done(self, run_id: str) -> bool:
         """A run stored with status ``ok`` (failed runs are tried again)."""
@@ -83,42 +96,83 @@ class ResultStore:
         return result is not None and result.ok
 
     def write(self, result: RunResult, predictions: dict[str, Any] | None = None) -> Path:
-        """Store a result (and its predictions first, so an ``ok`` result always has them)."""
+        """Store a result (and its predictions first, so an ``ok`` result always has them).  A write
+        that fails (a full disk, a read-only folder) leaves neither file half-written: the
+        predictions written for it are removed again, and the error is raised."""
         result = RunResult.from_dict(result, f"result of run {result['run_id']}")  # a dict is checked too
-        if predictions is not None:
-            atomic_write_text(self.predictions_path(result.run_id),
-                              json.dumps(predictions, ensure_ascii=False, separators=(",", ":")) + "\n")
-        path = self.path(result.run_id)
-        atomic_write_text(path, json.dumps(result.to_dict(), ensure_ascii=False, indent=2, sort_keys=True) + "\n")
+        written = None
+        try:
+            if predictions is not None:
+                written = self.predictions_path(result.run_id)
+                atomic_write_text(written, json.dumps(predictions, ensure_ascii=False, separators=(",", ":")) + "\n")
+            path = self.path(result.run_id)
+            atomic_write_text(path, json.dumps(result.to_dict(), ensure_ascii=False, indent=2, sort_keys=True) + "\n")
+        except BaseException:
+            if written is not None:
+                try:
+                    written.unlink()
+                except OSError:
+                    pass
+            raise
         return path
+
+    def predictions_record(self, run_id: str) -> tuple[Any, bytes] | None:
+        """The parsed predictions file of ``run_id`` and its bytes; ``None`` when there is none;
+        :class:`~stmbench.untrusted.UntrustedFileError` when it is refused."""
+        path = self.predictions_path(run_id)
+        if not os.path.lexists(path):
+            return None
+        return read_json(path, limit=PREDICTIONS_BYTES)
 
     def predictions(self, run_id: str) -> dict[str, Any] | None:
         try:
-            return json.loads(self.predictions_path(run_id).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+            record = self.predictions_record(run_id)
+        except UntrustedFileError as exc:
+            log.warning("ignoring predictions of %s: %s", run_id, exc.reason)
             return None
+        return record[0] if record is not None and isinstance(record[0], dict) else None
 
-    def load_all(self) -> list[RunResult]:
-        """Every stored result, sorted by run id (files that are not valid JSON are skipped with a
-        warning; a result of an unreadable schema raises :class:`~stmbench.result.ResultSchemaError`)."""
+    def scan(self) -> list[tuple[Path, RunResult | None, bytes, str]]:
+        """Every result file: ``(path, result, bytes, "")``, or ``(path, None, b"", why)`` for one that
+        is refused.  Hidden files and predictions files are not results; nothing is followed out of
+        the folder."""
         if not self.folder.is_dir():
             return []
-        out = []
+        out: list[tuple[Path, RunResult | None, bytes, str]] = []
         for path in sorted(self.folder.glob("*.json")):
-            if path.name.endswith(PREDICTIONS_SUFFIX):
+            if path.name.endswith(PREDICTIONS_SUFFIX) or path.name.startswith("."):
                 continue
             try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError) as exc:
-                log.warning("ignoring unreadable result %s: %s", path, exc)
+                result, raw = self.read(path)
+            except (Refused, UntrustedFileError) as exc:
+                out.append((path, None, b"", _reason(exc)))
                 continue
-            if isinstance(data, dict) and "run_id" in data and "spec" in data:
-                out.append(RunResult.from_dict(data, str(path)))
+            except ResultSchemaError as exc:
+                out.append((path, None, b"", str(exc).split(": ", 1)[-1]))
+                continue
+            out.append((path, result, raw, ""))
+        return out
+
+    def load_all(self) -> list[RunResult]:
+        """Every stored result that passes its checks, sorted by run id; each refused file is skipped
+        with one warning (and listed in :attr:`refused`)."""
+        self.refused = []
+        out = []
+        for path, result, _, reason in self.scan():
+            if result is None:
+                log.warning("refused %s: %s", term_text(path), reason)
+                self.refused.append(Verdict(str(path), "refused", reason))
+            else:
+                out.append(result)
         return out
 
     def frame(self) -> Any:
         """All results as a flat pandas DataFrame (``spec.*``, ``metrics.*``, ... columns)."""
         return results_frame(self.load_all())
+
+
+def _reason(exc: BaseException) -> str:
+    return exc.reason if isinstance(exc, UntrustedFileError) else str(exc)
 
 
 def results_frame(results: list[RunResult]) -> Any:
@@ -151,37 +205,92 @@ def expand_dirs(patterns: list[str | Path]) -> list[Path]:
 
 
 class ResultSet:
-    """The results of several folders, merged by run id: a run stored in two folders with the same
-    contents is one run; with different contents it is a conflict (both paths kept in
+    """The results of several folders, merged by run id, each checked before it counts
+    (:attr:`verdicts`, one per file): its identity and fields (:func:`stmbench.verify.check_result`),
+    its predictions, and its metrics recomputed from them (and from the task's data where
+    ``gold_source`` has it).  A refused result is never shown or copied; one without predictions is
+    ``unverified`` (:attr:`unverified`).  A run stored in two folders with the same contents (result
+    and predictions) is one run; with different contents it is a conflict (both paths kept in
     :attr:`conflicts`), and the folder given first wins."""
 
-    def __init__(self, folders: list[Path]):
+    def __init__(self, folders: list[Path], *, gold_source: GoldSource | None = None):
         self.folders = list(folders)
         self.where: dict[str, Path] = {}
         self.conflicts: list[tuple[str, Path, Path]] = []
+        self.verdicts: list[Verdict] = []
+        self.unverified: set[str] = set()
         self._results: dict[str, RunResult] = {}
+        self._evidence: dict[str, list[tuple[str, bytes]]] = {}  #: run id -> (file name, bytes as read)
+        self._predictions: dict[str, dict[str, Any]] = {}
         for folder in self.folders:
-            for result in ResultStore(folder).load_all():
+            store = ResultStore(folder)
+            for path, result, raw, reason in store.scan():
+                if result is None:
+                    self._refuse(path, reason)
+                    continue
+                try:
+                    predictions, status, note = self._check(store, result, gold_source)
+                except (Refused, UntrustedFileError) as exc:
+                    self._refuse(path, _reason(exc), result.run_id)
+                    continue
+                evidence = [(path.name, raw)] + ([(store.predictions_path(result.run_id).name, predictions[1])]
+                                                 if predictions is not None else [])
+                self.verdicts.append(Verdict(str(path), status, note, result.run_id, result))
                 seen = self._results.get(result.run_id)
                 if seen is None:
                     self._results[result.run_id], self.where[result.run_id] = result, folder
-                elif seen.to_dict() != result.to_dict():
+                    self._evidence[result.run_id] = evidence
+                    if predictions is not None:
+                        self._predictions[result.run_id] = predictions[0]
+                    if status == "unverified":
+                        self.unverified.add(result.run_id)
+                elif seen.to_dict() != result.to_dict() or self._predictions.get(result.run_id) != (
+                        predictions[0] if predictions is not None else None):
                     self.conflicts.append((result.run_id, ResultStore(self.where[result.run_id]).path(result.run_id),
-                                           ResultStore(folder).path(result.run_id)))
+                                           path))
                     log.warning("run %s differs between %s and %s; the first is used", result.run_id,
-                                *self.conflicts[-1][1:])
+                                *(term_text(p) for p in self.conflicts[-1][1:]))
+
+    def _refuse(self, path: Path, reason: str, run_id: str | None = None) -> None:
+        log.warning("refused %s: %s", term_text(path), reason)
+        self.verdicts.append(Verdict(str(path), "refused", reason))
+
+    @staticmethod
+    def _check(store: ResultStore, result: RunResult,
+               gold_source: GoldSource | None) -> tuple[tuple[dict[str, Any], bytes] | None, str, str]:
+        """``(predictions and their bytes, verdict, note)`` of one result that passed its own checks."""
+        record = store.predictions_record(result.run_id)
+        if not result.ok:
+            return record if record is not None and isinstance(record[0], dict) else None, "verified", \
+                "a failed run (no metrics to check)"
+        if record is None:
+            return None, "unverified", "no predictions file: its metrics cannot be recomputed"
+        gold, predicted = check_predictions(record[0], result)
+        recomputed = recompute(result, gold, predicted)
+        compare_metrics(result, recomputed)
+        against = check_against_data(result, gold, gold_source)
+        names = ", ".join(sorted(set(recomputed) & set(result.metrics))) or "nothing"
+        return record, "verified", f"{names} recomputed from its predictions" + (
+            ", gold labels equal to the task's data" if against else "")
+
+    @property
+    def refused(self) -> list[Verdict]:
+        return [v for v in self.verdicts if v.status == "refused"]
 
     def load_all(self) -> list[RunResult]:
         return [self._results[run_id] for run_id in sorted(self._results)]
 
     def predictions(self, run_id: str) -> dict[str, Any] | None:
-        folder = self.where.get(run_id)
-        return ResultStore(folder).predictions(run_id) if folder is not None else None
+        return self._predictions.get(run_id)
 
     def files(self, run_id: str) -> list[Path]:
-        """The result file of ``run_id`` and its predictions file, where they exist."""
-        store = ResultStore(self.where[run_id])
-        return [p for p in (store.path(run_id), store.predictions_path(run_id)) if p.exists()]
+        """The result file of ``run_id`` and its predictions file, where they were read."""
+        return [self.where[run_id] / name for name, _ in self._evidence.get(run_id, [])]
+
+    def evidence(self, run_id: str) -> list[tuple[str, bytes]]:
+        """``(file name, bytes)`` of the result and predictions of ``run_id`` exactly as they were
+        read and checked (what a leaderboard copies: never re-read, never a link's target)."""
+        return list(self._evidence.get(run_id, []))
 
     def frame(self) -> Any:
         return results_frame(self.load_all())

@@ -117,7 +117,9 @@ class Session:
         """A task split, loaded and validated once per session."""
         key = (task.name, split, str(self.settings.data_dir), skip_bad_rows)
         if key not in self._task_data:
-            self._task_data[key] = task.load(split, data_dir=self.settings.data_dir, skip_bad_rows=skip_bad_rows)
+            generators = [e.obj for e in self.catalogue.entries["generator"].values()]
+            self._task_data[key] = task.load(split, data_dir=self.settings.data_dir, skip_bad_rows=skip_bad_rows,
+                                             generators=generators)
         return self._task_data[key]
 
     def cached_features(self, key_parts: dict[str, Any], data: datasets.Dataset,

@@ -382,11 +382,13 @@ class GridSpec:
     def from_yaml(cls, path: str | Path) -> GridSpec:
         """Read a grid YAML: the axes as lists (or comma strings), ``training:`` settings,
         ``adapter_options: {lora: {r: 16}}``, ``strategy_options: {...}``, ``executor``."""
+        from stmbench.untrusted import UntrustedFileError, read_yaml
+
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise StmbenchError(f"{path}: cannot read grid config: {exc}") from exc
+        try:  # read as untrusted: size, nesting and nodes bounded, no aliases
+            data = read_yaml(path) or {}
+        except UntrustedFileError as exc:
+            raise StmbenchError(f"cannot read grid config {exc}") from None
         if not isinstance(data, dict):
             raise StmbenchError(f"{path}: a grid config must be a YAML mapping")
         known = {f.name for f in dataclasses.fields(cls)} | {"description"}

@@ -207,7 +207,11 @@ class WorkQueue:
     def done(self, spec: RunSpec, result: RunResult, predictions: dict[str, Any] | None = None) -> Path:
         """Store one outcome, release its claim, say where the grid stands."""
         result = RunResult.from_dict(result, f"result of run {spec.run_id}")
-        path = self.store.write(result, predictions)
+        try:
+            path = self.store.write(result, predictions)
+        except OSError as exc:  # a full disk, a folder gone read-only: say so, keep what can be kept, stop
+            self._store_failed(spec, result, exc)
+            raise
         with self._lock:
             self.claims.release(spec.run_id)
             self._running.pop(spec.run_id, None)
@@ -219,6 +223,23 @@ class WorkQueue:
         if self.on_result is not None:
             self.on_result(result, predictions)
         return path
+
+    def _store_failed(self, spec: RunSpec, result: RunResult, exc: OSError) -> None:
+        """The run's result could not be written: its partial files are gone (``ResultStore.write``);
+        store it as failed where a small record still fits, release its claim, and raise one line."""
+        reason = f"its result could not be stored: {exc.strerror or exc}"
+        stored = "stored as failed"
+        try:
+            self.store.write(dataclasses.replace(result, status="failed", error=reason, traceback=None,
+                                                 metrics={}))
+        except OSError:
+            stored = "not stored"
+        with self._lock:
+            self.claims.release(spec.run_id)
+            self._running.pop(spec.run_id, None)
+            self.counts["failed"] += 1
+        raise StmbenchError(f"run {spec.run_id} ({spec.label()}) finished, but {reason} in {self.store.folder} "
+                            f"({stored}); the grid stops here: {self.status_line()}") from exc
 
     def finished(self) -> bool:
         with self._lock:
@@ -312,7 +333,7 @@ def clean_debris(results_dir: Path, *, age: float = TEMP_FILE_AGE, temp_dir: Pat
 
 def run_study(grid: GridSpec, session: Session, *, rerun: bool = False, dry_run: bool = False,
               on_result: Callable[[RunResult, dict[str, Any] | None], None] | None = None,
-              progress: Callable[[str], None] | None = None) -> StudyReport:
+              progress: Callable[[str], None] | None = None, max_runs: int | None = None) -> StudyReport:
     """Plan ``grid``, run what is not done yet on its executor, store every outcome, and refresh the
     leaderboard.  ``progress`` receives one line per planned, started and finished run (default: the
     log); ``on_result(result, predictions)`` is called after each run is stored."""
@@ -320,7 +341,9 @@ def run_study(grid: GridSpec, session: Session, *, rerun: bool = False, dry_run:
 
     say = progress or (lambda line: log.info("%s", line))
     start = time.perf_counter()
-    plan = plan_grid(grid, session)
+    from stmbench.grid import MAX_RUNS
+
+    plan = plan_grid(grid, session, max_runs=MAX_RUNS if max_runs is None else max_runs)
     executor = session.get("executor", grid.executor)
     options = executor.options(grid.executor_options)  # bad executor options fail before anything runs
     if session.settings.leaderboard_dir is not None:  # refuse a leaderboard we may not replace now
@@ -338,7 +361,8 @@ def run_study(grid: GridSpec, session: Session, *, rerun: bool = False, dry_run:
     else:
         todo = list(plan.runs)
     report = StudyReport(plan=plan, todo=todo, skipped=len(plan.runs) - len(todo))
-    checked = preflight(todo, session, skip_bad_rows=grid.skip_bad_rows)  # raises before anything trains
+    # every setting, device and data split of the grid is checked, also when nothing is left to run
+    checked = preflight(plan.runs, session, skip_bad_rows=grid.skip_bad_rows)  # raises before anything trains
     say(f"{len(plan.runs)} run(s) planned: {len(todo)} to do, {report.skipped} already done (skipped)"
         + (f", {len(plan.rejected)} combination(s) rejected" if plan.rejected else ""))
     for spec, reason in plan.rejected:
@@ -365,8 +389,11 @@ def run_study(grid: GridSpec, session: Session, *, rerun: bool = False, dry_run:
     if session.settings.leaderboard_dir is not None:
         from stmbench import leaderboard
 
+        from stmbench.verify import session_gold_source
+
         report.board, report.leaderboard = leaderboard.generate(session.settings.results_dir,
                                                                 session.settings.leaderboard_dir,
                                                                 force=session.settings.force,
-                                                                references=leaderboard.task_references(session))
+                                                                references=leaderboard.task_references(session),
+                                                                gold_source=session_gold_source(session))
     return report

@@ -8,7 +8,7 @@ from typing import Any
 from stmbench.errors import StmbenchError
 
 
-def _at_hand(task: Any, session: Any) -> bool:
+def at_hand(task: Any, session: Any) -> bool:
     """Data that can be read without the network: generated, or local files under --data-dir."""
     if task.generator:
         return True
@@ -23,7 +23,7 @@ def describe_tasks(session: Any, sizes: bool = True) -> list[dict[str, Any]]:
         row = task.summary()
         row["plugin"] = session.catalogue.entries["task"][name].plugin
         row["sizes"] = {}
-        if sizes and _at_hand(task, session):
+        if sizes and at_hand(task, session):
             for split in ("train", "validation", "test"):
                 try:
                     data = session.task_data(task, split)

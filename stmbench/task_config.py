@@ -10,11 +10,13 @@ schema plus loading, as the catalogue holds it.
 
 from __future__ import annotations
 
+import re
 import string
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from stmbench.errors import StmbenchError
+from stmbench.untrusted import safe_url
 
 if TYPE_CHECKING:  # pragma: no cover
     import datasets
@@ -65,12 +67,62 @@ def _reference(ref: Any, i: int, where: str, eval_split: str) -> dict[str, Any]:
     value = ref.get("value")
     _check(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 100, where,
            f"reference {i} ({ref.get('model')}): value must be a percentage between 0 and 100")
+    url = ref.get("url", "")
+    _check(url == "" or (isinstance(url, str) and safe_url(url) == url), where,
+           f"reference {i}: url must be an http:// or https:// address")
     out = {"model": ref["model"], "metric": ref.get("metric", "accuracy"), "value": float(value),
            "split": ref.get("split", eval_split), "citation": ref["citation"], "url": ref.get("url", ""),
            "note": ref.get("note", "")}
     _check(out["metric"] in METRICS, where, f"reference {i}: metric must be among {', '.join(METRICS)}")
     _check(out["split"] in SPLITS, where, f"reference {i}: split must be one of {', '.join(SPLITS)}")
     return out
+
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  #: a task name: also its folder under --data-dir
+MAX_FORMAT_NUMBER = 200  #: the largest width or precision a prompt's format spec may ask for
+
+
+def check_template(template: str, where: str, pname: str) -> set[str]:
+    """The fields of a prompt template, after refusing what ``str.format`` could be made to do with
+    it: nested fields, attribute or index look-ups (only plain names pass the caller's check), and
+    format specs with a width or precision over :data:`MAX_FORMAT_NUMBER` (``{text_a:>2000000000}``)."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:  # an unbalanced { or }
+        raise StmbenchError(f"{where}: prompt {pname!r} is not a valid template ({exc}; write "
+                            "{{ and }} for literal braces)") from None
+    fields = set()
+    for _, field_name, spec, conversion in parsed:
+        if field_name is None:
+            continue
+        fields.add(field_name)
+        _check(conversion in (None, "s"), where, f"prompt {pname!r}: conversion !{conversion} is not allowed")
+        _check("{" not in (spec or "") and "}" not in (spec or ""), where, f"prompt {pname!r}: nested fields are not allowed")
+        numbers = [int(n) for n in re.findall(r"\d+", spec or "")]
+        _check(all(n <= MAX_FORMAT_NUMBER for n in numbers), where,
+               f"prompt {pname!r}: format spec {spec!r} asks for more than {MAX_FORMAT_NUMBER} characters")
+    return fields
+
+
+def _check_source(config: dict[str, Any], where: str) -> None:
+    """A task's data source names data, never code or a place outside the data folder."""
+    generator, local = config.get("generator"), config.get("local")
+    if generator is not None:
+        _check(isinstance(generator, dict), where, "generator must be a mapping with a 'name'")
+        wanted = generator.get("name") or generator.get("function")
+        _check(isinstance(wanted, str) and bool(wanted), where,
+               "generator needs the 'name' of a generator a plugin registered (see stmbench plugins)")
+    if local is not None:
+        _check(isinstance(local, dict), where, "local must be a mapping")
+        files = local.get("files") or {}
+        _check(isinstance(files, dict), where, "local.files must map splits to file names")
+        for split, names in files.items():
+            for name in [names] if isinstance(names, str) else (names if isinstance(names, list) else [None]):
+                _check(isinstance(name, str) and bool(name), where, f"local.files.{split}: a file name is text")
+                parts = name.replace("\\", "/").split("/")
+                _check(not name.startswith(("/", "\\")) and ".." not in parts and ":" not in name, where,
+                       f"local.files.{split}: {name[:80]!r} must be a file inside the task's data folder "
+                       "(no '..', no absolute path)")
 
 
 @dataclass(eq=False)
@@ -102,6 +154,9 @@ class TaskConfig:
         where = where or f"task {config.get('name')!r}"
         name = config.get("name", "")
         _check(bool(name) and isinstance(name, str), where, "a task needs a 'name'")
+        _check(NAME.fullmatch(name) is not None, where, "a task name is letters, digits, '.', '_' and '-' "
+               "(it names the task's folder under --data-dir)")
+        _check_source(config, where)
         kind = config.get("kind", "pair")
         _check(kind in KINDS, where, f"kind must be one of {', '.join(KINDS)}")
         raw_labels = config.get("labels") or []
@@ -122,11 +177,7 @@ class TaskConfig:
         needed = {"text_a"} if kind == "single" else {"text_a", "text_b"}
         for pname, template in prompts.items():
             _check(isinstance(template, str), where, f"prompt {pname!r} must be a text template")
-            try:
-                fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
-            except ValueError as exc:  # an unbalanced { or }
-                raise StmbenchError(f"{where}: prompt {pname!r} is not a valid template ({exc}; write "
-                                    "{{ and }} for literal braces)") from None
+            fields = check_template(template, where, pname)
             _check(fields <= PLACEHOLDERS, where, f"prompt {pname!r} uses unknown fields {sorted(fields - PLACEHOLDERS)}")
             _check(needed <= fields, where, f"prompt {pname!r} must use {sorted(needed)}")
         allowed = ("entity_f1",) if tokens else SENTENCE_METRICS

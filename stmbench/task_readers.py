@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib
 import io
 import json
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -165,13 +165,39 @@ def collect(task: TaskConfig, raw_rows: Iterable[tuple[dict[str, Any], Where]],
     return rows, {"bad_rows": bad, "ignored": ignored}
 
 
-def load_generated(task: TaskConfig, split: str) -> TaskData:
-    """A split from the task's generator function (synthetic data)."""
-    spec = dict(task.generator or {})
-    target = spec.pop("function")
-    module, _, attr = target.partition(":")
-    fn = getattr(importlib.import_module(module), attr)
-    rows = fn(split=split, labels=task.labels, **spec)
+MAX_GENERATOR_INT = 10_000_000  #: the largest number a task file may hand a generator (sizes, seeds)
+
+
+def find_generator(task: TaskConfig, generators: Iterable[Any]) -> Any:
+    """The registered generator a task's ``generator:`` names (``name:``, or ``function: module:attr``
+    as a registered generator declares it); a task file never makes stmbench import code."""
+    spec = task.generator or {}
+    wanted = spec.get("name") or spec.get("function")
+    found = [g for g in generators if g.name == wanted or (g.function and g.function == wanted)]
+    if not found:
+        known = ", ".join(sorted(f"{g.name} ({g.function})" if g.function else g.name for g in generators)) or "none"
+        raise StmbenchError(f"task {task.name!r}: generator {wanted!r} is not registered by any plugin "
+                            f"(registered: {known}); a task file names a registered generator, never code")
+    return found[0]
+
+
+def generator_options(task: TaskConfig) -> dict[str, Any]:
+    """The keyword arguments a task file hands its generator: scalars, numbers bounded."""
+    options = {k: v for k, v in (task.generator or {}).items() if k not in ("name", "function")}
+    for key, value in options.items():
+        if not isinstance(value, (str, int, float, bool)) or (
+                isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_GENERATOR_INT):
+            raise StmbenchError(f"task {task.name!r}: generator option {key!r} must be a number up to "
+                                f"{MAX_GENERATOR_INT:,}, a text or true/false, not {str(value)[:40]!r}")
+    return options
+
+
+def load_generated(task: TaskConfig, split: str, generators: Iterable[Any] = ()) -> TaskData:
+    """A split from the registered generator the task names (synthetic data)."""
+    generator = find_generator(task, list(generators))
+    spec = generator_options(task)
+    target = (task.generator or {}).get("function") or (task.generator or {}).get("name")
+    rows = generator.generate(split=split, labels=task.labels, **spec)
     where = f"generator {target}"
     out, report = collect(task, ((raw, (where, i)) for i, raw in enumerate(rows, 1)), skip_bad_rows=False)
     fp = hashlib.sha256(json.dumps([target, spec, split], sort_keys=True).encode()).hexdigest()[:16]
@@ -180,13 +206,16 @@ def load_generated(task: TaskConfig, split: str) -> TaskData:
 
 def load_local(task: TaskConfig, folder: Path, split: str, skip_bad_rows: bool) -> TaskData:
     """A split from the task's original files in ``folder``."""
+    from stmbench.untrusted import DATA_BYTES, contained, read_bytes
+
     names = task.file_names(split)
     if not names:
         raise StmbenchError(f"task {task.name!r} has no local file for split {split!r}")
-    path = next((folder / n for n in names if (folder / n).is_file()), None)
+    paths = [contained(n, folder, "data file") for n in names]  # no '..', no absolute path, no link out
+    path = next((p for p in paths if os.path.lexists(p)), None)
     if path is None:
         raise StmbenchError(f"task {task.name!r}: none of {', '.join(names)} found in {folder} for split {split!r}")
-    data = path.read_bytes()
+    data = read_bytes(path, limit=DATA_BYTES, root=folder)  # a regular file, links only inside the folder
     parsed = parse_conll(path, data) if task.is_tokens else parse_local(task, path, data)
     rows, report = collect(task, ((raw, (str(path), line_no)) for line_no, raw in parsed), skip_bad_rows)
     return rows_to_data(task, rows, str(path), hashlib.sha256(data).hexdigest()[:16], report)

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any, ClassVar
-
-import yaml
 
 from stmbench import task_readers
 from stmbench.errors import StmbenchError
@@ -47,12 +46,15 @@ class Task(TaskConfig):
             "path": self.path,
         }
 
-    def load(self, split: str, *, data_dir: Path | None = None, skip_bad_rows: bool = False) -> TaskData:
-        """Load one split, from the generator, ``data_dir/<name>/``, or the hub (in that order)."""
+    def load(self, split: str, *, data_dir: Path | None = None, skip_bad_rows: bool = False,
+             generators: Iterable[Any] | None = None) -> TaskData:
+        """Load one split, from the generator, ``data_dir/<name>/``, or the hub (in that order).
+        ``generators``: the registered :class:`~stmbench.types.Generator` objects (a session's
+        catalogue); by default the built-in ones."""
         if split not in SPLITS:
             raise StmbenchError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
         if self.generator:
-            return task_readers.load_generated(self, split)
+            return task_readers.load_generated(self, split, builtin_generators() if generators is None else generators)
         if data_dir is not None and self.local:
             folder = Path(data_dir) / self.name
             if folder.is_dir():
@@ -68,13 +70,25 @@ class Task(TaskConfig):
         )
 
 
-def load_task_file(path: str | Path) -> Task:
-    """Read one task YAML file into a :class:`Task` (errors name the file)."""
+def builtin_generators() -> list[Any]:
+    """The generators the built-in plugin registers (for a task loaded without a session)."""
+    from stmbench_plugins.tasks import builtin
+
+    found: list[Any] = []
+    builtin.register_generators(found.append)
+    return found
+
+
+def load_task_file(path: str | Path, root: str | Path | None = None) -> Task:
+    """Read one task YAML file into a :class:`Task` (errors name the file): read as untrusted
+    (:func:`stmbench.untrusted.read_yaml`: size, nesting and nodes bounded, no aliases)."""
+    from stmbench.untrusted import UntrustedFileError, read_yaml
+
     path = Path(path)
     try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise StmbenchError(f"{path}: cannot read task file: {exc}") from exc
+        config = read_yaml(path, root=root)
+    except UntrustedFileError as exc:
+        raise StmbenchError(f"cannot read task file {exc}") from None
     if not isinstance(config, dict):
         raise StmbenchError(f"{path}: a task file must be a YAML mapping")
     config.setdefault("name", path.stem)
@@ -86,4 +100,4 @@ def load_task_dir(folder: str | Path) -> list[Task]:
     folder = Path(folder)
     if not folder.is_dir():
         raise StmbenchError(f"task folder {folder} does not exist")
-    return [load_task_file(p) for p in sorted(folder.iterdir()) if p.suffix in (".yaml", ".yml")]
+    return [load_task_file(p, root=folder) for p in sorted(folder.iterdir()) if p.suffix in (".yaml", ".yml")]

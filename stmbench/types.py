@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:  # pragma: no cover
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from stmbench.context import Context
     from stmbench.spec import RunSpec
@@ -359,6 +359,9 @@ class Executor(Plugin):
         """Run every run ``work`` hands out until it is finished."""
 
 
+# Generators of synthetic tasks' data live in stmbench.generators; re-exported here with Task.
+from stmbench.generators import FunctionGenerator, Generator  # noqa: E402
+
 # Task lives in stmbench.tasks (it is data-driven); re-exported here so plugins import one module.
 from stmbench.tasks import Label, Task  # noqa: E402
 
@@ -368,10 +371,11 @@ KINDS: dict[str, type[Plugin]] = {
     "strategy": Strategy,
     "task": Task,  # type: ignore[dict-item]
     "executor": Executor,
+    "generator": Generator,
 }
 
 __all__ = [
-    "Adapter", "Backbone", "BackboneInfo", "Combination", "Executor", "HEADS", "HEAD_BASE",
+    "Adapter", "Backbone", "BackboneInfo", "Combination", "Executor", "FunctionGenerator", "Generator", "HEADS", "HEAD_BASE",
     "HEAD_CAUSAL_LM", "HEAD_SEQUENCE_CLASSIFICATION", "HEAD_TOKEN_CLASSIFICATION", "KINDS", "Label", "Plugin", "Prediction", "Runner",
     "Strategy", "Task", "WorkQueue", "build_options", "options_help",
 ]

@@ -11,6 +11,7 @@ from typing import Any
 
 from stmbench.errors import StmbenchError
 from stmbench.result import RunResult
+from stmbench.untrusted import clean_text, term_text
 
 FILTERS = ("backbone", "task", "strategy", "adapter")
 FORMATS = ("table", "csv", "json", "parquet")
@@ -20,8 +21,10 @@ def add_results_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     rs = sub.add_parser("results", parents=[common], help="list, filter, show and export stored runs",
                         epilog="examples: stmbench results --failed; stmbench results --task lcqmc --format csv "
                                "--out lcqmc.csv; stmbench results show 3f2a")
-    rs.add_argument("action", nargs="?", choices=["show"], help="show one run (by run id or a unique prefix)")
-    rs.add_argument("run_id", nargs="?", help="the run to show")
+    rs.add_argument("action", nargs="?", choices=["show", "verify"],
+                    help="show one run (by run id or a unique prefix); verify: every file's verdict (verified, "
+                         "unverified, refused and why), exit 1 when a file is refused")
+    rs.add_argument("run_id", nargs="*", metavar="RUN_ID|DIR", help="the run to show; the folders to verify")
     rs.add_argument("--results-dir", action="append", metavar="DIR",
                     help="a results folder or a glob of them; repeatable (default: results)")
     rs.add_argument("--status", choices=["ok", "failed"], help="only runs with this status")
@@ -62,17 +65,23 @@ def cmd_results(args: argparse.Namespace) -> int:
 
     from stmbench.results import ResultSet, expand_dirs, results_frame
 
+    if args.action == "verify":
+        return _verify(args)
     store = ResultSet(expand_dirs(args.results_dir or ["results"]))
     if args.action == "show":
-        return _show(store, args.run_id)
+        if len(args.run_id) > 1:
+            raise StmbenchError("stmbench results show RUN_ID: one run at a time")
+        return _show(store, args.run_id[0] if args.run_id else None)
     if args.run_id:
-        raise StmbenchError(f"unexpected argument {args.run_id!r}: did you mean 'stmbench results show {args.run_id}'?")
+        raise StmbenchError(f"unexpected argument {args.run_id[0]!r}: did you mean "
+                            f"'stmbench results show {args.run_id[0]}'?")
     results = select(store.load_all(), args)
     if args.format == "table":
         header = ["run", "status", "backbone", "task", "strategy", "adapter", "prompt", "train size", "seed",
                   "score", "finished"] + (["error"] if args.failed else [])
-        print(tabulate([_row(r, args.failed) for r in results], headers=header, tablefmt="simple",
-                       disable_numparse=True) if results else "no stored runs match")
+        rows = [[term_text(clean_text(x)) for x in _row(r, args.failed)] for r in results]
+        print(tabulate(rows, headers=header, tablefmt="simple", disable_numparse=True) if results
+              else "no stored runs match")
         print(f"{len(results)} of {len(store.load_all())} run(s) in {', '.join(map(str, store.folders))}")
         return 0
     frame = results_frame(results)
@@ -104,11 +113,36 @@ def _show(store: Any, run_id: str | None) -> int:
     result = matches[0]
     record = result.to_dict()
     trace = record.pop("traceback", "")
-    print(json.dumps(record, indent=2, ensure_ascii=False, sort_keys=True))
-    print(f"file: {store.files(result.run_id)[0]}")
+    print(term_text(json.dumps(record, indent=2, ensure_ascii=False, sort_keys=True)).replace("\\n", "\n"))
+    print(f"file: {term_text(store.files(result.run_id)[0])}")
     if trace:
-        print(trace.rstrip())
+        print("\n".join(term_text(line) for line in trace.rstrip().splitlines()))
     return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    """``stmbench results verify DIR...``: one line per file (verified / unverified / refused, and
+    why), then the counts; exit 1 when any file was refused."""
+    from stmbench.results import ResultSet, expand_dirs
+
+    folders = expand_dirs([*(args.results_dir or []), *args.run_id] or ["results"])
+    gold_source = None
+    try:
+        from stmbench.cli import _session
+        from stmbench.verify import session_gold_source
+
+        gold_source = session_gold_source(_session(args))
+    except StmbenchError:
+        pass
+    store = ResultSet(folders, gold_source=gold_source)
+    for verdict in store.verdicts:
+        print(verdict.line())
+    counts = {s: sum(v.status == s for v in store.verdicts) for s in ("verified", "unverified", "refused")}
+    for run_id, first, other in store.conflicts:
+        print(term_text(f"conflict   {other}: run {run_id} differs from {first} (the first is used)"))
+    print(f"{len(store.verdicts)} file(s): {counts['verified']} verified, {counts['unverified']} unverified, "
+          f"{counts['refused']} refused" + (f", {len(store.conflicts)} conflict(s)" if store.conflicts else ""))
+    return 1 if counts["refused"] else 0
 
 
 OPTION_FLAGS = {"adapter": "--adapter-option", "strategy": "--strategy-option", "executor": "--executor-option"}

@@ -40,7 +40,8 @@ def fake_dist(tmp_path, monkeypatch):
 
 
 def test_hooks_are_the_documented_contract():
-    assert HOOKS == ["register_adapters", "register_backbones", "register_executors", "register_hookspecs",
+    assert HOOKS == ["register_adapters", "register_backbones", "register_executors", "register_generators",
+                     "register_hookspecs",
                      "register_strategies", "register_tasks", "run_finished", "run_started", "trainer_callbacks"]
 
 
@@ -102,7 +103,8 @@ def test_plugins_json_cli_shows_the_entry_point_plugin(fake_dist):
     assert ("adapter", "fake_head_only", "stmbench_fake_plugin") in found
     assert ("strategy", "fake_discriminative", "stmbench_fake_plugin") in found
     assert ("backbone", "tiny-llama", "stmbench_plugins.backbones.tiny") in found
-    assert {o["kind"] for o in objects} == {"backbone", "adapter", "strategy", "task", "executor"}
+    assert {o["kind"] for o in objects} == {"backbone", "adapter", "strategy", "task", "executor", "generator"}
+    assert ("generator", "fake-pairs", "stmbench_fake_plugin") in found
 
 
 def test_entry_point_plugin_adapter_strategy_and_hooks_run(fake_dist, cli, tmp_path):

@@ -103,6 +103,19 @@ def register_tasks(register):
                    "generator": {**base["generator"], "train": 200, "validation": 50, "test": 60}}))
 
 
+def _fake_rows(split, labels, rows=40):
+    """Two kinds of pair, one per label: a fake synthetic data set."""
+    return [{"text_a": f"问题{i}", "text_b": f"问题{i}" if i % 2 else f"别的{i}", "label": labels[i % 2].value}
+            for i in range(rows)]
+
+
+@hookimpl
+def register_generators(register):
+    from stmbench import FunctionGenerator
+
+    register(FunctionGenerator("fake-pairs", _fake_rows, "a fake generator of a third-party plugin"))
+
+
 @hookimpl
 def trainer_callbacks(run):
     EVENTS.append(("trainer_callbacks", run.run_id))
