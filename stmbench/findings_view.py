@@ -167,6 +167,8 @@ def add_findings_parser(sub: Any, common: Any) -> None:
     fp.add_argument("--format", choices=["md", "json", "csv"], default="md")
     fp.add_argument("--compare", metavar="AXIS=A,B",
                     help="one question, e.g. strategy=generative,discriminative or label_supervised.unmask=true,false")
+    fp.add_argument("--trust-unverified", action="store_true",
+                    help="also count results without predictions (their metrics cannot be recomputed)")
     fp.set_defaults(func=cmd_findings)
 
 
@@ -184,6 +186,7 @@ def cmd_findings(args: Any) -> int:
         axis = {v: k for k, v in AXIS_NAMES.items()}.get(axis.replace("-", " "), axis.replace("-", "_"))
         only = (axis, pair[0], pair[1])
     store = ResultSet(expand_dirs(args.results_dir or ["results"]))
-    findings = analyse(store.load_all(), tasks=args.task, backbones=args.backbone, only=only)
+    results = [r for r in store.load_all() if args.trust_unverified or r.run_id not in store.unverified]
+    findings = analyse(results, tasks=args.task, backbones=args.backbone, only=only)
     print(render(findings, args.format), end="")
     return 0

@@ -95,11 +95,13 @@ def task_header(board: Board, task: str) -> str:
 
 
 def cell_text(cell: Cell, metric: str, markdown: bool) -> str:
+    """A task cell's text; for markdown its parts are escaped before the bold mark is added."""
+    esc = md_escape if markdown else (lambda x: x)
     text = cell.text(metric)
     if text and cell.sweep:
-        text += f" [{cell.sweep}]"
+        text += f" [{esc(cell.sweep)}]" if not markdown else f" \\[{esc(cell.sweep)}\\]"
     if text and cell.flags:
-        text += f" {cell.flag_text()}"
+        text += f" {esc(cell.flag_text())}"
     if not text or metric != "accuracy":
         return text
     if cell.mark == "best":
@@ -126,18 +128,16 @@ def table(board: Board, metric: str = "accuracy", *, markdown: bool = True,
                "peak memory", "runs"]
     body = []
     for row in board.rows:
-        line = list(row.key.values())
+        esc = md_escape if markdown else (lambda x: x)
+        line = [esc(v) for v in row.key.values()]
         if board.show_config:
-            line.append(row.config)
+            line.append(esc(row.config))
         line += [cell_text(row.cells[t], metric, markdown) if t in row.cells else "" for t in board.tasks]
         avg = row.average(board.tasks, metric)
         line.append("" if avg is None else f"{100 * avg:.1f}")
         cost = cost_texts(row)
-        line += [cost["trainable"], cost["train_time"], cost["tokens_per_second"], cost["mfu"], cost["padding"],
-                 cost["peak_memory"]]
+        line += [esc(cost[k]) for k in ("trainable", "train_time", "tokens_per_second", "mfu", "padding", "peak_memory")]
         ids = sorted(r.run_id for r in row.results)
-        if markdown:
-            line = [md_escape(x) for x in line]
         line.append(" ".join(f"[{i[:6]}]({results_link}/{i}.json)" for i in ids) if markdown else " ".join(ids))
         body.append(line)
     if markdown:

@@ -75,9 +75,12 @@ def check_target(results_dirs: str | Path | list[str | Path], out_dir: str | Pat
     given = list(results_dirs) if isinstance(results_dirs, (list, tuple)) else [results_dirs]
     if need_results:
         folders = expand_dirs(given)
-        if not any(ResultStore(f).scan() for f in folders):
+        scanned = [entry for f in folders for entry in ResultStore(f).scan()]
+        if not any(result is not None for _, result, _, _ in scanned):
+            refused = [f"{path.name}: {reason}" for path, result, _, reason in scanned if result is None]
             raise StmbenchError(f"results folder {', '.join(map(str, folders))} holds no results "
-                                "(nothing to build a leaderboard from)")
+                                "(nothing to build a leaderboard from)"
+                                + (f"; {len(refused)} file(s) refused: " + "; ".join(refused[:5]) if refused else ""))
     else:
         folders = [Path(p) for p in given]
     target, copies = out.resolve(), (out / "results").resolve()

@@ -81,7 +81,7 @@ def _check_spec(spec: dict[str, Any]) -> None:
 
 
 def _check_fields(data: dict[str, Any]) -> None:
-    _need(data.get("status") in STATUSES, f"status must be one of {', '.join(STATUSES)}")
+    _need(data.get("status") in STATUSES, f"status {str(data.get('status'))[:40]!r} is not one of {', '.join(STATUSES)}")
     _need(isinstance(data.get("spec"), dict) and data["spec"], "spec must be a non-empty mapping")
     _check_spec(data["spec"])
     _need(data.get("seed") is None or data["seed"] == data["spec"]["seed"], "seed differs from spec.seed")

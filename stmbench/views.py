@@ -113,7 +113,8 @@ def _show(store: Any, run_id: str | None) -> int:
     result = matches[0]
     record = result.to_dict()
     trace = record.pop("traceback", "")
-    print(term_text(json.dumps(record, indent=2, ensure_ascii=False, sort_keys=True)).replace("\\n", "\n"))
+    text = json.dumps(record, indent=2, ensure_ascii=False, sort_keys=True)  # JSON escapes C0 controls itself
+    print("\n".join(term_text(line) for line in text.splitlines()))
     print(f"file: {term_text(store.files(result.run_id)[0])}")
     if trace:
         print("\n".join(term_text(line) for line in trace.rstrip().splitlines()))

@@ -22,16 +22,32 @@ def predictions(correct: list[bool]) -> list[int]:
     return [g if ok else 1 - g for g, ok in zip(GOLD, correct)]
 
 
+#: the aliases tests give their fake runs -> the run ids they get (the hash of their spec, as stored results must have)
+IDS: dict[str, str] = {}
+
+
+def macro_f1(gold: list[int], predicted: list[int]) -> float:
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(gold, predicted, labels=[0, 1], average="macro", zero_division=0))
+
+
 def add(store: ResultStore, *, run_id: str, correct: list[bool], backbone="bb", strategy="generative", adapter="lora",
         task="t1", seed=1, train_size="full", train_examples=1000, eval_split="test", synthetic=False,
-        finished="2026-01-02T03:04:05+00:00", f1=None, labels=None):
+        finished="2026-01-02T03:04:05+00:00", f1=None, labels=None, data=None, extra=None):
+    """Store a fake run whose numbers agree with its predictions; ``run_id`` is an alias (see :data:`IDS`):
+    the stored id is the hash of the spec, as ``stmbench`` checks."""
+    from stmbench.spec import RunSpec
+
     acc = sum(correct) / len(correct)
+    spec = {"backbone": backbone, "task": task, "strategy": strategy, "adapter": adapter, "prompt": "concise",
+            "train_size": train_size, "seed": seed, "shots": None, "training": {"learning_rate": 1e-4},
+            "adapter_options": {}, "strategy_options": {}, "skip_bad_rows": False, **(extra or {})}
+    real = RunSpec.from_dict(spec).run_id
+    IDS[run_id] = real
     result = {
-        "run_id": run_id, "status": "ok", "finished_at": finished,
-        "spec": {"backbone": backbone, "task": task, "strategy": strategy, "adapter": adapter, "prompt": "concise",
-                 "train_size": train_size, "seed": seed, "shots": None, "training": {"learning_rate": 1e-4},
-                 "adapter_options": {}, "strategy_options": {}, "skip_bad_rows": False},
-        "metrics": {"accuracy": acc, "macro_f1": acc - 0.01 if f1 is None else f1},
+        "run_id": real, "status": "ok", "finished_at": finished, "spec": spec,
+        "metrics": {"accuracy": acc, "macro_f1": macro_f1(GOLD, predictions(correct)) if f1 is None else f1},
         "task_info": {"synthetic": synthetic, "eval_split": eval_split},
         "counts": {"train_examples": train_examples}, "parameters": {"trainable": 10, "total": 1000},
         "times": {"train_seconds": 2.0, "tokens_per_second": 500.0}, "peak_memory_mb": 100.0,
@@ -39,7 +55,9 @@ def add(store: ResultStore, *, run_id: str, correct: list[bool], backbone="bb", 
     }
     if labels:
         result["labels"] = labels
-    store.write(result, {"run_id": run_id, "gold": GOLD, "predicted": predictions(correct)})
+    if data:
+        result["data"] = data
+    store.write(result, {"run_id": real, "gold": GOLD, "predicted": predictions(correct)})
     return result
 
 
@@ -99,11 +117,12 @@ def test_markdown_has_marks_dev_note_costs_links_and_metric_on_demand(board_dir)
     assert "| t1 " in text and "t2 †" in text and "evaluated on the dev split" in text
     assert "**90.0 ± 0.0 (2)**" in text and "88.0 ± 0.0 (2) ≈" in text
     assert "10 (1.00%)" in text and "2.0 s" in text and "500" in text and "100 MiB" in text
-    assert "[a1](results/a1.json)" in text or "(results/a1.json)" in text
-    assert (board_dir / "lb" / "results" / "a1.json").exists()
-    assert (board_dir / "lb" / "results" / "a1.predictions.json").exists()
+    a1 = IDS["a1"]
+    assert f"(results/{a1}.json)" in text
+    assert (board_dir / "lb" / "results" / f"{a1}.json").exists()
+    assert (board_dir / "lb" / "results" / f"{a1}.predictions.json").exists()
     f1 = leaderboard.render_markdown(board, "macro_f1")
-    assert "89.0 ± 0.0 (2)" in f1 and "macro-F1 in %" in f1
+    assert f"{100 * macro_f1(GOLD, predictions(pattern(90))):.1f} ± 0.0 (2)" in f1 and "macro-F1 in %" in f1
 
 
 def test_output_is_byte_identical_and_regenerates_from_its_own_copy(board_dir):
@@ -206,7 +225,7 @@ def test_page_sorts_filters_and_toggles_in_chromium(board_dir, page):
     cell = page.locator("#board tbody tr:not([hidden]) td.metric.best").first
     assert cell.inner_text() == "80.0 ± 0.0 (2)"
     page.select_option("#metric", "f1")
-    assert cell.inner_text() == "79.0 ± 0.0 (2)"
+    assert cell.inner_text() == f"{100 * macro_f1(GOLD, predictions(pattern(80))):.1f} ± 0.0 (2)"
     page.set_viewport_size({"width": 390, "height": 800})  # a phone: the table scrolls, the page does not
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390

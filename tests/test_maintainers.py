@@ -4,13 +4,14 @@ published reference rows of a task."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from stmbench import leaderboard
 from stmbench.errors import StmbenchError
 from stmbench.results import ResultSet, ResultStore, expand_dirs
-from tests.test_leaderboard import add, pattern
+from tests.test_leaderboard import IDS, add, pattern
 
 
 def data(fingerprint: str) -> dict:
@@ -42,9 +43,12 @@ def test_two_folders_one_leaderboard_other_data_never_pooled(tmp_path):
     text = (tmp_path / "lb" / "README.md").read_text(encoding="utf-8")
     assert "other data: the results of this cell came from different data" in text
     copied = sorted(p.name for p in (tmp_path / "lb" / "results").glob("*.json"))
-    assert "diff4.json" in copied and "same3.predictions.json" in copied  # copies from both folders
+    assert f"{IDS['diff4']}.json" in copied and f"{IDS['same3']}.predictions.json" in copied  # from both folders
     sources = json.loads((tmp_path / "lb" / ".stmbench-source.json").read_text(encoding="utf-8"))
-    assert sources == {"results_dirs": ["../alice", "../bob"]}
+    assert sources["results_dirs"] == ["../alice", "../bob"]
+    assert sorted(sources["files"]) == sorted(p.relative_to(tmp_path / "lb").as_posix()
+                                              for p in (tmp_path / "lb").rglob("*") if p.is_file()
+                                              and p.name != ".stmbench-source.json")
     with pytest.raises(StmbenchError, match="built from .*alice, .*bob, not"):
         leaderboard.generate([tmp_path / "alice"], tmp_path / "lb")  # another source needs --force
 
@@ -52,33 +56,40 @@ def test_two_folders_one_leaderboard_other_data_never_pooled(tmp_path):
 def test_a_run_stored_twice_is_one_run_or_a_reported_conflict(tmp_path):
     contributor(tmp_path / "a", "same", [1], 80)
     contributor(tmp_path / "b", "same", [1], 80)  # byte-identical contents: one run
-    assert [r.run_id for r in ResultSet([tmp_path / "a", tmp_path / "b"]).load_all()] == ["same1"]
+    same1 = IDS["same1"]
+    assert [r.run_id for r in ResultSet([tmp_path / "a", tmp_path / "b"]).load_all()] == [same1]
     contributor(tmp_path / "c", "same", [1], 70)  # same id, other numbers
     merged = ResultSet(expand_dirs([tmp_path / "a", tmp_path / "c"]))
-    assert merged.conflicts == [("same1", tmp_path / "a" / "same1.json", tmp_path / "c" / "same1.json")]
+    assert merged.conflicts == [(same1, tmp_path / "a" / f"{same1}.json", tmp_path / "c" / f"{same1}.json")]
     assert merged.load_all()[0].accuracy == pytest.approx(0.81)  # the first folder given wins
     board, _ = leaderboard.generate([tmp_path / "a", tmp_path / "c"], tmp_path / "lb")
     text = (tmp_path / "lb" / "README.md").read_text(encoding="utf-8")
-    assert "## Conflicting results" in text and str(tmp_path / "c" / "same1.json") in text
+    assert "## Conflicting results" in text and str(tmp_path / "c" / f"{same1}.json") in text
     with pytest.raises(StmbenchError, match="no results folder matches"):
         expand_dirs([str(tmp_path / "nothing-*")])
 
 
 def test_results_command_lists_filters_shows_and_exports(tmp_path, cli):
+    from stmbench.spec import RunSpec
+
     store = ResultStore(tmp_path / "r")
-    add(store, run_id="ok1", correct=pattern(80), strategy="generative")
-    add(store, run_id="ok2", correct=pattern(70), strategy="cot", task="t2")
-    store.write({"run_id": "bad1", "status": "failed", "error": "CUDA out of memory\nmore", "traceback": "Trace",
-                 "spec": {"backbone": "bb", "task": "t1", "strategy": "cot", "adapter": "lora", "seed": 1}})
+    ok1 = add(store, run_id="ok1", correct=pattern(80), strategy="generative")["run_id"]
+    ok2 = add(store, run_id="ok2", correct=pattern(70), strategy="cot", task="t2")["run_id"]
+    spec = {"backbone": "bb", "task": "t1", "strategy": "cot", "adapter": "lora", "prompt": None,
+            "train_size": "full", "seed": 1}
+    bad1 = RunSpec.from_dict(spec).run_id
+    store.write({"run_id": bad1, "status": "failed", "error": "CUDA out of memory\nmore", "traceback": "Trace",
+                 "spec": spec})
     code, out, _ = cli("results", "--results-dir", str(tmp_path / "r"))
-    assert code == 0 and "ok1" in out and "bad1" in out and "3 of 3 run(s)" in out and "accuracy 80.0" in out
+    assert code == 0 and ok1 in out and bad1 in out and "3 of 3 run(s)" in out and "accuracy 80.0" in out
     code, out, _ = cli("results", "--results-dir", str(tmp_path / "r"), "--failed")
-    assert code == 0 and "CUDA out of memory" in out and "ok1" not in out and "more" not in out
+    assert code == 0 and "CUDA out of memory" in out and ok1 not in out and "more" not in out
     code, out, _ = cli("results", "--results-dir", str(tmp_path / "r"), "--strategy", "cot", "--status", "ok")
-    assert "ok2" in out and "ok1" not in out and "bad1" not in out
-    code, out, _ = cli("results", "show", "ok", "--results-dir", str(tmp_path / "r"))
-    assert code == 2  # two runs start with "ok"
-    code, out, _ = cli("results", "show", "bad", "--results-dir", str(tmp_path / "r"))
+    assert ok2 in out and ok1 not in out and bad1 not in out
+    common = os.path.commonprefix([ok1, ok2, bad1])
+    code, out, _ = cli("results", "show", common, "--results-dir", str(tmp_path / "r"))
+    assert code == 2  # more than one run starts with it
+    code, out, _ = cli("results", "show", bad1[:8], "--results-dir", str(tmp_path / "r"))
     assert code == 0 and json.loads(out[: out.index("\nfile: ")])["error"].startswith("CUDA") and out.endswith("Trace\n")
     for fmt in ("csv", "json", "parquet"):
         target = tmp_path / f"export.{fmt}"
@@ -88,9 +99,10 @@ def test_results_command_lists_filters_shows_and_exports(tmp_path, cli):
     import pandas as pd
 
     frame = pd.read_parquet(tmp_path / "export.parquet")
-    assert sorted(frame["run_id"]) == ["bad1", "ok1"] and "metrics.accuracy" in frame.columns
-    assert sorted(pd.read_csv(tmp_path / "export.csv")["run_id"]) == ["bad1", "ok1"]
-    assert sorted(r["run_id"] for r in json.loads((tmp_path / "export.json").read_text(encoding="utf-8"))) == ["bad1", "ok1"]
+    assert sorted(frame["run_id"]) == sorted([bad1, ok1]) and "metrics.accuracy" in frame.columns
+    assert sorted(pd.read_csv(tmp_path / "export.csv", dtype={"run_id": str})["run_id"]) == sorted([bad1, ok1])
+    assert sorted(r["run_id"] for r in json.loads((tmp_path / "export.json").read_text(encoding="utf-8"))) == \
+        sorted([bad1, ok1])
 
 
 def test_reference_rows_are_shown_apart_and_never_marked(tmp_path, session):
