@@ -342,28 +342,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _StderrHandler(logging.StreamHandler):
-    """Log lines to whatever ``sys.stderr`` is when they are written, control characters escaped
-    (a file name or a message from a file never sends escape codes to the terminal)."""
-
-    def __init__(self) -> None:
-        super().__init__(sys.stderr)
-
-    @property  # type: ignore[override]
-    def stream(self) -> Any:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value: Any) -> None:
-        pass
-
-    def format(self, record: logging.LogRecord) -> str:
-        return "\n".join(term_text(line) for line in super().format(record).splitlines())
-
-
 def _setup_logging(args: argparse.Namespace) -> None:
     level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
-    handler = _StderrHandler()
+    from stmbench.untrusted import TerminalHandler
+
+    handler = TerminalHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     for name in ("stmbench", "stmbench_plugins"):
         lg = logging.getLogger(name)

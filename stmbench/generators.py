@@ -7,19 +7,24 @@ import abc
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
-from stmbench.types import Plugin
 
 
-class Generator(Plugin):
+class Generator(abc.ABC):
     """The data of a synthetic task, made by code a plugin registered: a task file names it
     (``generator: {name: sample, seed: 0, ...}``, or by its :attr:`function` as
     ``generator: {function: module:attr}``) and never imports code itself.  :meth:`generate` gets
     the task file's other ``generator`` keys as keyword arguments."""
 
     kind: ClassVar[str] = "generator"
+    name: str = ""  #: what a task file's ``generator: {name: ...}`` says
+    description: str = ""  #: one line for ``stmbench plugins``
     #: the ``module:attr`` name a task file may give as ``generator.function``
     function: str = ""
-    capability_names: ClassVar[tuple[str, ...]] = ("function",)
+    options_class: ClassVar[type | None] = None  #: a generator's options are the task file's keys
+
+    def capabilities(self) -> dict[str, Any]:
+        """What ``stmbench plugins NAME`` shows: the function a task file may name."""
+        return {"function": self.function}
 
     @abc.abstractmethod
     def generate(self, *, split: str, labels: list[Any], **options: Any) -> Iterable[dict[str, Any]]:

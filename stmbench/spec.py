@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from stmbench.errors import StmbenchError
 
@@ -242,7 +241,8 @@ def parse_assignment(item: str, usage: str) -> tuple[str, Any]:
     key, eq, value = item.partition("=")
     if not eq or not key.strip():
         raise StmbenchError(usage)
-    return key.strip(), yaml.safe_load(value) if value.strip() else ""
+    from stmbench.untrusted import parse_yaml  # bounded, no aliases
+    return key.strip(), parse_yaml(value, usage) if value.strip() else ""
 
 
 def parse_axis_entry(entry: Any) -> tuple[str, dict[str, Any]]:
@@ -383,10 +383,8 @@ class GridSpec:
         """Read a grid YAML: the axes as lists (or comma strings), ``training:`` settings,
         ``adapter_options: {lora: {r: 16}}``, ``strategy_options: {...}``, ``executor``."""
         from stmbench.untrusted import UntrustedFileError, read_yaml
-
-        path = Path(path)
         try:  # read as untrusted: size, nesting and nodes bounded, no aliases
-            data = read_yaml(path) or {}
+            data, path = read_yaml(path) or {}, Path(path)
         except UntrustedFileError as exc:
             raise StmbenchError(f"cannot read grid config {exc}") from None
         if not isinstance(data, dict):

@@ -156,7 +156,6 @@ class TaskConfig:
         _check(bool(name) and isinstance(name, str), where, "a task needs a 'name'")
         _check(NAME.fullmatch(name) is not None, where, "a task name is letters, digits, '.', '_' and '-' "
                "(it names the task's folder under --data-dir)")
-        _check_source(config, where)
         kind = config.get("kind", "pair")
         _check(kind in KINDS, where, f"kind must be one of {', '.join(KINDS)}")
         raw_labels = config.get("labels") or []
@@ -185,6 +184,7 @@ class TaskConfig:
         _check(bool(metrics) and set(metrics) <= set(allowed), where, f"metrics must be among {', '.join(allowed)}")
         eval_split = config.get("eval_split", "test")
         _check(eval_split in SPLITS, where, f"eval_split must be one of {', '.join(SPLITS)}")
+        _check_source(config, where)
         generator, hub, local = config.get("generator"), config.get("hub"), config.get("local")
         _check(bool(generator or hub or local), where, "a task needs a data source: 'generator', 'hub' or 'local'")
         if local:

@@ -17,10 +17,12 @@ files say safe to show: on a terminal (:func:`term_text`), in markdown (:func:`m
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
 import stat
+import sys
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -248,3 +250,22 @@ def safe_url(url: Any) -> str:
     if re.fullmatch(r"https?://[^\s<>\"'`\\]+", text) and clean_text(text) == text:
         return text
     return ""
+
+
+class TerminalHandler(logging.StreamHandler):
+    """Log lines to whatever ``sys.stderr`` is when they are written, control characters escaped
+    (:func:`term_text`): a file name or a message from a file never sends escape codes."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+    def format(self, record: logging.LogRecord) -> str:
+        return "\n".join(term_text(line) for line in super().format(record).splitlines())

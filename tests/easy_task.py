@@ -1,7 +1,8 @@
 """An easy synthetic pair task for tests that need a random-init backbone to learn within a few steps:
 the label is spelled by ``text_b`` (one of two characters).  Generated, never copied from real data.
 
-Used as ``generator: {function: tests.easy_task:generate}`` in a task file a test writes.
+Registered by this module as the generator ``easy`` (load it as a plugin: ``--plugin tests.easy_task``);
+a task file a test writes names it as ``generator: {name: easy}``.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from typing import Any
+
+from stmbench import hookimpl
 
 SIZES = {"train": 2000, "validation": 200, "test": 200}
 CHARS = "天地人你我他上下左右大小多少来去花草山水"
@@ -27,6 +30,13 @@ def generate(split: str, labels: Sequence[Any], seed: int = 0, **sizes: int) -> 
 def task_config(name: str = "easy", **changes: Any) -> dict[str, Any]:
     """A task file's content for this generator."""
     return {"name": name, "kind": "pair", "synthetic": True,
-            "generator": {"function": "tests.easy_task:generate"},
+            "generator": {"name": "easy"},
             "labels": [{"value": "0", "word": "否"}, {"value": "1", "word": "是"}],
             "prompts": {"concise": "{text_a}\n{text_b}\n答案："}, **changes}
+
+
+@hookimpl
+def register_generators(register):
+    from stmbench import FunctionGenerator
+
+    register(FunctionGenerator("easy", generate, "an easy synthetic pair task for tests"))

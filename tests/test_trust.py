@@ -315,7 +315,8 @@ def test_dev_selection_tests_the_best_dev_checkpoint_when_later_epochs_overfit(m
 
     # the test plugin zeroes every weight from the end of epoch 2 on: dev accuracy falls after epoch 1
     monkeypatch.setenv("STMBENCH_TEST_SPOIL_FROM_EPOCH", "2")
-    session = make_session(plugins=[str(TESTS / "plugins" / "scale_plugin.py")], task_dirs=[_easy_task_dir(tmp_path)])
+    session = make_session(plugins=[str(TESTS / "plugins" / "scale_plugin.py"), "tests.easy_task"],
+                           task_dirs=[_easy_task_dir(tmp_path)])
     grid = GridSpec(tasks=["easy"], strategies=["discriminative"], adapters=["full"], train_sizes=[320], seeds=[3],
                     training={**SELECTING, "eval_strategy": "epoch"})
     [result] = run_study(grid, session).results
@@ -362,7 +363,7 @@ def test_where_the_eval_split_is_dev_a_stratified_slice_of_train_is_held_out(cli
 
 def test_a_learning_rate_sweep_stores_every_trial_and_shows_one_row_per_cell(cli, tmp_path):
     results, board = tmp_path / "results", tmp_path / "lb"
-    code, out, err = cli("run", "--task-dir", str(_easy_task_dir(tmp_path)), "--tasks", "easy",
+    code, out, err = cli("run", "--plugin", "tests.easy_task", "--task-dir", str(_easy_task_dir(tmp_path)), "--tasks", "easy",
                          "--strategies", "discriminative", "--adapters", "full", "--train-sizes", "128",
                          "--seeds", "1,2", "--learning-rates", "1e-6,5e-4", "--num-train-epochs", "2",
                          "--lr-scheduler-type", "constant", "--max-seq-length", "64",
