@@ -144,8 +144,11 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         print(term_text(f"refused {path}: {reason}"), file=sys.stderr)
     if args.metric != "accuracy":
         print(leaderboard.render_markdown(board, args.metric))
-    print(f"{board.meta['ok']} ok result(s) in {', '.join(args.results_dir or ['results'])} -> {len(paths)} files in {args.out}: "
-          f"{', '.join(p.name for p in paths[:2])}{' and figures' if len(paths) > 2 else ''}")
+    checked = f" ({len(board.meta['refused'])} file(s) refused, {board.meta['unverified']} unverified)" \
+        if board.meta.get("refused") or board.meta.get("unverified") else ""
+    print(term_text(f"{board.meta['ok']} ok result(s){checked} in {', '.join(args.results_dir or ['results'])} -> "
+                    f"{len(paths)} files in {args.out}: {', '.join(p.name for p in paths[:2])}"
+                    f"{' and figures' if len(paths) > 2 else ''}"))
     return 0
 
 

@@ -99,7 +99,7 @@ def cell_text(cell: Cell, metric: str, markdown: bool) -> str:
     esc = md_escape if markdown else (lambda x: x)
     text = cell.text(metric)
     if text and cell.sweep:
-        text += f" [{esc(cell.sweep)}]" if not markdown else f" \\[{esc(cell.sweep)}\\]"
+        text += f" [{esc(cell.sweep)}]"  # brackets without a (url) after them: never a link
     if text and cell.flags:
         text += f" {esc(cell.flag_text())}"
     if not text or metric != "accuracy":

@@ -103,8 +103,9 @@ class ResultStore:
         written = None
         try:
             if predictions is not None:
-                written = self.predictions_path(result.run_id)
-                atomic_write_text(written, json.dumps(predictions, ensure_ascii=False, separators=(",", ":")) + "\n")
+                atomic_write_text(self.predictions_path(result.run_id),
+                                  json.dumps(predictions, ensure_ascii=False, separators=(",", ":")) + "\n")
+                written = self.predictions_path(result.run_id)  # a failed write left the old file as it was
             path = self.path(result.run_id)
             atomic_write_text(path, json.dumps(result.to_dict(), ensure_ascii=False, indent=2, sort_keys=True) + "\n")
         except BaseException:
