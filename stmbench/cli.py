@@ -140,8 +140,6 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     board, paths = leaderboard.generate(args.results_dir or ["results"], args.out, copy_results=not args.no_copy_results,
                                         force=args.force, references=leaderboard.task_references(session),
                                         trust_unverified=args.trust_unverified, gold_source=session_gold_source(session))
-    for path, reason in board.meta.get("refused", []):
-        print(term_text(f"refused {path}: {reason}"), file=sys.stderr)
     if args.metric != "accuracy":
         print(leaderboard.render_markdown(board, args.metric))
     checked = f" ({len(board.meta['refused'])} file(s) refused, {board.meta['unverified']} unverified)" \

@@ -27,8 +27,18 @@ def _figure(width: float = 6.4, height: float = 3.6):
     import matplotlib.pyplot as plt
 
     plt.rcParams.update({"svg.hashsalt": "stmbench", "svg.fonttype": "none", "font.size": 9,
-                         "axes.spines.top": False, "axes.spines.right": False})
+                         "axes.spines.top": False, "axes.spines.right": False,
+                         "text.parse_math": False})  # names from result files are text, never $math$
     return plt, plt.figure(figsize=(width, height))
+
+
+def plain(text: str) -> str:
+    """A name from a result file as figure text: without control or format characters."""
+    from stmbench.untrusted import clean_text
+
+    return clean_text(text)
+
+
 
 
 def _svg(plt, fig) -> str:
@@ -47,11 +57,11 @@ def size_curve(title: str, series: Sequence[Series]) -> str:
     plt, fig = _figure()
     ax = fig.add_subplot()
     for s in series:
-        ax.errorbar(s.x, s.y, yerr=s.err, marker="o", capsize=3, label=s.label)
+        ax.errorbar(s.x, s.y, yerr=s.err, marker="o", capsize=3, label=plain(s.label))
     ax.set_xscale("log")
     ax.set_xlabel("training examples")
     ax.set_ylabel("accuracy (%)")
-    ax.set_title(title)
+    ax.set_title(plain(title))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _svg(plt, fig)
@@ -63,7 +73,7 @@ def strategy_bars(title: str, labels: Sequence[str], values: Sequence[float], er
     ax = fig.add_subplot()
     positions = list(range(len(labels)))
     ax.barh(positions, values, xerr=errors, capsize=3, color="#4c72b0")
-    ax.set_yticks(positions, labels)
+    ax.set_yticks(positions, [plain(label) for label in labels])
     ax.invert_yaxis()
     ax.set_xlabel("accuracy (%)")
     ax.set_xlim(0, 100)
@@ -72,7 +82,7 @@ def strategy_bars(title: str, labels: Sequence[str], values: Sequence[float], er
             ax.text(value - 1, pos, f"{value:.1f}", va="center", ha="right", fontsize=8, color="white")
         else:
             ax.text(value + 1, pos, f"{value:.1f}", va="center", fontsize=8)
-    ax.set_title(title)
+    ax.set_title(plain(title))
     ax.grid(axis="x", alpha=0.3)
     return _svg(plt, fig)
 

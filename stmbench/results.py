@@ -260,7 +260,10 @@ class ResultSet:
     def _check(store: ResultStore, result: RunResult,
                gold_source: GoldSource | None) -> tuple[tuple[dict[str, Any], bytes] | None, str, str]:
         """``(predictions and their bytes, verdict, note)`` of one result that passed its own checks."""
-        record = store.predictions_record(result.run_id)
+        try:
+            record = store.predictions_record(result.run_id)
+        except UntrustedFileError as exc:
+            raise Refused(f"its predictions file {store.predictions_path(result.run_id).name} {exc.reason}") from None
         if not result.ok:
             return record if record is not None and isinstance(record[0], dict) else None, "verified", \
                 "a failed run (no metrics to check)"
