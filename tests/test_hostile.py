@@ -379,7 +379,7 @@ def test_a_result_without_predictions_is_unverified_and_never_marked_unless_trus
 # --- injection into markdown, HTML and terminals -------------------------------------------------
 
 INJECTIONS = ['<img src=x onerror=alert(1)>', 'x | 99.9 |\n| evil | 100.0 |', '\x1b[31mred\x1b[0m\x07',
-              '[click](javascript:alert(1))', '\u202eevil\u202c', '**bold** `code`', '$\\frac{1}{$ x^ $']
+              '[click](javascript:alert(1))', '\u202eevil\u202c', '**bold** `code`', '$\\frac{1}{$', '$x^$']
 
 
 @pytest.mark.parametrize("name", INJECTIONS, ids=range(len(INJECTIONS)))
