@@ -135,7 +135,14 @@ def _verify(args: argparse.Namespace) -> int:
         gold_source = session_gold_source(_session(args))
     except StmbenchError:
         pass
-    store = ResultSet(folders, gold_source=gold_source)
+    import logging
+
+    quiet = logging.getLogger("stmbench.results")
+    level, quiet.level = quiet.level, logging.ERROR  # each refusal is said once, below
+    try:
+        store = ResultSet(folders, gold_source=gold_source)
+    finally:
+        quiet.setLevel(level)
     for verdict in store.verdicts:
         print(verdict.line())
     counts = {s: sum(v.status == s for v in store.verdicts) for s in ("verified", "unverified", "refused")}
