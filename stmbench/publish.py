@@ -152,9 +152,10 @@ def publish(files: dict[str, bytes], out_dir: str | Path, folders: list[Path], *
             if previous is None and (out / "results").is_symlink():
                 clash.append("results (a symbolic link)")
             if clash:
-                raise StmbenchError(f"--out {out}: {', '.join(clash[:5])} {'is' if len(clash) == 1 else 'are'} not "
-                                    "stmbench's (not listed in its record); stmbench does not replace them: move "
-                                    "them away or choose another --out")
+                one = len(clash) == 1
+                raise StmbenchError(f"--out {out}: {', '.join(clash[:5])} {'is' if one else 'are'} not stmbench's "
+                                    f"(not listed in its record), so stmbench does not replace {'it' if one else 'them'}: "
+                                    f"move {'it' if one else 'them'} away or choose another --out")
             if any(n.startswith("results/") for n in files):
                 (out / "results").mkdir(exist_ok=True)
             for name in files:
