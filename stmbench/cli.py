@@ -168,7 +168,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print(json.dumps(payload, indent=2, ensure_ascii=False))
         return 0
     plural = {"backbone": "backbones", "adapter": "adapters", "strategy": "strategies", "task": "tasks",
-              "executor": "executors"}
+              "executor": "executors", "generator": "generators (of synthetic tasks' data)"}
     for kind, title in plural.items():
         rows = [[o["name"], o["module"], o["description"]] for o in objects if o["kind"] == kind]
         print(f"{title}:")
