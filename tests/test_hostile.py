@@ -254,13 +254,16 @@ def test_out_as_the_parent_of_the_input_folder_never_writes_or_deletes_inputs(tm
 
 # --- forged numbers ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("change", [
+CHANGES = [
     {"metrics.accuracy": 0.99}, {"metrics.accuracy": True}, {"metrics.accuracy": -5},
     {"metrics.macro_f1": 1e308}, {"metrics.accuracy": "0.99"}, {"metrics.accuracy": 1.5},
     {"counts.train_examples": -1}, {"parameters.trainable": "many"}, {"seed": 3},
     {"spec.seed": "abc"}, {"spec": {}}, {"status": "ok!"}, {"peak_memory_mb": -1.0},
     {"health.flags": "degenerate"}, {"times.train_seconds": -3},
-])
+]
+
+
+@pytest.mark.parametrize("change", CHANGES, ids=[f"{k}={v!r}" for c in CHANGES for k, v in c.items()])
 def test_a_result_with_a_forged_or_ill_typed_field_is_refused_and_the_build_goes_on(tmp_path, change):
     result, preds = forged(**change)
     if "spec.seed" in change or "spec" in change:  # keep its file name, as a forger would
@@ -382,7 +385,8 @@ INJECTIONS = ['<img src=x onerror=alert(1)>', 'x | 99.9 |\n| evil | 100.0 |', '\
               '[click](javascript:alert(1))', '\u202eevil\u202c', '**bold** `code`', '$\\frac{1}{$', '$x^$']
 
 
-@pytest.mark.parametrize("name", INJECTIONS, ids=range(len(INJECTIONS)))
+@pytest.mark.parametrize("name", INJECTIONS, ids=["html", "table-row", "escape-codes", "js-link", "bidi", "emphasis",
+                                                   "mathtext-frac", "mathtext-sup"])
 def test_names_from_a_result_reach_markdown_html_and_the_terminal_escaped(tmp_path, name, cli):
     result, preds = forged(**{"spec.backbone": name, "labels.strategy": name})
     result["run_id"] = preds["run_id"] = RunSpec.from_dict(result["spec"]).run_id
