@@ -588,3 +588,20 @@ def types_plugin(task):
 
     module.register_tasks = register_tasks
     return module
+
+
+def test_the_example_hostile_folder_is_refused_file_by_file_and_nothing_leaks(tmp_path, cli):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("hostile_folder", REPO / "examples" / "hostile_folder.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(GENUINE, tmp_path / "eve")
+    with deadline():
+        board, out = build(tmp_path, genuine(tmp_path), tmp_path / "eve")
+        code, listed, _ = cli("results", "verify", str(tmp_path / "genuine"), str(tmp_path / "eve"))
+    assert len(refused_names(board)) == 10 and code == 1
+    assert sum(line.startswith("refused") for line in listed.splitlines()) == 10
+    assert_only_genuine(out, extra={n for n in published(out) if n.startswith(tuple(
+        r.run_id for row in board.rows for r in row.results))})
+    assert "TOP-SECRET" not in "".join(p.read_text(errors="replace") for p in out.rglob("*") if p.is_file())
