@@ -232,7 +232,7 @@ class ResultSet:
                 try:
                     predictions, status, note = self._check(store, result, gold_source)
                 except (Refused, UntrustedFileError) as exc:
-                    self._refuse(path, _reason(exc), result.run_id)
+                    self._refuse(path, _reason(exc))
                     continue
                 evidence = [(path.name, raw)] + ([(store.predictions_path(result.run_id).name, predictions[1])]
                                                  if predictions is not None else [])
@@ -252,7 +252,7 @@ class ResultSet:
                     log.warning("run %s differs between %s and %s; the first is used", result.run_id,
                                 *(term_text(p) for p in self.conflicts[-1][1:]))
 
-    def _refuse(self, path: Path, reason: str, run_id: str | None = None) -> None:
+    def _refuse(self, path: Path, reason: str) -> None:
         log.warning("refused %s: %s", term_text(path), reason)
         self.verdicts.append(Verdict(str(path), "refused", reason))
 
