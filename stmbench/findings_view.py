@@ -106,7 +106,8 @@ def render(findings: Findings, fmt: str) -> str:
 def figures_of(findings: Findings) -> dict[str, str]:
     """``{file name: svg}``: the forest plot, the train-size curves and the budget curves, where
     there is something to draw."""
-    from stmbench.plots import _figure, _svg, plain
+    from stmbench.plots import _figure, _svg
+    from stmbench.untrusted import clean_text
 
     out: dict[str, str] = {}
     shown = [c for c in findings.comparisons if c.mean is not None]
@@ -119,7 +120,7 @@ def figures_of(findings: Findings) -> dict[str, str]:
                         color="black" if c.verdict in ("better", "worse") else "grey")
         ax.axvline(0, color="black", linewidth=0.8)
         ax.axvspan(-ROPE, ROPE, color="tab:blue", alpha=0.12, label=f"±{ROPE} points (practically equivalent)")
-        ax.set_yticks(ys, [plain(f"{c.axis}: {c.a} vs {c.b}") for c in shown])
+        ax.set_yticks(ys, [clean_text(f"{c.axis}: {c.a} vs {c.b}") for c in shown])
         ax.set_xlabel("difference in points (A - B), 95% stratified bootstrap interval")
         ax.set_title("Effects (black: significant after Holm)")
         ax.legend(fontsize=7, loc="lower right")
@@ -132,9 +133,9 @@ def figures_of(findings: Findings) -> dict[str, str]:
         sizes = _ordered({p.size for points in findings.curves.values() for p in points}, "train_size")
         for name, points in findings.curves.items():
             xs = [sizes.index(p.size) for p in points]
-            ax.plot(xs, [p.mean for p in points], marker="o", label=plain(name))
+            ax.plot(xs, [p.mean for p in points], marker="o", label=clean_text(name))
             ax.fill_between(xs, [p.band[0] for p in points], [p.band[1] for p in points], alpha=0.2)
-        ax.set_xticks(range(len(sizes)), [plain(str(size)) for size in sizes])
+        ax.set_xticks(range(len(sizes)), [clean_text(str(size)) for size in sizes])
         ax.set_xlabel("train size (examples)")
         ax.set_ylabel("score (%)")
         ax.set_title("Score against train size (band: 95% bootstrap over tasks and seeds)")
@@ -145,7 +146,7 @@ def figures_of(findings: Findings) -> dict[str, str]:
         plt, fig = _figure()
         ax = fig.add_subplot()
         for strategy, b in budgets.items():
-            ax.plot(range(1, len(b["expected_max"]) + 1), b["expected_max"], marker="o", label=plain(strategy))
+            ax.plot(range(1, len(b["expected_max"]) + 1), b["expected_max"], marker="o", label=clean_text(strategy))
         ax.set_xlabel("trials (k)")
         ax.set_ylabel("expected best dev score (%)")
         ax.set_title("Tuning budget (Dodge et al. 2019)")

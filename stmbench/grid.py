@@ -9,6 +9,7 @@ combination that cannot work (``generative`` on an encoder, ``qlora`` without CU
 from __future__ import annotations
 
 import itertools
+import math
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,13 +39,6 @@ def expand(grid: GridSpec) -> Iterator[RunSpec]:
                       adapter_options={**grid.adapter_options.get(adapter, {}), **a_opts},
                       strategy_options={**grid.strategy_options.get(strategy, {}), **s_opts},
                       skip_bad_rows=grid.skip_bad_rows, limit=grid.limit)
-
-
-def _trial_count(grid: GridSpec) -> int:
-    n = 1
-    for values in grid.sweep.values():
-        n *= len(values)
-    return n
 
 
 def sweep_trials(grid: GridSpec) -> list[dict[str, Any]]:
@@ -86,11 +80,9 @@ MAX_RUNS = 10_000  #: the largest grid ``stmbench run`` plans unless ``--max-run
 
 def grid_size(grid: GridSpec) -> int:
     """How many combinations (trials included) ``grid`` expands to, counted without expanding it."""
-    n = _trial_count(grid)
-    for axis in (grid.backbones, grid.tasks, grid.strategies, grid.adapters, grid.prompts, grid.train_sizes,
-                 grid.shots, grid.seeds):
-        n *= len(axis)
-    return n
+    axes = (grid.backbones, grid.tasks, grid.strategies, grid.adapters, grid.prompts, grid.train_sizes, grid.shots,
+            grid.seeds, *grid.sweep.values())
+    return math.prod(len(values) for values in axes)
 
 
 def plan_grid(grid: GridSpec, session: Session, *, max_runs: int = MAX_RUNS) -> Plan:

@@ -10,14 +10,10 @@ the only date is the newest result's finish time.
 
 from __future__ import annotations
 
-import html
-import json
 import os
-from pathlib import Path
 from typing import Any
 
 from stmbench.board import ALPHA, DEV_MARK, FLAG_MARK, METRICS, OTHER_DATA, UNVERIFIED, Board, Cell, Row, aggregate
-from stmbench.errors import StmbenchError
 from stmbench.plots import board_figures
 from stmbench.result import RunResult
 from stmbench.results import ResultStore

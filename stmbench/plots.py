@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stmbench.board import Board, sample_std
+from stmbench.untrusted import clean_text
 
 
 @dataclass
@@ -32,13 +33,6 @@ def _figure(width: float = 6.4, height: float = 3.6):
     return plt, plt.figure(figsize=(width, height))
 
 
-def plain(text: str) -> str:
-    """A name from a result file as figure text: without control or format characters."""
-    from stmbench.untrusted import clean_text
-
-    return clean_text(text)
-
-
 
 
 def _svg(plt, fig) -> str:
@@ -57,11 +51,11 @@ def size_curve(title: str, series: Sequence[Series]) -> str:
     plt, fig = _figure()
     ax = fig.add_subplot()
     for s in series:
-        ax.errorbar(s.x, s.y, yerr=s.err, marker="o", capsize=3, label=plain(s.label))
+        ax.errorbar(s.x, s.y, yerr=s.err, marker="o", capsize=3, label=clean_text(s.label))
     ax.set_xscale("log")
     ax.set_xlabel("training examples")
     ax.set_ylabel("accuracy (%)")
-    ax.set_title(plain(title))
+    ax.set_title(clean_text(title))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _svg(plt, fig)
@@ -73,7 +67,7 @@ def strategy_bars(title: str, labels: Sequence[str], values: Sequence[float], er
     ax = fig.add_subplot()
     positions = list(range(len(labels)))
     ax.barh(positions, values, xerr=errors, capsize=3, color="#4c72b0")
-    ax.set_yticks(positions, [plain(label) for label in labels])
+    ax.set_yticks(positions, [clean_text(label) for label in labels])
     ax.invert_yaxis()
     ax.set_xlabel("accuracy (%)")
     ax.set_xlim(0, 100)
@@ -82,7 +76,7 @@ def strategy_bars(title: str, labels: Sequence[str], values: Sequence[float], er
             ax.text(value - 1, pos, f"{value:.1f}", va="center", ha="right", fontsize=8, color="white")
         else:
             ax.text(value + 1, pos, f"{value:.1f}", va="center", fontsize=8)
-    ax.set_title(plain(title))
+    ax.set_title(clean_text(title))
     ax.grid(axis="x", alpha=0.3)
     return _svg(plt, fig)
 

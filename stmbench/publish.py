@@ -22,6 +22,7 @@ from typing import Any
 
 from stmbench.errors import StmbenchError
 from stmbench.results import ResultSet, ResultStore, atomic_write_bytes, atomic_write_text, expand_dirs
+from stmbench.untrusted import UntrustedFileError, inside, read_json
 
 SOURCE_FILE = ".stmbench-source.json"  #: in a leaderboard folder: its results folders and the files stmbench wrote
 BUILDING_PREFIX = ".building-"
@@ -37,8 +38,6 @@ def _legacy_files(out: Path) -> list[str]:
 def read_source(out: Path) -> dict[str, Any] | None:
     """The record of a stmbench leaderboard folder: ``results_dirs`` (resolved) and ``files`` (the
     names stmbench wrote there); ``None`` when ``out`` is not one."""
-    from stmbench.untrusted import UntrustedFileError, read_json
-
     try:
         data, _ = read_json(out / SOURCE_FILE, limit=1024 * 1024)
         relative = data["results_dirs"] if "results_dirs" in data else [data["results_dir"]]
@@ -61,10 +60,6 @@ def _own_name(name: str) -> bool:
         and not Path(name).is_absolute() and parts[-1] not in ("", ".", SOURCE_FILE)
 
 
-def _inside(a: Path, b: Path) -> bool:
-    return a == b or b in a.parents
-
-
 def check_target(results_dirs: str | Path | list[str | Path], out_dir: str | Path, *, force: bool = False,
                  need_results: bool = True) -> list[Path]:
     """The results folders (globs expanded), after refusing, before anything is written: folders
@@ -75,9 +70,12 @@ def check_target(results_dirs: str | Path | list[str | Path], out_dir: str | Pat
     given = list(results_dirs) if isinstance(results_dirs, (list, tuple)) else [results_dirs]
     if need_results:
         folders = expand_dirs(given)
-        scanned = [entry for f in folders for entry in ResultStore(f).scan()]
-        if not any(result is not None for _, result, _, _ in scanned):
-            refused = [f"{path.name}: {reason}" for path, result, _, reason in scanned if result is None]
+        refused = []
+        for path, result, _, reason in (entry for f in folders for entry in ResultStore(f).scan()):
+            if result is not None:
+                break  # one readable result is enough here; ResultSet reads them all
+            refused.append(f"{path.name}: {reason}")
+        else:
             raise StmbenchError(f"results folder {', '.join(map(str, folders))} holds no results "
                                 "(nothing to build a leaderboard from)"
                                 + (f"; {len(refused)} file(s) refused: " + "; ".join(refused[:5]) if refused else ""))
@@ -86,7 +84,7 @@ def check_target(results_dirs: str | Path | list[str | Path], out_dir: str | Pat
     target, copies = out.resolve(), (out / "results").resolve()
     inputs = [f.resolve() for f in folders]
     for folder in inputs:
-        if _inside(target, folder):
+        if inside(target, folder):
             raise StmbenchError(f"--out {out} is inside the results folder {folder}: input folders are never written")
         if folder == copies and inputs != [copies]:
             raise StmbenchError(f"--out {out}: its results/ is an input folder among others; it would be "

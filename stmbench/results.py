@@ -11,6 +11,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from stmbench.result import ResultSchemaError, RunResult
@@ -133,26 +134,24 @@ class ResultStore:
             return None
         return record[0] if record is not None and isinstance(record[0], dict) else None
 
-    def scan(self) -> list[tuple[Path, RunResult | None, bytes, str]]:
-        """Every result file: ``(path, result, bytes, "")``, or ``(path, None, b"", why)`` for one that
-        is refused.  Hidden files and predictions files are not results; nothing is followed out of
-        the folder."""
+    def scan(self) -> Iterator[tuple[Path, RunResult | None, bytes, str]]:
+        """Every result file, read and checked one at a time: ``(path, result, bytes, "")``, or
+        ``(path, None, b"", why)`` for one that is refused.  Hidden files and predictions files are not
+        results; nothing is followed out of the folder."""
         if not self.folder.is_dir():
-            return []
-        out: list[tuple[Path, RunResult | None, bytes, str]] = []
+            return
         for path in sorted(self.folder.glob("*.json")):
             if path.name.endswith(PREDICTIONS_SUFFIX) or path.name.startswith("."):
                 continue
             try:
                 result, raw = self.read(path)
             except (Refused, UntrustedFileError) as exc:
-                out.append((path, None, b"", _reason(exc)))
+                yield path, None, b"", _reason(exc)
                 continue
             except ResultSchemaError as exc:
-                out.append((path, None, b"", str(exc).split(": ", 1)[-1]))
+                yield path, None, b"", str(exc).split(": ", 1)[-1]
                 continue
-            out.append((path, result, raw, ""))
-        return out
+            yield path, result, raw, ""
 
     def load_all(self) -> list[RunResult]:
         """Every stored result that passes its checks, sorted by run id; each refused file is skipped
@@ -214,8 +213,9 @@ class ResultSet:
     and predictions) is one run; with different contents it is a conflict (both paths kept in
     :attr:`conflicts`), and the folder given first wins."""
 
-    def __init__(self, folders: list[Path], *, gold_source: GoldSource | None = None):
+    def __init__(self, folders: list[Path], *, gold_source: GoldSource | None = None, log_refusals: bool = True):
         self.folders = list(folders)
+        self._log_refusals = log_refusals
         self.where: dict[str, Path] = {}
         self.conflicts: list[tuple[str, Path, Path]] = []
         self.verdicts: list[Verdict] = []
@@ -236,7 +236,7 @@ class ResultSet:
                     continue
                 evidence = [(path.name, raw)] + ([(store.predictions_path(result.run_id).name, predictions[1])]
                                                  if predictions is not None else [])
-                self.verdicts.append(Verdict(str(path), status, note, result.run_id, result))
+                self.verdicts.append(Verdict(str(path), status, note))
                 seen = self._results.get(result.run_id)
                 if seen is None:
                     self._results[result.run_id], self.where[result.run_id] = result, folder
@@ -253,7 +253,8 @@ class ResultSet:
                                 *(term_text(p) for p in self.conflicts[-1][1:]))
 
     def _refuse(self, path: Path, reason: str) -> None:
-        log.warning("refused %s: %s", term_text(path), reason)
+        if self._log_refusals:
+            log.warning("refused %s: %s", term_text(path), reason)
         self.verdicts.append(Verdict(str(path), "refused", reason))
 
     @staticmethod

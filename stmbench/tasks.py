@@ -50,11 +50,11 @@ class Task(TaskConfig):
              generators: Iterable[Any] | None = None) -> TaskData:
         """Load one split, from the generator, ``data_dir/<name>/``, or the hub (in that order).
         ``generators``: the registered :class:`~stmbench.types.Generator` objects (a session's
-        catalogue); by default the built-in ones."""
+        catalogue: ``session.task_data`` passes them); without them a generated task cannot load."""
         if split not in SPLITS:
             raise StmbenchError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
         if self.generator:
-            return task_readers.load_generated(self, split, builtin_generators() if generators is None else generators)
+            return task_readers.load_generated(self, split, generators or ())
         if data_dir is not None and self.local:
             folder = Path(data_dir) / self.name
             if folder.is_dir():
@@ -68,15 +68,6 @@ class Task(TaskConfig):
             f"task {self.name!r} is loaded from local files: pass --data-dir DIR with DIR/{self.name}/ "
             f"holding {self.file_names(split)}"
         )
-
-
-def builtin_generators() -> list[Any]:
-    """The generators the built-in plugin registers (for a task loaded without a session)."""
-    from stmbench_plugins.tasks import builtin
-
-    found: list[Any] = []
-    builtin.register_generators(found.append)
-    return found
 
 
 def load_task_file(path: str | Path, root: str | Path | None = None) -> Task:

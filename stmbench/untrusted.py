@@ -48,7 +48,8 @@ class UntrustedFileError(StmbenchError):
         super().__init__(f"{term_text(str(path))}: {reason}")
 
 
-def _inside(path: Path, root: Path) -> bool:
+def inside(path: Path, root: Path) -> bool:
+    """``path`` is ``root`` or lies below it (both taken as given: resolve them first where links matter)."""
     try:
         path.relative_to(root)
         return True
@@ -71,11 +72,11 @@ def contained(path: str | Path, root: str | Path, what: str = "file") -> Path:
     root_path = Path(root)
     candidate = Path(path)
     full = candidate if candidate.is_absolute() else root_path / candidate
-    if ".." in candidate.parts and not _inside(Path(os.path.normpath(full)), Path(os.path.normpath(root_path))):
+    if ".." in candidate.parts and not inside(Path(os.path.normpath(full)), Path(os.path.normpath(root_path))):
         raise UntrustedFileError(path, f"the {what} name leads out of its folder {root_path} ('..')")
-    if not _inside(Path(os.path.normpath(full)), Path(os.path.normpath(root_path))):
+    if not inside(Path(os.path.normpath(full)), Path(os.path.normpath(root_path))):
         raise UntrustedFileError(path, f"the {what} must be inside its folder {root_path}")
-    if os.path.lexists(full) and not _inside(full.resolve(), root_path.resolve()):
+    if os.path.lexists(full) and not inside(full.resolve(), root_path.resolve()):
         raise UntrustedFileError(path, f"the {what} is a symbolic link out of its folder {root_path}")
     return full
 
@@ -95,7 +96,7 @@ def read_bytes(path: str | Path, *, limit: int, root: str | Path | None = None) 
         if root is None:
             raise UntrustedFileError(path, "is a symbolic link (not followed)")
         target = path.resolve()
-        if not _inside(target, Path(root).resolve()):
+        if not inside(target, Path(root).resolve()):
             raise UntrustedFileError(path, f"is a symbolic link out of its folder {root} (not followed)")
         path, info = target, os.stat(target)
     else:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from stmbench.result import STATUSES, ResultSchemaError, RunResult
@@ -36,8 +36,6 @@ class Verdict:
     path: str
     status: str  #: ``verified``, ``unverified`` or ``refused``
     reason: str = ""
-    run_id: str | None = None  #: only once the identity checked out
-    result: RunResult | None = field(default=None, repr=False)
 
     def line(self) -> str:
         from stmbench.untrusted import term_text

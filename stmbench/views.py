@@ -135,14 +135,7 @@ def _verify(args: argparse.Namespace) -> int:
         gold_source = session_gold_source(_session(args))
     except StmbenchError:
         pass
-    import logging
-
-    quiet = logging.getLogger("stmbench.results")
-    level, quiet.level = quiet.level, logging.ERROR  # each refusal is said once, below
-    try:
-        store = ResultSet(folders, gold_source=gold_source)
-    finally:
-        quiet.setLevel(level)
+    store = ResultSet(folders, gold_source=gold_source, log_refusals=False)  # each refusal is said once, below
     for verdict in store.verdicts:
         print(verdict.line())
     counts = {s: sum(v.status == s for v in store.verdicts) for s in ("verified", "unverified", "refused")}
