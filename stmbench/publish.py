@@ -133,7 +133,8 @@ def _clean_stale(out: Path, age: float = 3600.0) -> None:
 def publish(files: dict[str, bytes], out_dir: str | Path, folders: list[Path], *, keep_copies: bool) -> list[Path]:
     """Put ``files`` (relative name -> bytes) into ``out_dir`` as one board: staged in a temporary
     folder, moved into place under a lock, stale files of the previous board removed, the record
-    (:data:`SOURCE_FILE`) written last.  ``keep_copies``: ``results/`` is the input; leave it."""
+    (:data:`SOURCE_FILE`) written last.  ``keep_copies``: ``results/`` is the input; leave it.
+    Returns the pages and figures written (not the copies of the results)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _clean_stale(out)
@@ -176,7 +177,7 @@ def publish(files: dict[str, bytes], out_dir: str | Path, folders: list[Path], *
             os.close(fd)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    return [out / name for name in files]
+    return [out / name for name in files if not name.startswith("results/")]  # the pages and figures, as before
 
 
 def board_files(board: Any, copy_from: ResultSet | None, out: Path) -> dict[str, bytes]:
