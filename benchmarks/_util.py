@@ -80,7 +80,7 @@ def work_session(name: str):
     import tempfile
     from pathlib import Path
 
-    from stmbench.session import Session, Settings
+    from stmbench.core.session import Session, Settings
 
     work = Path(tempfile.mkdtemp(prefix=f"stmbench-{name}-"))
     session = Session(Settings(results_dir=work / "results", leaderboard_dir=None, cache_dir=work / "cache",

@@ -22,9 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from stmbench.session import Session, Settings
-from stmbench.spec import GridSpec
-from stmbench.study import run_study
+from stmbench.core.session import Session, Settings
+from stmbench.spec.grid_spec import GridSpec
+from stmbench.run.study import run_study
 
 
 def grid(train_size: int, epochs: float, **executor) -> GridSpec:

@@ -20,9 +20,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="accepted for run_all.py; this one is quick anyway")
     parser.parse_args()
 
-    from stmbench.grid import plan_grid
-    from stmbench.session import Session, Settings, tokenizer_fingerprint
-    from stmbench.spec import GridSpec
+    from stmbench.plan.grid import plan_grid
+    from stmbench.core.session import Session, Settings, tokenizer_fingerprint
+    from stmbench.spec.grid_spec import GridSpec
 
     root = Path(tempfile.mkdtemp())
     try:

@@ -35,10 +35,10 @@ def child(mode: str, kept: bool, model_dir: str, repeats: int) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    import stmbench.modeling
+    import stmbench.core.modeling
     import stmbench_plugins.strategies._common as common
-    from stmbench.training import labelled_lm_loss, labelled_positions
-    from stmbench.session import Session, Settings
+    from stmbench.run.training import labelled_lm_loss, labelled_positions
+    from stmbench.core.session import Session, Settings
     from stmbench_plugins.strategies.generative import lm_features
 
     torch.manual_seed(0)
@@ -51,7 +51,7 @@ def child(mode: str, kept: bool, model_dir: str, repeats: int) -> None:
     rows = session.task_data(task, "train").dataset.select(range(64))
     prompts = [task.render("complex", r) for r in rows]
     if not kept:
-        common.keeps_logits = stmbench.modeling.keeps_logits = lambda m: False
+        common.keeps_logits = stmbench.core.modeling.keeps_logits = lambda m: False
     base = rss_mb()
     start = time.perf_counter()
     if mode == "score":
@@ -62,8 +62,8 @@ def child(mode: str, kept: bool, model_dir: str, repeats: int) -> None:
         model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
                                                  task_type="CAUSAL_LM"))
         feats = lm_features(tok, prompts[:32], [task.label_words[r["label"]] for r in rows][:32], 128)
-        ids, mask = stmbench.modeling.pad_batch(feats["input_ids"], tok.pad_token_id, "right")
-        labels, _ = stmbench.modeling.pad_batch(feats["labels"], -100, "right")
+        ids, mask = stmbench.core.modeling.pad_batch(feats["input_ids"], tok.pad_token_id, "right")
+        labels, _ = stmbench.core.modeling.pad_batch(feats["labels"], -100, "right")
         model.train()
         for _ in range(repeats):
             if kept:

@@ -23,7 +23,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="accepted for run_all.py; this one is quick anyway")
     parser.parse_args()
 
-    from stmbench.session import Session, Settings
+    from stmbench.core.session import Session, Settings
     from stmbench_plugins.strategies._common import score_choices
 
     torch.set_num_threads(max(1, torch.get_num_threads()))

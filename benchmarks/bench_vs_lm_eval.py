@@ -39,12 +39,12 @@ def main() -> None:
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    from stmbench.grid import plan_grid
-    from stmbench.lm_eval_export import task_config, write_jsonl
-    from stmbench.memory import PeakMemory
-    from stmbench.splits import limit_sample
-    from stmbench.pipeline import run_spec
-    from stmbench.spec import GridSpec
+    from stmbench.plan.grid import plan_grid
+    from stmbench.tasks.lm_eval import task_config, write_jsonl
+    from stmbench.core.memory import PeakMemory
+    from stmbench.run.splits import limit_sample
+    from stmbench.run.pipeline import run_spec
+    from stmbench.spec.grid_spec import GridSpec
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
     work, session, task, model_dir, params, described = _util.backbone_setup("bench-vs-lm-eval", args.backbone)

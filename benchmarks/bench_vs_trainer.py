@@ -55,7 +55,7 @@ def main() -> None:
     train_size, test_size = (64, 100) if args.quick else (args.train_size, None)
     combos = COMBOS if not args.combos else [c for c in COMBOS if f"{c[0]}:{c[1]}" in args.combos.split(",")]
 
-    from stmbench.splits import limit_sample, subsample_indices
+    from stmbench.run.splits import limit_sample, subsample_indices
 
     work, session, task, model_dir, params, described = _util.backbone_setup("bench-vs-trainer", args.backbone)
     backbone = args.backbone or str(model_dir)
@@ -90,7 +90,7 @@ def main() -> None:
         ours = {}
         for label, extra in variants:
             results = work / f"results-{strategy}-{adapter}-{label}"
-            cmd = [sys.executable, "-m", "stmbench.cli", "run", "--backbones", backbone, "--tasks", "sample",
+            cmd = [sys.executable, "-m", "stmbench.cli.main", "run", "--backbones", backbone, "--tasks", "sample",
                    "--strategies", strategy, "--adapters", adapter, "--prompts", "concise",
                    "--train-sizes", str(train_size), "--seeds", str(seed), "--results-dir", str(results),
                    "--cache-dir", str(work / "cache"), "--no-leaderboard",

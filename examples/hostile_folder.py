@@ -20,7 +20,7 @@ import os
 import sys
 from pathlib import Path
 
-from stmbench.spec import RunSpec
+from stmbench import RunSpec
 
 
 def main(genuine: Path, eve: Path) -> None:

@@ -1,36 +1,29 @@
 """stmbench: is this language model a good backbone for supervised fine-tuning on NLU tasks, and
 which way of fine-tuning it works best?
 
-A plugin needs one import: ``from stmbench import hookimpl, Strategy, Prediction, ...`` (the base
-classes of :mod:`stmbench.types`, the :class:`~stmbench.context.Context` plugins receive, and
-pluggy's markers).  The base classes load lazily, so ``import stmbench`` stays cheap.
+A plugin imports from one place: ``from stmbench import hookimpl, Strategy, Prediction, ...`` (or
+``from stmbench.api import ...``); :mod:`stmbench.api` lists every public name.  Names load on first
+use, so ``import stmbench`` stays cheap.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from stmbench.hookspecs import hookimpl, hookspec
-
-__version__ = "0.1.0"
-
-#: names re-exported from :mod:`stmbench.types` and :mod:`stmbench.context` (loaded on first use)
-_LAZY = {
-    **{name: "stmbench.types" for name in (
-        "Adapter", "Backbone", "BackboneInfo", "Combination", "Executor", "FunctionGenerator", "Generator", "HEADS", "HEAD_BASE", "HEAD_CAUSAL_LM",
-        "HEAD_SEQUENCE_CLASSIFICATION", "HEAD_TOKEN_CLASSIFICATION", "Label", "Plugin", "Prediction", "Runner", "Strategy", "Task",
-        "WorkQueue")},
-    "Context": "stmbench.context",
-    "StmbenchError": "stmbench.errors",
-}
+from stmbench.common.version import __version__
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
+    import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+    api = importlib.import_module("stmbench.api")  # not ``from stmbench import api``: that would ask us again
+    if name in api.__all__:
+        return getattr(api, name)
     raise AttributeError(f"module 'stmbench' has no attribute {name!r}")
 
 
-__all__ = ["__version__", "hookimpl", "hookspec", *_LAZY]
+def __dir__() -> list[str]:
+    import importlib
+
+    api = importlib.import_module("stmbench.api")
+    return sorted(["__version__", *api.__all__])

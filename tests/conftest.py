@@ -35,7 +35,7 @@ def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def settings(tmp_path: Path, shared_cache: Path):
-    from stmbench.session import Settings
+    from stmbench.core.session import Settings
 
     return Settings(results_dir=tmp_path / "results", leaderboard_dir=tmp_path / "leaderboard",
                     cache_dir=shared_cache, progress=False, device="cpu")
@@ -43,7 +43,7 @@ def settings(tmp_path: Path, shared_cache: Path):
 
 @pytest.fixture
 def session(settings):
-    from stmbench.session import Session
+    from stmbench.core.session import Session
 
     return Session(settings)
 
@@ -51,7 +51,7 @@ def session(settings):
 @pytest.fixture
 def make_session(settings):
     """Build a session with extra plugin objects / modules (registered, then forgotten with it)."""
-    from stmbench.session import Session
+    from stmbench.core.session import Session
 
     def make(*plugins, **changes):
         import dataclasses
@@ -70,7 +70,7 @@ def small_training():
 @pytest.fixture
 def cli(tmp_path: Path, shared_cache: Path, capsys):
     """Call ``stmbench`` in-process; returns (exit code, stdout, stderr)."""
-    from stmbench.cli import main
+    from stmbench.cli.main import main
 
     def run(*args: str, cache: Path | None = None):
         argv = list(args)

@@ -115,7 +115,7 @@ def corrupt_line(path: Path, line_no: int, kind: str, task: Any) -> None:
 
 
 def main(argv: list[str]) -> int:
-    from stmbench.session import Session, Settings
+    from stmbench.core.session import Session, Settings
 
     if not argv:
         print(__doc__)

@@ -90,14 +90,14 @@ def test_unknown_names_list_the_known_ones(cli):
 
 
 def test_debug_shows_the_traceback(cli):
-    from stmbench.errors import UnknownNameError
+    from stmbench.common.errors import UnknownNameError
 
     with pytest.raises(UnknownNameError):
         cli("run", "--tasks", "lcqmcc", "--debug")
 
 
 def test_help_shows_examples_and_trainer_flags():
-    out = subprocess.run([sys.executable, "-m", "stmbench.cli", "run", "--help"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "stmbench.cli.main", "run", "--help"], capture_output=True, text=True,
                          check=True, cwd=REPO).stdout
     for flag in ("--learning-rate", "--num-train-epochs", "--per-device-train-batch-size", "--max-seq-length",
                  "--bf16", "--seed", "--config", "examples:"):

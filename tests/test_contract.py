@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stmbench.plugins import Catalogue, get_plugin_manager
+from stmbench.core.catalogue import Catalogue, get_plugin_manager
 from tests.conftest import REPO
 
 PACKAGES = {"stmbench": REPO / "stmbench", "stmbench_plugins": REPO / "plugins"}
@@ -150,8 +150,8 @@ PINNED_GRIDS = {
 def test_run_ids_are_pinned(grid, session):
     import json
 
-    from stmbench.grid import plan_grid
-    from stmbench.spec import GridSpec
+    from stmbench.plan.grid import plan_grid
+    from stmbench.spec.grid_spec import GridSpec
 
     pinned = json.loads((REPO / "tests" / "pinned_run_ids.json").read_text(encoding="utf-8"))[grid]
     plan = plan_grid(GridSpec(**PINNED_GRIDS[grid]), session)
@@ -161,9 +161,9 @@ def test_run_ids_are_pinned(grid, session):
 
 def test_the_committed_leaderboard_is_the_default_grid(session):
     """The README's run command made leaderboard/results: the same ids as the default grid plans now."""
-    from stmbench.grid import plan_grid
-    from stmbench.results import ResultStore
-    from stmbench.spec import GridSpec
+    from stmbench.plan.grid import plan_grid
+    from stmbench.store.results import ResultStore
+    from stmbench.spec.grid_spec import GridSpec
 
     stored = sorted(r.run_id for r in ResultStore(REPO / "leaderboard" / "results").load_all())
     assert sorted(r.run_id for r in plan_grid(GridSpec(), session).runs) == stored
@@ -173,9 +173,9 @@ def test_capabilities_decide_what_names_used_to(settings):
     """A third-party adapter that declares ``trains_all`` gets what the built-in ``full`` gets; a
     strategy that does not train gets the adapter that trains nothing whatever the grid asked."""
     from stmbench import Adapter, hookimpl
-    from stmbench.grid import plan_grid
-    from stmbench.session import Session
-    from stmbench.spec import GridSpec
+    from stmbench.plan.grid import plan_grid
+    from stmbench.core.session import Session
+    from stmbench.spec.grid_spec import GridSpec
 
     class FullBf16(Adapter):
         name = "full_bf16"
@@ -202,7 +202,7 @@ def test_capabilities_decide_what_names_used_to(settings):
 
 def test_a_custom_head_declares_its_modules(session):
     """Adapters find a strategy's own head through ``trainable_head_modules()``, not its attribute name."""
-    from stmbench.modeling import head_modules, transformers_model
+    from stmbench.core.modeling import head_modules, transformers_model
 
     task = session.get("task", "sample")
     base, tok = session.catalogue.backbone_for("tiny-llama").load("tiny-llama", head="base", task=task,

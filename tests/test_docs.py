@@ -13,7 +13,7 @@ import types
 import pytest
 import yaml
 
-from stmbench.plugins import Catalogue, get_plugin_manager
+from stmbench.core.catalogue import Catalogue, get_plugin_manager
 from tests.conftest import REPO
 
 DOCS = [*sorted((REPO / "docs").glob("*.md")), REPO / "README.md"]

@@ -9,9 +9,9 @@ import random
 import numpy as np
 import pytest
 
-from stmbench.findings import analyse
-from stmbench.significance import expected_max, holm, stratified_bootstrap, wilcoxon_p
-from stmbench.result import RunResult
+from stmbench.report.findings import analyse
+from stmbench.report.significance import expected_max, holm, stratified_bootstrap, wilcoxon_p
+from stmbench.store.result import RunResult
 
 
 def run(task: str, seed: int, score: float, *, strategy: str = "generative", adapter: str = "lora",
@@ -21,7 +21,7 @@ def run(task: str, seed: int, score: float, *, strategy: str = "generative", ada
     spec = {"backbone": "m", "task": task, "strategy": strategy, "adapter": adapter, "prompt": prompt,
             "train_size": size, "seed": seed, "shots": None, "training": training, "adapter_options": {},
             "strategy_options": options or {}, "skip_bad_rows": False, "limit": None, "sweep": sorted(sweep or {})}
-    from stmbench.spec import RunSpec
+    from stmbench.spec.run import RunSpec
 
     rid = RunSpec.from_dict(spec).run_id  # the hash of the spec, as a stored result's id must be
     return RunResult(run_id=rid, status="ok", spec=spec, labels={"strategy": strategy, "adapter": adapter},
@@ -177,7 +177,7 @@ def test_train_size_curves_and_who_stays_ahead():
 
 
 def test_stmbench_findings_asks_one_question_in_each_format(tmp_path, cli):
-    from stmbench.results import ResultStore
+    from stmbench.store.results import ResultStore
 
     store = ResultStore(tmp_path / "r")
     for r in planted(5.0, cells=8):
@@ -202,8 +202,8 @@ def test_stmbench_findings_asks_one_question_in_each_format(tmp_path, cli):
 
 
 def test_the_leaderboard_opens_with_the_findings(tmp_path):
-    from stmbench import leaderboard
-    from stmbench.results import ResultStore
+    from stmbench.report import leaderboard
+    from stmbench.store.results import ResultStore
 
     store = ResultStore(tmp_path / "r")
     for r in planted(5.0, cells=8):

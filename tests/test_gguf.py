@@ -7,7 +7,7 @@ import importlib.util
 
 import pytest
 
-from stmbench.errors import StmbenchError
+from stmbench.common.errors import StmbenchError
 
 
 def test_gguf_names_go_to_the_gguf_backbone_and_others_do_not(session):

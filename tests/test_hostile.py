@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from stmbench import leaderboard
-from stmbench.errors import StmbenchError
-from stmbench.results import ResultSet
-from stmbench.spec import RunSpec
+from stmbench.report import leaderboard
+from stmbench.common.errors import StmbenchError
+from stmbench.report.evidence import ResultSet
+from stmbench.spec.run import RunSpec
 from tests.conftest import REPO
 
 GENUINE = REPO / "leaderboard" / "results"
@@ -144,7 +144,7 @@ def test_a_result_file_that_is_a_symlink_out_is_not_followed(tmp_path):
 
 @pytest.mark.parametrize("name", ["../../../../etc/hostname", "/etc/hostname", "sub/../../x.tsv"])
 def test_a_task_file_naming_data_outside_its_folder_is_refused_before_reading(tmp_path, name):
-    from stmbench.tasks import Task
+    from stmbench.tasks.task import Task
 
     config = yaml_task(local={"format": "tsv", "files": {"test": name}, "fields": {"text_a": 0, "text_b": 1, "label": 2}})
     with pytest.raises(StmbenchError) as err:
@@ -153,7 +153,7 @@ def test_a_task_file_naming_data_outside_its_folder_is_refused_before_reading(tm
 
 
 def test_a_data_file_that_is_a_symlink_out_of_the_data_folder_is_refused_and_not_printed(tmp_path):
-    from stmbench.tasks import Task
+    from stmbench.tasks.task import Task
 
     (tmp_path / "secret.tsv").write_text(f"{SECRET}\n", encoding="utf-8")
     (tmp_path / "data" / "evil").mkdir(parents=True)
@@ -167,7 +167,7 @@ def test_a_data_file_that_is_a_symlink_out_of_the_data_folder_is_refused_and_not
 
 @pytest.mark.parametrize("name", ["../up", "a/b", "/abs", ".hidden", ""])
 def test_a_task_name_that_is_not_a_plain_folder_name_is_refused(name):
-    from stmbench.tasks import Task
+    from stmbench.tasks.task import Task
 
     with pytest.raises(StmbenchError):
         Task(yaml_task(name=name))
@@ -181,7 +181,7 @@ def yaml_task(name: str = "hostile", **source) -> dict:
 
 
 def test_a_task_file_that_is_a_symlink_out_of_its_task_folder_is_refused(tmp_path):
-    from stmbench.tasks import load_task_dir
+    from stmbench.tasks.task import load_task_dir
 
     (tmp_path / "outside.yaml").write_text("name: outside\n", encoding="utf-8")
     (tmp_path / "tasks").mkdir()
@@ -193,7 +193,7 @@ def test_a_task_file_that_is_a_symlink_out_of_its_task_folder_is_refused(tmp_pat
 # --- running code, destroying files ----------------------------------------------------------------
 
 def test_a_task_generator_naming_arbitrary_code_is_never_called(tmp_path, session):
-    from stmbench.tasks import Task
+    from stmbench.tasks.task import Task
 
     victim = tmp_path / "victim.txt"
     victim.write_text("precious", encoding="utf-8")
@@ -205,7 +205,7 @@ def test_a_task_generator_naming_arbitrary_code_is_never_called(tmp_path, sessio
 
 
 def test_a_generator_option_that_would_exhaust_memory_is_refused(session):
-    from stmbench.tasks import Task
+    from stmbench.tasks.task import Task
 
     task = Task(yaml_task(generator={"name": "sample", "train": 10 ** 12}))
     with pytest.raises(StmbenchError):
@@ -410,7 +410,7 @@ def test_names_from_a_result_reach_markdown_html_and_the_terminal_escaped(tmp_pa
 
 @pytest.mark.parametrize("url", ["javascript:alert(1)", "data:text/html,<b>x</b>", "http://x\" onmouseover=\"a", "ftp://x"])
 def test_a_reference_url_that_is_not_http_is_refused(url):
-    from stmbench.tasks import Task
+    from stmbench.tasks.task import Task
 
     with pytest.raises(StmbenchError):
         Task(yaml_task(references=[{"model": "m", "value": 80, "citation": "c", "url": url}]) | {
@@ -433,7 +433,7 @@ def test_a_fifo_named_like_a_result_never_hangs_the_build(tmp_path, cli):
 
 
 def test_a_fifo_as_task_data_never_hangs(tmp_path):
-    from stmbench.tasks import Task
+    from stmbench.tasks.task import Task
 
     (tmp_path / "data" / "fifo").mkdir(parents=True)
     os.mkfifo(tmp_path / "data" / "fifo" / "test.tsv")
@@ -463,7 +463,7 @@ BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
 
 
 def test_a_yaml_bomb_in_a_task_file_is_refused_at_once(tmp_path):
-    from stmbench.tasks import load_task_file
+    from stmbench.tasks.task import load_task_file
 
     (tmp_path / "bomb.yaml").write_text(BOMB + "name: bomb\n", encoding="utf-8")
     with deadline(10), pytest.raises(StmbenchError):
@@ -471,7 +471,7 @@ def test_a_yaml_bomb_in_a_task_file_is_refused_at_once(tmp_path):
 
 
 def test_a_yaml_bomb_or_deep_nesting_in_a_grid_file_is_refused_at_once(tmp_path):
-    from stmbench.spec import GridSpec
+    from stmbench.spec.grid_spec import GridSpec
 
     (tmp_path / "bomb.yaml").write_text(BOMB, encoding="utf-8")
     (tmp_path / "deep.yaml").write_text("seeds: " + "[" * 5000 + "1" + "]" * 5000 + "\n", encoding="utf-8")
@@ -483,7 +483,7 @@ def test_a_yaml_bomb_or_deep_nesting_in_a_grid_file_is_refused_at_once(tmp_path)
 @pytest.mark.parametrize("template", ["{text_a:>2000000000}{text_b}", "{text_a:{text_b}}", "{text_a.__class__}{text_b}",
                                       "{text_a[0]}{text_b}", "{text_a!r:>999999}{text_b}"])
 def test_prompt_format_specs_that_could_exhaust_memory_or_reach_attributes_are_refused(template):
-    from stmbench.tasks import Task
+    from stmbench.tasks.task import Task
 
     with pytest.raises(StmbenchError):
         Task(yaml_task() | {"prompts": {"concise": template}})
@@ -531,7 +531,7 @@ def test_two_builders_on_one_out_leave_one_complete_board(tmp_path):
 def test_a_full_disk_after_a_run_stores_it_as_failed_and_stops_in_one_line(tmp_path, cli, monkeypatch):
     import errno
 
-    from stmbench import results as results_module
+    from stmbench.store import results as results_module
 
     real = results_module.atomic_write_text
     calls = {"n": 0}
@@ -566,9 +566,9 @@ def test_an_impossible_device_is_refused_even_when_every_run_is_stored(tmp_path,
 
 
 def test_more_shots_than_training_examples_fail_before_any_model_loads(tmp_path, make_session):
-    from stmbench.spec import GridSpec
-    from stmbench.study import run_study
-    from stmbench.tasks import Task
+    from stmbench.spec.grid_spec import GridSpec
+    from stmbench.run.study import run_study
+    from stmbench.tasks.task import Task
 
     task = Task(yaml_task(name="tiny_pairs", generator={"name": "sample", "train": 6, "validation": 4, "test": 4}))
     session = make_session(types_plugin(task))

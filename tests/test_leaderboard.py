@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from stmbench import leaderboard
-from stmbench.results import ResultStore
-from stmbench.significance import compare, mcnemar_exact
+from stmbench.report import leaderboard
+from stmbench.store.results import ResultStore
+from stmbench.report.significance import compare, mcnemar_exact
 from tests.conftest import REPO
 
 GOLD = [i % 2 for i in range(100)]
@@ -37,7 +37,7 @@ def add(store: ResultStore, *, run_id: str, correct: list[bool], backbone="bb", 
         finished="2026-01-02T03:04:05+00:00", f1=None, labels=None, data=None, extra=None):
     """Store a fake run whose numbers agree with its predictions; ``run_id`` is an alias (see :data:`IDS`):
     the stored id is the hash of the spec, as ``stmbench`` checks."""
-    from stmbench.spec import RunSpec
+    from stmbench.spec.run import RunSpec
 
     acc = sum(correct) / len(correct)
     spec = {"backbone": backbone, "task": task, "strategy": strategy, "adapter": adapter, "prompt": "concise",

@@ -8,9 +8,10 @@ import os
 
 import pytest
 
-from stmbench import leaderboard
-from stmbench.errors import StmbenchError
-from stmbench.results import ResultSet, ResultStore, expand_dirs
+from stmbench.report import leaderboard
+from stmbench.common.errors import StmbenchError
+from stmbench.report.evidence import ResultSet
+from stmbench.store.results import ResultStore, expand_dirs
 from tests.test_leaderboard import IDS, add, pattern
 
 
@@ -70,7 +71,7 @@ def test_a_run_stored_twice_is_one_run_or_a_reported_conflict(tmp_path):
 
 
 def test_results_command_lists_filters_shows_and_exports(tmp_path, cli):
-    from stmbench.spec import RunSpec
+    from stmbench.spec.run import RunSpec
 
     store = ResultStore(tmp_path / "r")
     ok1 = add(store, run_id="ok1", correct=pattern(80), strategy="generative")["run_id"]
@@ -106,7 +107,7 @@ def test_results_command_lists_filters_shows_and_exports(tmp_path, cli):
 
 
 def test_reference_rows_are_shown_apart_and_never_marked(tmp_path, session):
-    from stmbench.tasks import Task
+    from stmbench.tasks.task import Task
 
     store = ResultStore(tmp_path / "r")
     add(store, run_id="m1", correct=pattern(80), task="lcqmc")

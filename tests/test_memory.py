@@ -1,4 +1,4 @@
-"""Prediction batches by a token budget, and each run's own peak memory (stmbench.memory)."""
+"""Prediction batches by a token budget, and each run's own peak memory (stmbench.core.memory)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import random
 
 import pytest
 
-from stmbench.grid import plan_grid
-from stmbench.memory import MEMORY_ENV, TokenBudget, bytes_per_token, plan_budget
-from stmbench.pipeline import run_spec
-from stmbench.spec import GridSpec, TrainingSettings
-from stmbench.types import Prediction
+from stmbench.plan.grid import plan_grid
+from stmbench.core.memory import MEMORY_ENV, TokenBudget, bytes_per_token, plan_budget
+from stmbench.run.pipeline import run_spec
+from stmbench.spec.grid_spec import GridSpec
+from stmbench.spec.training import TrainingSettings
+from stmbench.core.types import Prediction
 from stmbench_plugins.strategies.in_context import InContextStrategy
 
 
@@ -41,7 +42,7 @@ def test_attention_share_shrinks_long_batches_more():
 
 
 def test_budget_comes_from_free_memory_and_the_model_sizes(session, monkeypatch):
-    from stmbench.types import HEAD_CAUSAL_LM
+    from stmbench.core.types import HEAD_CAUSAL_LM
 
     model, _ = session.catalogue.backbone_for("tiny-llama").load(
         "tiny-llama", head=HEAD_CAUSAL_LM, task=session.get("task", "sample"), context=session.context, load_kwargs={})
@@ -149,7 +150,7 @@ def test_peak_memory_falls_back_to_sampling_where_proc_cannot_be_reset(monkeypat
     import numpy as np
     import psutil
 
-    from stmbench.memory import PeakMemory
+    from stmbench.core.memory import PeakMemory
 
     real_open = builtins.open
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from stmbench.grid import plan_grid
-from stmbench.pipeline import run_spec
-from stmbench.training import train
-from stmbench.spec import GridSpec
+from stmbench.plan.grid import plan_grid
+from stmbench.run.pipeline import run_spec
+from stmbench.run.training import train
+from stmbench.spec.grid_spec import GridSpec
 
 
 def _generative_setup(session, adapter="full", strategy_name="generative", steps=6):
@@ -38,13 +38,13 @@ def _train_once(session, spec, task, strategy, data):
 @pytest.mark.parametrize("strategy_name,adapter", [("generative", "full"), ("generative", "lora"), ("cot", "full")])
 def test_projecting_only_labelled_positions_keeps_the_training_losses(make_session, monkeypatch, strategy_name,
                                                                      adapter):
-    import stmbench.modeling
+    import stmbench.core.modeling
 
     session = make_session(save_steps=0)  # no checkpoint: the second training must not resume the first
     spec, task, strategy, data = _generative_setup(session, adapter, strategy_name)
     kept = _train_once(session, spec, task, strategy, data)
     assert kept["logits"] == "labelled positions"
-    monkeypatch.setattr(stmbench.modeling, "keeps_logits", lambda model: False)
+    monkeypatch.setattr(stmbench.core.modeling, "keeps_logits", lambda model: False)
     full = _train_once(session, spec, task, strategy, data)
     assert full["logits"] == "all positions"
     assert len(kept["loss_curve"]) == len(full["loss_curve"]) == 6  # a loss at each of the 6 steps
@@ -55,7 +55,7 @@ def test_projecting_only_labelled_positions_keeps_the_training_losses(make_sessi
 
 
 def test_prediction_is_the_same_with_and_without_kept_logits(session, monkeypatch):
-    import stmbench.modeling
+    import stmbench.core.modeling
     from stmbench_plugins.strategies._common import score_choices
 
     task = session.get("task", "sample")
@@ -69,11 +69,11 @@ def test_prediction_is_the_same_with_and_without_kept_logits(session, monkeypatc
         plain, _ = score_choices(model, tok, prompts, task.label_words, max_len=96, batch_size=40, mode=mode)
         for a, b in zip(fast[mode], plain):
             assert a == pytest.approx(b, rel=1e-5, abs=1e-5)
-    assert stmbench.modeling.keeps_logits(model)
+    assert stmbench.core.modeling.keeps_logits(model)
 
 
 def test_length_grouped_batches_are_seeded_and_mostly_real_tokens():
-    from stmbench.training import length_grouped_sampler
+    from stmbench.run.training import length_grouped_sampler
 
     lengths = [20 + (i * 37) % 60 for i in range(1000)]  # 20..79 tokens, spread
     a = length_grouped_sampler(lengths, 16, seed=3)
@@ -194,7 +194,7 @@ def test_fast_splits_draw_the_rows_datasets_draws(labels):
     instead of Dataset.train_test_split (which converts the column row by row): the same rows."""
     import datasets
 
-    from stmbench.splits import seeded_permutation, stratified_split, subsample_indices
+    from stmbench.run.splits import seeded_permutation, stratified_split, subsample_indices
 
     data = datasets.Dataset.from_dict({"label": labels}).cast_column(
         "label", datasets.ClassLabel(num_classes=max(labels) + 1))

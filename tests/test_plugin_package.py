@@ -36,7 +36,7 @@ def installed(tmp_path_factory):
 
 
 def stmbench(env, *args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "stmbench.cli", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "stmbench.cli.main", *args], env=env, capture_output=True, text=True,
                           timeout=900, cwd=cwd)
 
 
@@ -44,7 +44,7 @@ def test_the_installed_package_registers_its_objects(installed, shared_cache):
     out = stmbench(installed, "plugins", "--json", "--cache-dir", str(shared_cache))
     assert out.returncode == 0, out.stderr
     rows = {(o["kind"], o["name"]): o for o in json.loads(out.stdout)}
-    for key in (("strategy", "prompt_classifier"), ("adapter", "top_layers"), ("task", "example_pairs")):
+    for key in (("strategy", "prompt_classifier"), ("adapter", "top_layers"), ("task", "example_pairs"), ("metric", "mcc")):
         assert rows[key]["version"] == "0.2.0" and rows[key]["builtin"] is False
         assert rows[key]["module"] == "stmbench_example.plugin"
     shown = stmbench(installed, "plugins", "top_layers", "--cache-dir", str(shared_cache))
@@ -72,3 +72,27 @@ def test_a_grid_with_the_package_runs_onto_the_leaderboard(installed, shared_cac
     assert "example_pairs (synthetic)" in board
     row = next(line for line in board.splitlines() if "prompt_classifier" in line)
     assert "top_layers" in row and f"{100 * result['metrics']['accuracy']:.1f}" in row
+
+
+def test_the_packages_metric_shows_on_a_leaderboard_of_results_stored_before_it_existed(installed, shared_cache, tmp_path):
+    """No core change: the committed results never stored ``mcc``; the board computes it from their
+    predictions, offers it in the page's toggle and prints its table for ``--metric mcc``."""
+    from sklearn.metrics import matthews_corrcoef
+
+    out = stmbench(installed, "leaderboard", "--results-dir", str(REPO / "leaderboard" / "results"), "--out",
+                   str(tmp_path / "board"), "--metric", "mcc", "--cache-dir", str(shared_cache), "--no-progress")
+    assert out.returncode == 0, out.stderr
+    assert "Cells: MCC in %" in out.stdout
+    page = (tmp_path / "board" / "index.html").read_text(encoding="utf-8")
+    assert '<option value="mcc">MCC</option>' in page and "body.metric-acc .mcc" in page
+    results = sorted(p for p in (REPO / "leaderboard" / "results").glob("*.predictions.json"))
+    assert results
+    for path in results:
+        preds = json.loads(path.read_text(encoding="utf-8"))
+        stored = json.loads(path.with_name(path.name.replace(".predictions", "")).read_text(encoding="utf-8"))
+        assert "mcc" not in stored["metrics"]
+        expected = 100 * matthews_corrcoef(preds["gold"], preds["predicted"])
+        assert f'data-mcc="{expected / 100:.6f}"' in page
+    unknown = stmbench(installed, "leaderboard", "--results-dir", str(REPO / "leaderboard" / "results"), "--out",
+                       str(tmp_path / "board2"), "--metric", "nope", "--cache-dir", str(shared_cache))
+    assert unknown.returncode == 2 and "unknown metric 'nope'" in unknown.stderr and "mcc" in unknown.stderr

@@ -12,10 +12,11 @@ import tomllib
 
 import pytest
 
-from stmbench import hookimpl, hookspecs
-from stmbench.errors import StmbenchError
-from stmbench.plugins import DEFAULT_PLUGINS, Catalogue, get_plugin_manager
-from stmbench.types import Adapter, Prediction, Strategy
+from stmbench import hookimpl
+from stmbench.core import hookspecs
+from stmbench.common.errors import StmbenchError
+from stmbench.core.catalogue import DEFAULT_PLUGINS, Catalogue, get_plugin_manager
+from stmbench.core.types import Adapter, Prediction, Strategy
 from tests.conftest import REPO, TESTS
 
 HOOKS = sorted(name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
@@ -41,7 +42,7 @@ def fake_dist(tmp_path, monkeypatch):
 
 def test_hooks_are_the_documented_contract():
     assert HOOKS == ["register_adapters", "register_backbones", "register_executors", "register_generators",
-                     "register_hookspecs",
+                     "register_hookspecs", "register_metrics",
                      "register_strategies", "register_tasks", "run_finished", "run_started", "trainer_callbacks"]
 
 
@@ -95,7 +96,7 @@ def test_load_plugins_env_limits_installed_plugins(fake_dist, monkeypatch):
 
 def test_plugins_json_cli_shows_the_entry_point_plugin(fake_dist):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(fake_dist), str(REPO)]))
-    out = subprocess.run([sys.executable, "-m", "stmbench.cli", "plugins", "--json"], env=env,
+    out = subprocess.run([sys.executable, "-m", "stmbench.cli.main", "plugins", "--json"], env=env,
                          capture_output=True, text=True, check=True, cwd=fake_dist).stdout
     objects = json.loads(out)
     assert {"name", "kind", "module"} <= set(objects[0])
@@ -103,7 +104,7 @@ def test_plugins_json_cli_shows_the_entry_point_plugin(fake_dist):
     assert ("adapter", "fake_head_only", "stmbench_fake_plugin") in found
     assert ("strategy", "fake_discriminative", "stmbench_fake_plugin") in found
     assert ("backbone", "tiny-llama", "stmbench_plugins.backbones.tiny") in found
-    assert {o["kind"] for o in objects} == {"backbone", "adapter", "strategy", "task", "executor", "generator"}
+    assert {o["kind"] for o in objects} == {"backbone", "adapter", "strategy", "task", "executor", "generator", "metric"}
     assert ("generator", "fake-pairs", "stmbench_fake_plugin") in found
 
 
@@ -159,7 +160,7 @@ def test_duplicate_and_wrong_registrations_are_errors():
         def register_adapters(self, register):
             register("lora2")
 
-    with pytest.raises(StmbenchError, match="not a stmbench.types.Adapter"):
+    with pytest.raises(StmbenchError, match="not a stmbench.core.types.Adapter"):
         Catalogue(get_plugin_manager([Wrong()], entry_points=False))
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from stmbench.grid import plan_grid
-from stmbench.pipeline import run_spec
-from stmbench.session import Session, Settings
-from stmbench.spec import GridSpec
+from stmbench.plan.grid import plan_grid
+from stmbench.run.pipeline import run_spec
+from stmbench.core.session import Session, Settings
+from stmbench.spec.grid_spec import GridSpec
 
 pytestmark = pytest.mark.real_model
 
@@ -104,8 +104,8 @@ def test_zero_shot_equals_lm_eval_simple_evaluate_on_the_exported_task(real, ggu
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from stmbench.lm_eval_export import task_config, write_jsonl
-    from stmbench.splits import limit_sample
+    from stmbench.tasks.lm_eval import task_config, write_jsonl
+    from stmbench.run.splits import limit_sample
 
     session, work = real
     spec, result, predictions = zero_shot
@@ -178,7 +178,7 @@ def test_discriminative_lora_matches_a_bare_trainer_script(real, gguf, zero_shot
     """The same 32 training rows (stmbench's seeded stratified draw), prompt, seed and settings
     (1 epoch, batch 8, lr 1e-4, 64 tokens; stmbench without length grouping so both use the Trainer's
     seeded sampler): the 4 logged losses agree within 1e-3, the 40 test predictions on >= 99% (all)."""
-    from stmbench.splits import limit_sample, subsample_indices
+    from stmbench.run.splits import limit_sample, subsample_indices
 
     session, _ = real
     spec, result, predictions = run_one(session, backbone=gguf, strategies="discriminative", adapters="lora",
@@ -217,7 +217,7 @@ def test_long_inputs_keep_to_the_memory_they_are_given(real, gguf, monkeypatch):
     those 1,500 MiB.  With 64 rows of 2,000 tokens, lm-eval's float32 logits alone would be 25 GB."""
     import psutil
 
-    from stmbench.memory import MEMORY_ENV
+    from stmbench.core.memory import MEMORY_ENV
 
     session, _ = real
     monkeypatch.setenv(MEMORY_ENV, "1500")

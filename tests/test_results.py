@@ -8,8 +8,9 @@ import re
 
 import pytest
 
-from stmbench.result import SCHEMA_VERSION, ResultSchemaError, RunResult
-from stmbench.results import ResultStore, atomic_write_text
+from stmbench.store.result import SCHEMA_VERSION, ResultSchemaError, RunResult
+from stmbench.store.results import ResultStore
+from stmbench.common.files import atomic_write_text
 
 
 IDS: dict[str, str] = {}  #: alias -> the run id of its spec
@@ -17,7 +18,7 @@ IDS: dict[str, str] = {}  #: alias -> the run id of its spec
 
 def result(alias: str, status: str = "ok", acc: float = 0.5) -> dict:
     """A stored result named ``alias`` in the test; its run id is the hash of its spec, as it must be."""
-    from stmbench.spec import RunSpec
+    from stmbench.spec.run import RunSpec
 
     spec = {"backbone": "b", "task": "t", "strategy": "s", "adapter": "a", "prompt": None, "train_size": "full",
             "seed": 1, "strategy_options": {"alias": alias}}

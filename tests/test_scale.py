@@ -14,11 +14,11 @@ from collections import Counter
 
 import pytest
 
-from stmbench.claims import ClaimBook
-from stmbench.errors import StmbenchError
-from stmbench.results import ResultStore
-from stmbench.spec import GridSpec
-from stmbench.study import Runner, clean_debris, run_study
+from stmbench.run.claims import ClaimBook
+from stmbench.common.errors import StmbenchError
+from stmbench.store.results import ResultStore
+from stmbench.spec.grid_spec import GridSpec
+from stmbench.run.study import Runner, clean_debris, run_study
 from tests.conftest import REPO, TESTS
 
 SCALE_PLUGIN = str(TESTS / "plugins" / "scale_plugin.py")
@@ -43,7 +43,7 @@ def _lines(path):
 
 
 def _stmbench(*args, env=None):
-    return subprocess.Popen([sys.executable, "-m", "stmbench.cli", "run", "--no-progress", *args],
+    return subprocess.Popen([sys.executable, "-m", "stmbench.cli.main", "run", "--no-progress", *args],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from stmbench.errors import StmbenchError, UnknownNameError
-from stmbench.grid import expand, plan_grid
-from stmbench.spec import GridSpec, RunSpec, TrainingSettings
+from stmbench.common.errors import StmbenchError, UnknownNameError
+from stmbench.plan.grid import expand, plan_grid
+from stmbench.spec.grid_spec import GridSpec
+from stmbench.spec.run import RunSpec
+from stmbench.spec.training import TrainingSettings
 
 
 def spec(**changes) -> RunSpec:

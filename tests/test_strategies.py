@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from stmbench.grid import plan_grid
-from stmbench.pipeline import run_spec
-from stmbench.spec import GridSpec
+from stmbench.plan.grid import plan_grid
+from stmbench.run.pipeline import run_spec
+from stmbench.spec.grid_spec import GridSpec
 
 
 def run_grid(session, **axes):
@@ -43,7 +43,7 @@ def test_same_spec_gives_the_same_metrics(session, small_training):
 
 
 def test_train_sizes_are_stratified_and_seeded(session):
-    from stmbench.splits import subsample_indices
+    from stmbench.run.splits import subsample_indices
 
     task = session.get("task", "sample")
     data = session.task_data(task, "train").dataset
@@ -58,7 +58,7 @@ def test_train_sizes_are_stratified_and_seeded(session):
 
 def test_untrained_decoder_is_near_chance(session):
     """The sample set is balanced: a model that learned nothing scores about 50%."""
-    from stmbench.types import Prediction  # noqa: F401 - the contract used below
+    from stmbench.core.types import Prediction  # noqa: F401 - the contract used below
 
     task = session.get("task", "sample")
     strategy = session.get("strategy", "generative")
@@ -84,7 +84,7 @@ def test_pad_token_is_distinct_from_eos_on_the_model_config(session):
 
 
 def test_choose_pad_token_adds_one_when_pad_is_eos():
-    from stmbench.modeling import PAD_TOKEN, choose_pad_token
+    from stmbench.core.modeling import PAD_TOKEN, choose_pad_token
 
     class Tok:
         def __init__(self):

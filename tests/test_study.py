@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from stmbench.grid import plan_grid
-from stmbench.pipeline import run_spec
-from stmbench.training import train
-from stmbench.spec import GridSpec
+from stmbench.plan.grid import plan_grid
+from stmbench.run.pipeline import run_spec
+from stmbench.run.training import train
+from stmbench.spec.grid_spec import GridSpec
 from tests.conftest import REPO
 from tests.fixtures import write_task
 

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from stmbench.errors import DataError, StmbenchError
-from stmbench.grid import plan_grid
-from stmbench.pipeline import run_spec
-from stmbench.spec import GridSpec
+from stmbench.common.errors import DataError, StmbenchError
+from stmbench.plan.grid import plan_grid
+from stmbench.run.pipeline import run_spec
+from stmbench.spec.grid_spec import GridSpec
 from tests.conftest import REPO
 from tests.fixtures import FIXTURE_SIZES, corrupt_line, file_for, write_task
 
@@ -99,7 +99,7 @@ def test_bad_rows_name_the_file_and_line(session, tmp_path, name, kind):
 
 
 def test_bad_label_error_through_the_cli(cli, tmp_path):
-    from stmbench.session import Session, Settings
+    from stmbench.core.session import Session, Settings
 
     task = Session(Settings(progress=False)).get("task", "lcqmc")
     path = write_task(task, tmp_path / "data") / "train.txt"
@@ -235,7 +235,7 @@ def test_export_runs_under_lm_eval_cli(cli, tmp_path, session):
     code, out, err = cli("export-lm-eval", "--tasks", "lcqmc", "--out", str(out_dir), "--data-dir", str(data))
     assert code == 0, err
     task = session.get("task", "lcqmc")
-    from stmbench.session import Session
+    from stmbench.core.session import Session
 
     local = Session(session.settings.__class__(**{**session.settings.__dict__, "data_dir": data}))
     model_dir = local.catalogue.backbone_for("tiny-llama").checkpoint(task, local.context)

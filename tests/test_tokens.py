@@ -7,13 +7,14 @@ import json
 
 import pytest
 
-from stmbench.errors import DataError, StmbenchError
-from stmbench.evaluation import score
-from stmbench.grid import plan_grid
-from stmbench.results import ResultStore
-from stmbench.spec import GridSpec
-from stmbench.study import run_study
-from stmbench.tasks import Task
+from stmbench.common.errors import DataError, StmbenchError
+from stmbench.run.scoring import score
+from stmbench.plan.grid import plan_grid
+from stmbench.store.results import ResultStore
+from stmbench.spec.grid_spec import GridSpec
+from stmbench.report.refresh import refresh_leaderboard
+from stmbench.run.study import run_study
+from stmbench.tasks.task import Task
 
 TAGS = [{"value": v} for v in ("O", "B-PER", "I-PER", "B-LOC", "I-LOC")]
 
@@ -39,15 +40,17 @@ def test_conll_files_are_read_and_bad_lines_named(tmp_path):
     assert not task.prompts and task.primary_metric == "entity_f1" and not task.is_pair
 
 
-def test_entity_scores_are_seqevals():
+def test_entity_scores_are_seqevals(session):
     task = Task({"name": "t", "kind": "tokens", "labels": TAGS, "generator": {"function": "m:f"}})
     gold = [[1, 2, 0, 3], [3, 4, 0]]
     predicted = [[1, 2, 0, 0], [3, 0, 0]]  # one person right, one place missed, one place cut short
-    metrics = score(task, gold, predicted)
+    measures = session.metrics_for(task)
+    assert [m.name for m in measures] == ["entity_f1", "entity_precision", "entity_recall", "token_accuracy"]
+    metrics = score(task, gold, predicted, measures)
     assert metrics["entity_precision"] == pytest.approx(1 / 2) and metrics["entity_recall"] == pytest.approx(1 / 3)
     assert metrics["entity_f1"] == pytest.approx(0.4) and metrics["token_accuracy"] == pytest.approx(5 / 7)
     with pytest.raises(StmbenchError, match="example 1: 2 predicted tags for 3 tokens"):
-        score(task, gold, [[1, 2, 0, 3], [3, 0]])
+        score(task, gold, [[1, 2, 0, 3], [3, 0]], measures)
 
 
 def test_labels_sit_at_the_first_subtoken_of_each_word(session):
@@ -76,6 +79,7 @@ def test_ner_grid_entity_f1_on_the_leaderboard_and_unmasking_changes_predictions
                     adapters=["full"], train_sizes=[300], training={"num_train_epochs": 2})
     report = run_study(grid, session)
     assert report.ok == 5 and report.failed == 0  # tiny-bert has no causal mask to remove: rejected
+    refresh_leaderboard(session)  # what ``stmbench run`` does after the study
     store = ResultStore(session.settings.results_dir)
     results = {(r.spec["backbone"], r.labels["strategy"]): r for r in store.load_all()}
     for r in results.values():

@@ -7,11 +7,11 @@ import math
 
 import pytest
 
-from stmbench.leaderboard import build, render_markdown
-from stmbench.evaluation import health
-from stmbench.results import ResultStore
-from stmbench.spec import GridSpec
-from stmbench.study import run_study
+from stmbench.report.leaderboard import build, render_markdown
+from stmbench.run.scoring import health
+from stmbench.store.results import ResultStore
+from stmbench.spec.grid_spec import GridSpec
+from stmbench.run.study import run_study
 from tests.conftest import REPO
 
 
@@ -48,7 +48,7 @@ def test_a_run_whose_loss_explodes_is_ok_but_flagged_in_both_leaderboards(sessio
     store = ResultStore(session.settings.results_dir)
     board = build(store.load_all(), store)
     assert "⚠ " in render_markdown(board) and "diverged" in render_markdown(board)
-    from stmbench.leaderboard import render_html
+    from stmbench.report.leaderboard import render_html
 
     assert 'class="flag"' in render_html(board)
 
@@ -83,7 +83,7 @@ def _stored(folder, n=2):
 
 
 def test_a_leaderboard_is_not_replaced_from_another_or_a_missing_results_folder(tmp_path, cli):
-    from stmbench import leaderboard
+    from stmbench.report import leaderboard
 
     _stored(tmp_path / "results")
     leaderboard.generate(tmp_path / "results", tmp_path / "lb")
@@ -105,7 +105,7 @@ def test_a_leaderboard_is_not_replaced_from_another_or_a_missing_results_folder(
 def test_the_markdown_leaderboard_escapes_html_and_pipes_and_files_get_normal_permissions(tmp_path):
     import os
 
-    from stmbench import leaderboard
+    from stmbench.report import leaderboard
 
     _stored(tmp_path / "results")
     old = os.umask(0o022)
@@ -136,7 +136,7 @@ def _task_yaml(tmp_path, **changes):
 
 def _lcqmc_data(tmp_path, breaking=None):
     """``--data-dir`` with the lcqmc files in their original format, broken by ``breaking(task, folder)``."""
-    from stmbench.session import Session, Settings
+    from stmbench.core.session import Session, Settings
     from tests.fixtures import write_task
 
     task = Session(Settings(progress=False)).get("task", "lcqmc")

@@ -5,10 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from stmbench import hookimpl
-from stmbench.errors import StmbenchError
-from stmbench.modeling import HEAD_MODULES, head_modules
-from stmbench.types import Adapter, BackboneInfo
+from stmbench import HEAD_MODULES, Adapter, BackboneInfo, head_modules, hookimpl, StmbenchError
 
 log = logging.getLogger(__name__)
 

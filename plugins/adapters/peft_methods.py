@@ -14,17 +14,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from stmbench import hookimpl
-from stmbench.errors import StmbenchError
-from stmbench.modeling import head_modules, transformers_model
-from stmbench.types import (
-    HEAD_BASE,
-    HEAD_CAUSAL_LM,
-    HEAD_SEQUENCE_CLASSIFICATION,
-    HEAD_TOKEN_CLASSIFICATION,
-    Adapter,
-    BackboneInfo,
-    Combination,
+from stmbench import (
+    HEAD_BASE, HEAD_CAUSAL_LM, HEAD_SEQUENCE_CLASSIFICATION, HEAD_TOKEN_CLASSIFICATION, Adapter,
+    BackboneInfo, Combination, head_modules, hookimpl, StmbenchError, transformers_model
 )
 
 log = logging.getLogger(__name__)

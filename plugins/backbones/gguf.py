@@ -26,10 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from stmbench import hookimpl
-from stmbench.errors import StmbenchError
-from stmbench.hub import hub_available, offline_reason
-from stmbench.types import Backbone, BackboneInfo
+from stmbench import Backbone, BackboneInfo, hookimpl, hub_available, offline_reason, StmbenchError
 from stmbench_plugins.backbones.hf import info_from_config, load_pretrained, quiet_transformers
 
 log = logging.getLogger(__name__)

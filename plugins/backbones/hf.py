@@ -11,17 +11,9 @@ import contextlib
 import logging
 from typing import Any
 
-from stmbench import hookimpl
-from stmbench.errors import StmbenchError
-from stmbench.hub import from_pretrained
-from stmbench.modeling import attach_pad_token, choose_pad_token
-from stmbench.types import (
-    HEAD_BASE,
-    HEAD_CAUSAL_LM,
-    HEAD_SEQUENCE_CLASSIFICATION,
-    HEAD_TOKEN_CLASSIFICATION,
-    Backbone,
-    BackboneInfo,
+from stmbench import (
+    HEAD_BASE, HEAD_CAUSAL_LM, HEAD_SEQUENCE_CLASSIFICATION, HEAD_TOKEN_CLASSIFICATION, attach_pad_token,
+    Backbone, BackboneInfo, choose_pad_token, from_pretrained, hookimpl, StmbenchError
 )
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stmbench import hookimpl
-from stmbench.types import HEAD_CAUSAL_LM, Backbone, BackboneInfo
+from stmbench import HEAD_CAUSAL_LM, Backbone, BackboneInfo, hookimpl
 from stmbench_plugins.backbones.hf import load_pretrained
 
 log = logging.getLogger(__name__)

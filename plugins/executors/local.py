@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stmbench import hookimpl
-from stmbench.types import Executor
+from stmbench import Executor, hookimpl
 
 
 class LocalExecutor(Executor):

@@ -22,8 +22,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from stmbench import hookimpl
-from stmbench.types import Executor
+from stmbench import Executor, hookimpl
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +89,7 @@ def plan_slots(options: dict[str, Any], cpus: int | None = None) -> list[Slot]:
 def _exit_parent_watch(driver: int) -> None:
     """Exit when the driver is gone (killed with -9, say): its claims expire, nobody reads our result.
     (The driver is not our parent when we were forked by the fork server.)"""
-    from stmbench.claims import pid_alive
+    from stmbench import pid_alive
 
     def watch() -> None:
         while True:
@@ -194,7 +193,7 @@ class Worker:
 def worker_context() -> Any:
     """Where workers come from: the fork server, with what a run imports preloaded (no import per run,
     and no CUDA or threads in the process forked from), else spawn (no fork server on Windows)."""
-    from stmbench.study import RUN_MODULES
+    from stmbench import RUN_MODULES
 
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")

@@ -14,9 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from stmbench import hookimpl
-from stmbench.errors import StmbenchError
-from stmbench.types import Executor
+from stmbench import Executor, hookimpl, StmbenchError
 
 log = logging.getLogger(__name__)
 

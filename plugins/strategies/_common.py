@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stmbench.memory import TokenBudget
-from stmbench.modeling import PaddingMeter, keeps_logits, model_device, pad_batch, sorted_batches
+from stmbench import keeps_logits, model_device, pad_batch, PaddingMeter, sorted_batches, TokenBudget
 
 
 def encode_pairs(tokenizer: Any, contexts: list[str], continuations: list[str], max_len: int) -> list[tuple[list[int], list[int]]]:

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stmbench.memory import TokenBudget
-from stmbench.modeling import IGNORE_INDEX, PaddingMeter, model_device, sorted_batches
+from stmbench import IGNORE_INDEX, model_device, PaddingMeter, sorted_batches, TokenBudget
 
 
 def first_subtokens(word_ids: list[int | None]) -> dict[int, int]:

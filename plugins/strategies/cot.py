@@ -14,10 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from stmbench import hookimpl, hookspec
-from stmbench.errors import StmbenchError
-from stmbench.modeling import PaddingMeter, model_device, pad_batch, sorted_batches
-from stmbench.types import HEAD_CAUSAL_LM, Prediction, Strategy
+from stmbench import (
+    HEAD_CAUSAL_LM, hookimpl, hookspec, model_device, pad_batch, PaddingMeter, Prediction, sorted_batches,
+    StmbenchError, Strategy
+)
 from stmbench_plugins.strategies._common import rows
 from stmbench_plugins.strategies.generative import lm_features, seq2seq_collator
 

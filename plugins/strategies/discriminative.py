@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from stmbench import hookimpl
-from stmbench.modeling import IGNORE_INDEX
-from stmbench.types import HEAD_SEQUENCE_CLASSIFICATION, HEAD_TOKEN_CLASSIFICATION, Prediction, Strategy
+from stmbench import (
+    HEAD_SEQUENCE_CLASSIFICATION, HEAD_TOKEN_CLASSIFICATION, IGNORE_INDEX, hookimpl, Prediction, Strategy
+)
 from stmbench_plugins.strategies._common import argmax, rows
 from stmbench_plugins.strategies._tokens import predict_tags, token_features
 
@@ -87,7 +87,7 @@ class DiscriminativeStrategy(Strategy):
     def predict(self, model: Any, *, data: Any, task: Any, tokenizer: Any, spec: Any, context: Any) -> Prediction:
         import torch
 
-        from stmbench.modeling import PaddingMeter, model_device, sorted_batches
+        from stmbench import PaddingMeter, model_device, sorted_batches
 
         if task.is_tokens:
             tags, padding = predict_tags(model, tokenizer, sentences=data["tokens"][:], task=task,

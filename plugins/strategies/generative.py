@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stmbench import hookimpl
-from stmbench.modeling import IGNORE_INDEX, PaddingMeter, keeps_logits
-from stmbench.types import HEAD_CAUSAL_LM, Prediction, Strategy
+from stmbench import HEAD_CAUSAL_LM, IGNORE_INDEX, hookimpl, keeps_logits, PaddingMeter, Prediction, Strategy
 from stmbench_plugins.strategies._common import argmax, encode_pairs, rows, score_choices
 
 

@@ -26,11 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stmbench import hookimpl
-from stmbench.lm_eval_export import task_config, write_jsonl
-from stmbench.memory import TokenBudget
-from stmbench.modeling import PaddingMeter, keeps_logits
-from stmbench.types import HEAD_CAUSAL_LM, Prediction, Strategy
+from stmbench import (
+    HEAD_CAUSAL_LM, hookimpl, keeps_logits, lm_eval_task_config as task_config, PaddingMeter, Prediction,
+    Strategy, TokenBudget, write_jsonl
+)
 from stmbench_plugins.strategies._common import argmax, score_requests
 
 log = logging.getLogger(__name__)
@@ -145,7 +144,7 @@ def lm_eval_predict(model: Any, tokenizer: Any, *, task: Any, prompt: str, shots
     (label indices, in the order of ``eval_data``), lm-eval's own accuracy and the task name used."""
     import lm_eval
 
-    from stmbench.memory import as_budget
+    from stmbench import as_budget
 
     with lm_eval_task(task, prompt=prompt, shots=shots, eval_data=eval_data, train_data=train_data,
                       work_dir=work_dir) as (name, manager):

@@ -17,8 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from stmbench import hookimpl
-from stmbench.types import HEAD_BASE
+from stmbench import HEAD_BASE, hookimpl
 from stmbench_plugins.strategies.discriminative import DiscriminativeStrategy
 
 

@@ -1,8 +1,7 @@
 """Registers the task YAML files shipped in ``stmbench_tasks`` (the repository's ``tasks/``) and the
 generators of its synthetic tasks (a task file names a registered generator, never code)."""
 
-from stmbench import hookimpl
-from stmbench.tasks import load_task_dir
+from stmbench import hookimpl, load_task_dir
 
 
 @hookimpl
@@ -15,7 +14,7 @@ def register_tasks(register):
 
 @hookimpl
 def register_generators(register):
-    from stmbench.types import FunctionGenerator
+    from stmbench import FunctionGenerator
     from stmbench_tasks import sample, sample_long, sample_ner
 
     register(FunctionGenerator("sample", sample.generate, "SYNTHETIC Chinese question pairs (the embedded default)"))

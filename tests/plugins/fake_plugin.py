@@ -95,7 +95,7 @@ def register_backbones(register):
 
 @hookimpl
 def register_tasks(register):
-    from stmbench.tasks import Task, load_task_file
+    from stmbench.tasks.task import Task, load_task_file
     from stmbench_tasks import TASK_DIR
 
     base = load_task_file(TASK_DIR / "sample.yaml").config
@@ -114,6 +114,21 @@ def register_generators(register):
     from stmbench import FunctionGenerator
 
     register(FunctionGenerator("fake-pairs", _fake_rows, "a fake generator of a third-party plugin"))
+
+
+@hookimpl
+def register_metrics(register):
+    from stmbench import Metric
+
+    class FakeErrorRate(Metric):
+        name = "fake_error_rate"
+        description = "a fake metric of a third-party plugin: the share predicted wrong"
+        higher_is_better = False
+
+        def compute(self, gold, predicted, *, labels):
+            return sum(g != p for g, p in zip(gold, predicted)) / len(gold) if gold else 0.0
+
+    register(FakeErrorRate())
 
 
 @hookimpl

@@ -1,4 +1,4 @@
-"""The plugin module the entry point names: one strategy, one adapter and one task.
+"""The plugin module the entry point names: one strategy, one adapter, one task and one metric.
 
 Written from ``stmbench``'s public contract alone (the base classes and ``hookimpl`` it re-exports,
 the ``context`` it hands over): no built-in plugin is imported or subclassed.
@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stmbench import HEAD_SEQUENCE_CLASSIFICATION, Adapter, Prediction, Strategy, hookimpl
-from stmbench.modeling import head_modules
+from stmbench import HEAD_SEQUENCE_CLASSIFICATION, Adapter, Metric, Prediction, Strategy, head_modules, hookimpl
 
 
 class PromptClassifier(Strategy):
@@ -100,6 +99,25 @@ def register_adapters(register):
 
 @hookimpl
 def register_tasks(register):
-    from stmbench.tasks import load_task_file
+    from stmbench import load_task_file
 
     register(load_task_file(Path(__file__).with_name("example_pairs.yaml")))
+
+
+class MatthewsCorrelation(Metric):
+    """Matthews' correlation coefficient: -1 to 1, 0 for a constant or random answer, whatever the
+    label balance (sklearn's ``matthews_corrcoef``)."""
+
+    name = "mcc"
+    title = "MCC"
+    description = "example: Matthews' correlation coefficient of the predicted labels (sklearn)"
+
+    def compute(self, gold, predicted, *, labels):
+        from sklearn.metrics import matthews_corrcoef
+
+        return float(matthews_corrcoef(list(gold), list(predicted)))
+
+
+@hookimpl
+def register_metrics(register):
+    register(MatthewsCorrelation())

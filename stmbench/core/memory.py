@@ -1,0 +1,209 @@
+"""Memory: prediction batches planned by a token budget, and each run's own peak memory.
+
+**Token budget.**  A prediction batch costs memory in proportion to its padded tokens, not its
+rows: full-vocabulary logits are ``vocab x 4`` bytes per position (about 200 KB for a 49k
+vocabulary), and attention scores grow with the square of the length.  A fixed batch of 64 rows is
+harmless at 64 tokens and tens of GB at 2,048.  So every prediction path (the strategies' own and
+lm-eval's) takes its batches from a :class:`TokenBudget`: rows sorted longest first, each batch as
+many rows as fit ``rows x padded length x (1 + attention share x length) <= tokens``, never more rows
+than ``per_device_eval_batch_size``.  The budget is the memory the device has free (free RAM on
+CPU, free GPU memory on CUDA; ``STMBENCH_EVAL_MEMORY_MB`` overrides what is detected) times
+:data:`USABLE_SHARE`, divided by an estimate of the bytes one token costs, from the model's
+vocabulary, hidden, MLP and head sizes.  ``--eval-batch-tokens N`` sets a plain budget instead
+(``rows x padded length <= N``).
+
+**Peak memory per run.**  On CUDA, ``torch.cuda.reset_peak_memory_stats`` then
+``max_memory_allocated``.  On Linux CPU, the kernel's high-water mark of the process's resident
+memory is reset at the start of a run (writing ``5`` to ``/proc/self/clear_refs``) and read at its
+end (``VmHWM`` in ``/proc/self/status``), so a run never reports an earlier run's peak.  Where that
+reset is not allowed, a thread samples the resident size every 50 ms.  The result says which
+(``memory.peak_method``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+#: share of the free memory that prediction batches may plan to use (the rest: the model, the
+#: allocator's slack, the data, other processes)
+USABLE_SHARE = 0.5
+MEMORY_ENV = "STMBENCH_EVAL_MEMORY_MB"
+
+
+@dataclass(frozen=True)
+class TokenBudget:
+    """How many padded tokens one prediction batch may hold."""
+
+    tokens: int  #: padded tokens per batch (rows x padded length), for short rows
+    max_batch: int  #: rows per batch at most (``per_device_eval_batch_size``)
+    source: str  #: where the budget came from (``eval_batch_tokens``, ``free RAM``, ...)
+    #: extra tokens one token costs per token of length (attention scores grow with length squared)
+    attention_share: float = 0.0
+    memory_mb: float | None = None  #: the memory the budget was planned for
+    bytes_per_token: int | None = None  #: the estimated cost of one token
+
+    def rows_for(self, length: int) -> int:
+        """Rows of ``length`` padded tokens that fit in one batch (at least 1)."""
+        length = max(1, int(length))
+        cost = length * (1.0 + self.attention_share * length)
+        return max(1, min(self.max_batch, int(self.tokens // cost)))
+
+    def batches(self, lengths: Sequence[int]) -> Iterator[list[int]]:
+        """Indices in batches, longest first (each batch pads to its first row's length); the caller
+        puts each result back at its index."""
+        order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+        start = 0
+        while start < len(order):
+            size = self.rows_for(lengths[order[start]])
+            yield order[start:start + size]
+            start += size
+
+    def record(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def as_budget(size: int | TokenBudget) -> TokenBudget:
+    """A budget as it is, or a plain row count as a budget of that many rows whatever their length."""
+    if isinstance(size, TokenBudget):
+        return size
+    return TokenBudget(tokens=2**62, max_batch=max(1, int(size)), source="rows")
+
+
+def model_config(model: Any) -> Any:
+    from stmbench.core.modeling import transformers_model
+
+    inner = transformers_model(model)
+    return getattr(inner, "config", None) or getattr(model, "config", None)
+
+
+def free_memory(device: str) -> tuple[float, str]:
+    """Bytes free for this process's batches and what they were read from."""
+    if os.environ.get(MEMORY_ENV):
+        return float(os.environ[MEMORY_ENV]) * 2**20, MEMORY_ENV
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        return float(free), "free GPU memory"
+    import psutil
+
+    return float(psutil.virtual_memory().available), "free RAM"
+
+
+def bytes_per_token(config: Any, dtype_bytes: int, *, full_logits: bool) -> tuple[int, float]:
+    """``(bytes of one token, attention bytes per token per token of length)`` of an inference
+    forward pass: the residual stream and one layer's attention and MLP activations live at once;
+    with ``full_logits``, every position's logits in the model's dtype plus a float32
+    log-softmax copy (lm-eval) are added; attention scores and probabilities (and the 4-D mask) per
+    head."""
+    get = lambda *names, default=0: next((int(getattr(config, n)) for n in names  # noqa: E731
+                                          if getattr(config, n, None)), default)
+    hidden = get("hidden_size", "d_model", "n_embd", default=1024)
+    inner = get("intermediate_size", "ffn_dim", "n_inner", default=4 * hidden)
+    heads = get("num_attention_heads", "n_head", default=16)
+    vocab = get("vocab_size", default=32000)
+    per_token = dtype_bytes * (8 * hidden + 3 * inner)
+    if full_logits:
+        per_token += vocab * (dtype_bytes + 8)
+    attention = (2 * heads + 1) * dtype_bytes
+    return per_token, attention
+
+
+def plan_budget(model: Any, *, device: str, max_batch: int, tokens: int = 0,
+                full_logits: bool = False) -> TokenBudget:
+    """The budget for predicting with ``model`` on ``device``: ``tokens`` when given (> 0), else
+    planned from the free memory (see the module's docstring)."""
+    if tokens and tokens > 0:
+        return TokenBudget(tokens=int(tokens), max_batch=max_batch, source="eval_batch_tokens")
+    config = model_config(model)
+    try:
+        dtype_bytes = next(p for p in model.parameters()).element_size()
+    except (StopIteration, AttributeError):
+        dtype_bytes = 4
+    per_token, attention = bytes_per_token(config, dtype_bytes, full_logits=full_logits)
+    free, source = free_memory(device)
+    usable = free * USABLE_SHARE
+    return TokenBudget(tokens=max(1, int(usable // per_token)), max_batch=max_batch, source=source,
+                       attention_share=round(attention / per_token, 6), memory_mb=round(free / 2**20, 1),
+                       bytes_per_token=per_token)
+
+
+# --- peak memory per run ----------------------------------------------------------------------
+
+def _status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            found = re.search(rf"^{field}:\s+(\d+) kB", fh.read(), re.M)
+    except OSError:
+        return None
+    return int(found.group(1)) if found else None
+
+
+def _rss_bytes() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+_SAMPLING: PeakMemory | None = None  # the sampler thread's owner, where /proc cannot be used
+
+
+class PeakMemory:
+    """The peak memory of one run (see the module's docstring); ``start()`` then ``stop()``."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.method = ""
+        self._peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> PeakMemory:
+        import torch
+
+        if self.device.startswith("cuda") and torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+            self.method = "torch.cuda.max_memory_allocated (reset at the run's start)"
+            return self
+        try:
+            with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+                fh.write("5")  # reset the resident-memory high-water mark (VmHWM)
+            if _status_kb("VmHWM") is not None:
+                self.method = "VmHWM (peak resident memory, reset at the run's start)"
+                return self
+        except OSError:
+            pass
+        self.method = "resident memory sampled every 50 ms"
+        global _SAMPLING
+        if _SAMPLING is not None:  # a run that failed before stop(): end its sampler
+            _SAMPLING._stop.set()
+        _SAMPLING = self
+        self._peak = _rss_bytes()
+        self._thread = threading.Thread(target=self._sample, name="stmbench-peak-memory", daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            self._peak = max(self._peak, _rss_bytes())
+
+    def stop(self) -> float | None:
+        """The peak in MiB since :meth:`start`."""
+        import torch
+
+        if self.method.startswith("torch.cuda"):
+            return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._peak = max(self._peak, _rss_bytes())
+            return round(self._peak / 2**20, 1)
+        kb = _status_kb("VmHWM")
+        return None if kb is None else round(kb / 1024, 1)
+
+

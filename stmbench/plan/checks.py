@@ -1,0 +1,134 @@
+"""Everything checkable about a grid, checked once before anything trains.
+
+:func:`preflight` looks at the runs a study is about to do: the device and the precision it asks
+for, the optimizer and schedule names, the results folder, and every data split of every task (loaded
+and validated in full, so a bad file is one error naming its file and line, not one failed run per
+cell).  It returns one line per check that passed (``--dry-run`` prints them) and raises one
+:class:`StmbenchError` listing every problem found, one line each.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from stmbench.common.errors import StmbenchError
+from stmbench.spec.axes import FULL
+from stmbench.spec.run import RunSpec
+
+
+def _device_problems(requested: str | None, runs: list[RunSpec]) -> tuple[list[str], str]:
+    import torch
+
+    problems: list[str] = []
+    device = requested or ("cuda" if torch.cuda.is_available() else "cpu")
+    kind, _, index = device.partition(":")
+    if kind not in ("cpu", "cuda", "mps") or (index and (kind != "cuda" or not index.isdigit())):
+        return [f"--device {device}: unknown device (use cpu, cuda, cuda:N or mps)"], device
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            return [f"--device {device}: CUDA is not available here (torch {torch.__version__}, "
+                    f"{'no CUDA build' if torch.version.cuda is None else 'no visible GPU'})"], device
+        if index and int(index) >= torch.cuda.device_count():
+            return [f"--device {device}: there are only {torch.cuda.device_count()} CUDA device(s)"], device
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        return [f"--device {device}: MPS is not available here"], device
+    if any(r.training.fp16 for r in runs) and kind not in ("cuda", "mps"):
+        problems.append(f"--fp16: float16 mixed precision needs a GPU; the device is {device} (use --bf16 on CPU)")
+    if any(r.training.bf16 for r in runs) and kind == "cuda" and not torch.cuda.is_bf16_supported():
+        problems.append(f"--bf16: {torch.cuda.get_device_name(device)} cannot do bfloat16 (use --fp16)")
+    return problems, device
+
+
+def _name_problems(runs: list[RunSpec]) -> list[str]:
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    problems = []
+    for setting, flag, known in (("optim", "--optim", [o.value for o in OptimizerNames]),
+                                 ("lr_scheduler_type", "--lr-scheduler-type", [s.value for s in SchedulerType])):
+        for value in sorted({getattr(r.training, setting) for r in runs}):
+            if value not in known:
+                problems.append(f"{flag} {value}: unknown; known: {', '.join(known)}")
+    return problems
+
+
+def _folder_problems(results_dir: Path) -> list[str]:
+    if results_dir.exists() and not results_dir.is_dir():
+        return [f"--results-dir {results_dir}: it is a file, not a folder"]
+    existing = results_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        return [f"--results-dir {results_dir}: {existing} is not writable"]
+    return []
+
+
+def _data_problems(runs: list[RunSpec], session: Any, skip_bad_rows: bool) -> tuple[list[str], list[str]]:
+    """Load and validate every split the runs use; check the train splits against the train sizes."""
+    problems, checked = [], []
+    tasks: dict[str, set[str]] = {}
+    for run in runs:
+        task = session.get("task", run.task)
+        strategy = session.get("strategy", run.strategy)
+        splits = tasks.setdefault(run.task, {task.eval_split})
+        if strategy.trains or run.shots:
+            splits.add("train")
+        if strategy.trains and run.training.eval_strategy != "no" and task.eval_split != "validation":
+            splits.add("validation")  # selected on
+    for name in sorted(tasks):
+        task = session.get("task", name)
+        for split in sorted(tasks[name]):
+            try:
+                data = session.task_data(task, split, skip_bad_rows=skip_bad_rows)
+            except StmbenchError as exc:
+                problems.append(f"task {name}, split {split}: {exc}")
+                continue
+            rows = len(data.dataset)
+            if task.is_tokens:  # a tag per token: the tags of every sentence
+                counts = Counter(t for tags in data.dataset["tags"][:] for t in tags) if rows else Counter()
+            else:
+                counts = Counter(data.dataset["label"][:]) if rows else Counter()  # [:]: the column at once
+            if rows == 0:
+                problems.append(f"task {name}, split {split}: {data.source} has no rows")
+                continue
+            if split == "train":
+                if len(counts) < 2:
+                    problems.append(f"task {name}, split train: every row has one label "
+                                    f"({task.labels[next(iter(counts))].value!r}); a classifier needs at least two")
+                elif rows < len(task.labels) and not task.is_tokens:
+                    problems.append(f"task {name}, split train: {rows} rows, fewer than its {len(task.labels)} labels")
+                sizes = sorted({r.train_size for r in runs if r.task == name and r.train_size not in (FULL, 0)})
+                too_big = [s for s in sizes if int(s) > rows]
+                if too_big:
+                    problems.append(f"task {name}: train size(s) {', '.join(map(str, too_big))} exceed its {rows} "
+                                    "training examples")
+                shots = sorted({int(r.shots) for r in runs if r.task == name and r.shots})
+                too_many = [k for k in shots if k > rows]
+                if too_many:
+                    problems.append(f"task {name}: {', '.join(map(str, too_many))} in-context example(s) asked for, "
+                                    f"but its train split has {rows}")
+            checked.append(f"task {name}, split {split}: {rows} rows, {len(counts)} label(s)")
+    return problems, checked
+
+
+def preflight(runs: list[RunSpec], session: Any, *, skip_bad_rows: bool = False) -> list[str]:
+    """Check ``runs`` before any of them trains; the lines of what was checked, or one error with
+    every problem (one line each)."""
+    if not runs:
+        return []
+    problems, device = _device_problems(session.settings.device, runs)
+    problems += _name_problems(runs)
+    problems += _folder_problems(session.settings.results_dir)
+    data_problems, checked = _data_problems(runs, session, skip_bad_rows)
+    problems += data_problems
+    if problems:
+        raise StmbenchError("\n".join(problems) if len(problems) == 1 else
+                            f"{len(problems)} problems found before training:\n" + "\n".join(f"  {p}" for p in problems))
+    return [f"device {device}" + (" (bf16)" if any(r.training.bf16 for r in runs) else "")
+            + (" (fp16)" if any(r.training.fp16 for r in runs) else ""),
+            "optimizer(s) " + ", ".join(sorted({r.training.optim for r in runs})) + "; schedule(s) "
+            + ", ".join(sorted({r.training.lr_scheduler_type for r in runs})),
+            f"results folder {session.settings.results_dir} is writable", *checked]

@@ -1,0 +1,179 @@
+"""GridSpec -> RunSpecs: expand the axes, validate names, reject what cannot work, resolve settings.
+
+Planning happens before anything trains: unknown names are errors (listing the known ones), and a
+combination that cannot work (``generative`` on an encoder, ``qlora`` without CUDA, ...) is
+*rejected* with its reason while the rest of the grid goes on.  Axes a strategy ignores are cleared
+(the prompt for an encoder classifier, shots for a trained strategy), so equal runs get one id.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from stmbench.common.errors import StmbenchError
+from stmbench.core.session import Session
+from stmbench.spec.grid_spec import GridSpec
+from stmbench.spec.run import RunSpec
+from stmbench.spec.training import TrainingSettings
+from stmbench.spec.axes import parse_axis_entry
+from stmbench.core.types import BackboneInfo, Combination
+
+log = logging.getLogger(__name__)
+
+#: the training settings that matter to a strategy that does not train
+EVAL_SETTINGS = ("per_device_eval_batch_size", "eval_batch_tokens", "max_seq_length", "bf16", "fp16")
+
+
+def expand(grid: GridSpec) -> Iterator[RunSpec]:
+    """Every combination of the axes, in a stable order, with the user's raw options (an axis entry's
+    own options override the grid-wide ``adapter_options`` / ``strategy_options``)."""
+    strategies = [parse_axis_entry(e) for e in grid.strategies]
+    adapters = [parse_axis_entry(e) for e in grid.adapters]
+    for backbone, task, (strategy, s_opts), (adapter, a_opts), prompt, size, shots, seed in itertools.product(
+        grid.backbones, grid.tasks, strategies, adapters, grid.prompts, grid.train_sizes, grid.shots, grid.seeds,
+    ):
+        yield RunSpec(backbone=backbone, task=task, strategy=strategy, adapter=adapter, prompt=prompt,
+                      train_size=size, seed=seed, shots=shots,
+                      adapter_options={**grid.adapter_options.get(adapter, {}), **a_opts},
+                      strategy_options={**grid.strategy_options.get(strategy, {}), **s_opts},
+                      skip_bad_rows=grid.skip_bad_rows, limit=grid.limit)
+
+
+def sweep_trials(grid: GridSpec) -> list[dict[str, Any]]:
+    """The training settings of each trial of a cell: every combination of the swept values
+    (``[{}]`` without a sweep)."""
+    names = sorted(grid.sweep)
+    return [dict(zip(names, values)) for values in itertools.product(*(grid.sweep[n] for n in names))]
+
+
+@dataclass
+class Plan:
+    runs: list[RunSpec] = field(default_factory=list)
+    rejected: list[tuple[RunSpec, str]] = field(default_factory=list)
+    backbones: dict[str, BackboneInfo] = field(default_factory=dict)
+
+
+def _check_names(grid: GridSpec, session: Session) -> None:
+    strategies = [parse_axis_entry(e)[0] for e in grid.strategies]
+    adapters = [parse_axis_entry(e)[0] for e in grid.adapters]
+    for kind, names in (("task", grid.tasks), ("strategy", strategies), ("adapter", adapters)):
+        for name in names:
+            session.get(kind, name)  # raises UnknownNameError listing the known names
+    session.get("executor", grid.executor)
+    for name in grid.tasks:  # a task's metrics are registered and serve its kind
+        session.metrics_for(session.get("task", name))
+    prompts = {p for name in grid.tasks for p in session.get("task", name).prompts}
+    for prompt in grid.prompts if prompts else []:  # tasks without prompts (a tag per token) ignore the axis
+        if prompt not in prompts:
+            raise StmbenchError(f"unknown prompt {prompt!r}; the task(s) {', '.join(grid.tasks)} have: "
+                                f"{', '.join(sorted(prompts))}")
+    for kind, given, axis in (("adapter", grid.adapter_options, adapters),
+                              ("strategy", grid.strategy_options, strategies)):
+        for name in given:
+            if name not in axis:
+                session.get(kind, name)
+                log.warning("options given for %s %r, which is not in this grid", kind, name)
+
+
+MAX_RUNS = 10_000  #: the largest grid ``stmbench run`` plans unless ``--max-runs`` says otherwise
+
+
+def grid_size(grid: GridSpec) -> int:
+    """How many combinations (trials included) ``grid`` expands to, counted without expanding it."""
+    axes = (grid.backbones, grid.tasks, grid.strategies, grid.adapters, grid.prompts, grid.train_sizes, grid.shots,
+            grid.seeds, *grid.sweep.values())
+    return math.prod(len(values) for values in axes)
+
+
+def plan_grid(grid: GridSpec, session: Session, *, max_runs: int = MAX_RUNS) -> Plan:
+    """Expand, validate and normalise a grid into the runs to do and the rejected combinations; a
+    grid of more than ``max_runs`` combinations is refused up front, with its count."""
+    size = grid_size(grid)
+    if size > max_runs:
+        raise StmbenchError(f"the grid has {size:,} combinations, over the cap of {max_runs:,} runs; narrow its "
+                            "axes or raise the cap with --max-runs N")
+    _check_names(grid, session)
+    plan = Plan()
+    for name in grid.backbones:
+        plan.backbones[name] = session.catalogue.backbone_for(name).resolve(name, session.context)
+    seen: set[str] = set()
+    rejected_seen: set[tuple[str, str]] = set()
+    trials = sweep_trials(grid)
+    if grid.sweep and "eval_strategy" not in grid.training:
+        log.info("sweeping %s: each trial is evaluated on dev every epoch (--eval-strategy epoch) and each "
+                 "cell keeps the value with the best dev accuracy", ", ".join(grid.sweep))
+    for raw, trial in ((r, t) for r in expand(grid) for t in trials):
+        if trial:
+            raw = raw.replace(sweep=tuple(sorted(trial)))
+            trial = {"eval_strategy": "epoch", **trial} if "eval_strategy" not in grid.training else trial
+        spec, reason = _prepare(raw, plan.backbones[raw.backbone], session, {**grid.training, **trial})
+        if reason is not None:
+            key = (spec.run_id, reason)
+            if key not in rejected_seen:
+                rejected_seen.add(key)
+                plan.rejected.append((spec, reason))
+            continue
+        if spec.run_id not in seen:
+            seen.add(spec.run_id)
+            plan.runs.append(spec)
+    return plan
+
+
+def idle_adapter(requested: str, session: Session) -> str:
+    """The adapter of a run whose strategy does not train: the requested one when it trains nothing,
+    else the registered adapter that trains nothing (``Adapter.trains = False``; the built-in
+    ``none``), the first by name if several do."""
+    if not session.get("adapter", requested).trains:
+        return requested
+    idle = [name for name in session.catalogue.names("adapter") if not session.get("adapter", name).trains]
+    if not idle:
+        raise StmbenchError("no registered adapter trains nothing (Adapter.trains = False), which strategies "
+                            "that do not train need")
+    return idle[0]
+
+
+def _prepare(spec: RunSpec, info: BackboneInfo, session: Session,
+             user_training: dict[str, Any]) -> tuple[RunSpec, str | None]:
+    task = session.get("task", spec.task)
+    strategy = session.get("strategy", spec.strategy)
+    backbone = session.catalogue.backbone_for(spec.backbone)
+    spec = strategy.normalize(spec, info)
+    if not task.prompts:  # a task without prompt templates (a tag per token): no prompt axis
+        spec = spec.replace(prompt=None)
+    if not strategy.trains:  # evaluation only: the adapter that trains nothing, no training data
+        spec = spec.replace(adapter=idle_adapter(spec.adapter, session), adapter_options={}, train_size=0)
+    adapter = session.get("adapter", spec.adapter)
+    spec = spec.replace(adapter_options=adapter.options(spec.adapter_options),
+                        strategy_options=strategy.options(spec.strategy_options))
+    combo = Combination(info=info, backbone=backbone, task=task, strategy=strategy, adapter=adapter,
+                        strategy_options=spec.strategy_options, adapter_options=spec.adapter_options, spec=spec,
+                        context=session.context)
+    reason = backbone.check(combo) or strategy.check(combo) or adapter.check(combo) or _check_axes(spec, strategy, adapter, task)
+    if reason is None:
+        try:
+            layers = [{"learning_rate": adapter.default_learning_rate},
+                      backbone.default_training(adapter, strategy), user_training]
+            if not strategy.trains:  # only what evaluation uses is part of the run's identity
+                layers = [{k: v for k, v in layer.items() if k in EVAL_SETTINGS} for layer in layers]
+            spec = spec.replace(training=TrainingSettings.resolve(*layers))
+            if not strategy.trains:  # nothing to tune: one run, not a trial
+                spec = spec.replace(sweep=())
+        except StmbenchError as exc:
+            reason = str(exc)
+    return spec, reason
+
+
+def _check_axes(spec: RunSpec, strategy: Any, adapter: Any, task: Any) -> str | None:
+    if spec.prompt is not None and spec.prompt not in task.prompts:
+        return f"task {task.name!r} has no prompt {spec.prompt!r} (it has: {', '.join(sorted(task.prompts))})"
+    if strategy.trains and spec.train_size == 0:
+        return f"strategy {strategy.name!r} trains, so train size 0 makes no sense"
+    if strategy.trains and not adapter.trains:
+        return (f"adapter {adapter.name!r} trains nothing, but strategy {strategy.name!r} trains "
+                "(for a linear probe use 'frozen')")
+    return None

@@ -1,0 +1,259 @@
+"""One run through the hooks: data -> backbone -> strategy head -> adapter -> Trainer -> predict -> score.
+
+:func:`run_spec` never raises for a problem of the run itself: the :class:`~stmbench.store.result.RunResult`
+says ``failed`` with the reason, so the rest of the grid goes on.  Which rows a run sees is
+:mod:`stmbench.run.splits`, training :mod:`stmbench.run.training`, scoring :mod:`stmbench.run.scoring`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import logging
+import platform
+import shutil
+import time
+import traceback
+from typing import Any
+
+from stmbench.common.errors import StmbenchError
+from stmbench.run.scoring import health, score
+from stmbench.store.result import RunResult
+from stmbench.core.session import Session, tokenizer_fingerprint
+from stmbench.spec.run import RunSpec
+from stmbench.run.splits import dev_rows, limit_sample, report_counts, subsample_indices
+from stmbench.run.splits import gold as gold_answers
+from stmbench.run.training import Diverged, precision, train
+from stmbench.core.types import BackboneInfo
+
+log = logging.getLogger(__name__)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    from stmbench.common.version import __version__
+
+    out = {"stmbench": __version__, "python": platform.python_version()}
+    for dist in ("torch", "transformers", "peft", "lm_eval", "datasets", "accelerate"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[dist] = ""
+    return out
+
+
+def device_info(device: str) -> dict[str, Any]:
+    import os
+
+    import torch
+
+    info: dict[str, Any] = {"type": device.split(":")[0], "platform": platform.machine(),
+                            "cpu_threads": torch.get_num_threads(), "cpus": os.cpu_count()}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["name"] = torch.cuda.get_device_name()
+        info["count"] = torch.cuda.device_count()
+    else:
+        info["name"] = platform.processor() or platform.machine()
+    return info
+
+
+def execute(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run one spec; return ``(result fields, predictions record)``.  Raises on failure.
+
+    ``info`` is the backbone description the planner resolved (resolved again when not given)."""
+    import transformers
+
+    from stmbench.core.memory import PeakMemory
+    from stmbench.core.modeling import count_parameters, hardware_use, model_device
+
+    task = session.get("task", spec.task)
+    strategy = session.get("strategy", spec.strategy)
+    adapter = session.get("adapter", spec.adapter)
+    backbone = session.catalogue.backbone_for(spec.backbone)
+    info = info or backbone.resolve(spec.backbone, session.context)
+    device = session.device
+    peak = PeakMemory(device).start()
+    transformers.set_seed(spec.seed)
+
+    eval_data = session.task_data(task, task.eval_split, skip_bad_rows=spec.skip_bad_rows)
+    partial = None
+    if spec.limit is not None and spec.limit < len(eval_data.dataset):
+        partial = {"limit": spec.limit, "of": len(eval_data.dataset)}
+        eval_data = dataclasses.replace(eval_data, dataset=limit_sample(eval_data.dataset, spec.limit))
+    counts: dict[str, Any] = {"eval_examples": len(eval_data.dataset), **report_counts("eval", eval_data)}
+    train_data = None
+    used: dict[str, Any] = {"eval": eval_data}  # the splits this run read, for its data record
+    if strategy.trains:
+        train_data = used["train"] = session.task_data(task, "train", skip_bad_rows=spec.skip_bad_rows)
+        counts.update(report_counts("train", train_data),
+                      train_eval_overlap=session.overlap(train_data, eval_data))
+        if counts["train_eval_overlap"]:
+            log.warning("task %s: %d evaluation pairs also occur in the training data",
+                        task.name, counts["train_eval_overlap"])
+
+    head = strategy.head_for(task)
+    model, tokenizer = backbone.load(spec.backbone, head=head, task=task, context=session.context,
+                                     load_kwargs=adapter.load_kwargs(spec.adapter_options, session.context))
+    transformers.set_seed(spec.seed)  # the same head / adapter init whatever loading consumed
+    model = strategy.prepare_model(model, tokenizer=tokenizer, task=task, options=spec.strategy_options)
+    model = adapter.wrap(model, head=head, info=info, options=spec.adapter_options)
+    trainable, total = count_parameters(model)
+    config = getattr(model, "config", None)
+    out: dict[str, Any] = {
+        "attention": getattr(config, "_attn_implementation", None),
+        "backbone_info": info.__dict__,
+        "parameters": {"trainable": trainable, "total": total,
+                       "trainable_percent": round(100.0 * trainable / total, 4) if total else None},
+        "times": {},
+        "cache": {},
+    }
+    if train_data is not None:
+        encode = strategy.feature_encoder(task=task, tokenizer=tokenizer, spec=spec, context=session.context)
+        key = {"task": task.name, "data": train_data.fingerprint, "split": "train", "strategy": strategy.name,
+               "tokenizer": tokenizer_fingerprint(tokenizer), **strategy.feature_key(spec, session.context)}
+        features, hit = session.cached_features(key, train_data.dataset, encode)
+        dev, dev_info, pool = None, None, None
+        if spec.training.eval_strategy != "no":
+            dev, dev_info, pool = dev_rows(task, train_data, spec, session)
+            if pool is None:  # the task's validation split
+                used["dev"] = session.task_data(task, "validation", skip_bad_rows=spec.skip_bad_rows)
+        base = train_data.dataset if pool is None else train_data.dataset.select(pool)
+        indices = subsample_indices(base, spec.train_size, spec.seed, task.name)
+        if pool is not None:
+            indices = [pool[i] for i in indices] if indices is not None else pool
+        if indices is not None:
+            features = features.select(indices)
+        out["cache"]["features"] = "hit" if hit else "miss"
+        counts["train_examples"] = len(features)
+        trained = train(model, features, strategy=strategy, tokenizer=tokenizer, spec=spec, session=session,
+                        dev=dev, task=task)
+        out["times"].update({k: trained.pop(k) for k in ("train_seconds", "tokens_per_second")})
+        out["padding"] = {"train": trained.pop("padding")}
+        out["precision"] = precision(spec, device)
+        out["hardware"] = hardware_use(model, real_tokens=trained.pop("real_tokens"),
+                                       seconds=out["times"]["train_seconds"], device=device,
+                                       dtype_name=out["precision"]["dtype"])
+        if trained.get("selection") is not None:
+            trained["selection"].update(dev_info)
+        out["training"] = trained
+    else:
+        counts["train_examples"] = 0
+        if str(model_device(model)) != device and not getattr(model, "hf_device_map", None):
+            model.to(device)
+    start = time.perf_counter()
+    session.eval_budgets.clear()
+    prediction = strategy.predict(model, data=eval_data.dataset, task=task, tokenizer=tokenizer, spec=spec,
+                                  context=session.context)
+    out["times"]["eval_seconds"] = time.perf_counter() - start
+    out.setdefault("padding", {})["predict"] = prediction.padding
+    gold = gold_answers(task, eval_data.dataset)
+    metrics = score(task, gold, prediction.labels, session.metrics_for(task))
+    metrics.update({k: v for k, v in prediction.metrics.items() if k not in metrics})
+    out["metrics"] = metrics
+    if partial is not None:
+        out["partial"] = partial
+    out["health"] = health(out.get("training"), gold, list(prediction.labels))
+    for note in out["health"]["notes"]:
+        log.warning("run %s is flagged: %s", spec.label(), note)
+    out["prediction_info"] = prediction.info
+    out["counts"] = counts
+    out["data"] = data_record(task, spec, used)
+    out["peak_memory_mb"] = peak.stop()
+    out["memory"] = {"peak_method": peak.method}
+    if session.eval_budgets:  # the last plan (a strategy may plan once per pass)
+        out["memory"]["eval_batching"] = session.eval_budgets[-1].record()
+    predictions = {"run_id": spec.run_id, "eval_split": task.eval_split, "gold": gold,
+                   "predicted": list(prediction.labels)}
+    return out, predictions
+
+
+def data_record(task: Any, spec: RunSpec, splits: dict[str, Any]) -> dict[str, Any]:
+    """What a run's numbers depend on besides its spec: each split's data fingerprint and source, the
+    prompt's text and the label set (results that differ here are never pooled on a leaderboard)."""
+    import hashlib
+
+    record: dict[str, Any] = {name: {"fingerprint": data.fingerprint, "source": data.source,
+                                     "rows": len(data.dataset)}
+                              for name, data in splits.items() if data is not None}
+    record["eval"]["split"] = task.eval_split
+    text = task.prompts.get(spec.prompt) if spec.prompt else None
+    record["prompt"] = None if text is None else {"name": spec.prompt,
+                                                  "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]}
+    record["labels"] = [f"{lab.value}:{lab.word}" for lab in task.labels]
+    return record
+
+
+def variant_labels(spec: RunSpec, session: Session) -> dict[str, str]:
+    """Display names of the strategy and adapter with their non-default options (for tables)."""
+    from stmbench.spec.axes import axis_label
+
+    out = {}
+    for kind, name, options in (("strategy", spec.strategy, spec.strategy_options),
+                                ("adapter", spec.adapter, spec.adapter_options)):
+        entry = session.catalogue.entries[kind].get(name)
+        try:
+            defaults = entry.obj.options({}) if entry else {}
+        except StmbenchError:
+            defaults = {}
+        out[kind] = axis_label(name, options, defaults)
+    return out
+
+
+def _base_result(spec: RunSpec, session: Session) -> RunResult:
+    task = session.catalogue.entries["task"].get(spec.task)
+    return RunResult(
+        run_id=spec.run_id,
+        status="running",
+        spec=spec.to_dict(),
+        labels=variant_labels(spec, session),
+        task_info={
+            "synthetic": task.obj.synthetic if task else None,
+            "eval_split": task.obj.eval_split if task else None,
+            "eval_note": task.obj.eval_note if task else "",
+            "primary_metric": task.obj.primary_metric if task else None,
+        },
+        versions=versions(),
+        device=device_info(session.device),
+        seed=spec.seed,
+        started_at=_now(),
+    )
+
+
+def failed_result(spec: RunSpec, error: str, session: Session) -> RunResult:
+    """The stored result of a run that could not report one itself (its process died)."""
+    return dataclasses.replace(_base_result(spec, session), status="failed", error=error, traceback="",
+                               finished_at=_now())
+
+
+def run_spec(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -> tuple[RunResult, dict[str, Any] | None]:
+    """Run one spec through the lifecycle hooks; never raises for the run's own failures.
+
+    A run that ends ``ok`` removes its checkpoints; a failed one keeps them for the next try."""
+    result = _base_result(spec, session)
+    predictions = None
+    start = time.perf_counter()
+    session.hook.run_started(run=spec)
+    try:
+        fields, predictions = execute(spec, session, info)
+        result = dataclasses.replace(result, status="ok", **fields)
+        shutil.rmtree(session.checkpoint_dir(spec.run_id), ignore_errors=True)
+    except Exception as exc:  # noqa: BLE001 - any failure of a run is recorded, the grid goes on
+        result.status = "failed"
+        result.error = str(exc) if isinstance(exc, StmbenchError) else f"{type(exc).__name__}: {exc}"
+        result.traceback = traceback.format_exc()
+        if isinstance(exc, Diverged):
+            result.training = {"loss_curve": exc.loss_curve}
+        log.error("run %s failed: %s", spec.label(), result.error)
+        log.debug("%s", result.traceback)
+    result.times["total_seconds"] = time.perf_counter() - start
+    result.finished_at = _now()
+    try:
+        session.hook.run_finished(run=spec, result=result)
+    except Exception:  # a broken result sink must not lose the result
+        log.exception("a run_finished hook failed for %s", spec.run_id)
+    return result, predictions

@@ -1,0 +1,328 @@
+"""Training one run with ``transformers.Trainer``: its arguments, checkpoints and resume, dev selection,
+length-grouped batches, the loss on labelled positions only, and the health callback that stops a
+diverging run."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from stmbench.common.errors import StmbenchError
+from stmbench.run.scoring import score
+from stmbench.core.modeling import IGNORE_INDEX
+from stmbench.run.splits import gold, sequence_lengths
+
+if TYPE_CHECKING:  # pragma: no cover
+    from stmbench.core.session import Session
+    from stmbench.spec.run import RunSpec
+
+log = logging.getLogger(__name__)
+
+
+def _checkpointing(enabled: bool) -> dict[str, bool]:
+    """transformers 5 renamed ``gradient_checkpointing`` to ``activation_checkpointing``."""
+    if not enabled:
+        return {}
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": True}
+
+
+def _save_args(save_steps: int | None) -> dict[str, Any]:
+    """Checkpoint every ``save_steps`` steps, every epoch (``None``) or never (``0``); one kept."""
+    if save_steps == 0:
+        return {"save_strategy": "no"}
+    if save_steps is None:
+        return {"save_strategy": "epoch", "save_total_limit": 1}
+    return {"save_strategy": "steps", "save_steps": save_steps, "save_total_limit": 1}
+
+
+def _selection_args(t: Any) -> dict[str, Any]:
+    """Evaluate on dev every epoch or ``eval_steps``, save at the same times, and load the checkpoint
+    with the best dev accuracy at the end (the Trainer's ``load_best_model_at_end``)."""
+    steps = {"eval_steps": t.eval_steps, "save_steps": t.eval_steps} if t.eval_strategy == "steps" else {}
+    return {"eval_strategy": t.eval_strategy, "save_strategy": t.eval_strategy, **steps, "save_total_limit": 1,
+            "load_best_model_at_end": True, "metric_for_best_model": "accuracy", "greater_is_better": True}
+
+
+def precision(spec: RunSpec, device: str) -> dict[str, Any]:
+    """Mixed precision and matmul settings of a run: bf16 as asked, or chosen automatically on a
+    CUDA device that supports it (``auto_bf16``, unless fp16 is asked); TF32 matmuls on CUDA
+    devices that have them (Ampere and newer)."""
+    import torch
+
+    t = spec.training
+    cuda = device.startswith("cuda") and torch.cuda.is_available()
+    auto = bool(cuda and t.auto_bf16 and not t.bf16 and not t.fp16 and torch.cuda.is_bf16_supported())
+    tf32 = bool(cuda and torch.cuda.get_device_capability()[0] >= 8)
+    bf16 = t.bf16 or auto
+    return {"bf16": bf16, "fp16": t.fp16, "bf16_chosen_automatically": auto, "tf32": tf32,
+            "dtype": "bfloat16" if bf16 else "float16" if t.fp16 else "float32"}
+
+
+def _trainer_args(spec: RunSpec, output_dir: str, device: str, show_progress: bool,
+                  save_steps: int | None = 0) -> Any:
+    from transformers import TrainingArguments
+
+    t = spec.training
+    mixed = precision(spec, device)
+    saving = _selection_args(t) if t.eval_strategy != "no" else {**_save_args(save_steps), "eval_strategy": "no"}
+    return TrainingArguments(
+        output_dir=output_dir, learning_rate=t.learning_rate, num_train_epochs=t.num_train_epochs,
+        max_steps=t.max_steps, per_device_train_batch_size=t.per_device_train_batch_size,
+        per_device_eval_batch_size=t.per_device_eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps, weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_steps, lr_scheduler_type=t.lr_scheduler_type, optim=t.optim,
+        bf16=mixed["bf16"], fp16=t.fp16, tf32=mixed["tf32"] or None, **_checkpointing(t.gradient_checkpointing),
+        seed=spec.seed, data_seed=spec.seed, **saving,
+        logging_strategy="steps", logging_steps=t.logging_steps, logging_first_step=True,
+        logging_nan_inf_filter=False,
+        report_to="none", use_cpu=device.startswith("cpu"),
+        dataloader_num_workers=0, disable_tqdm=not show_progress,
+    )
+
+
+def last_checkpoint(folder: Path) -> tuple[str, int] | None:
+    """The newest complete Trainer checkpoint in ``folder`` and its step, or ``None``."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not folder.is_dir():
+        return None
+    path = get_last_checkpoint(str(folder))
+    if path is None:
+        return None
+    return path, int(Path(path).name.rsplit("-", 1)[-1])
+
+
+def health_callback() -> Any:
+    """A ``TrainerCallback`` that stops training at the first step whose gradients (after clipping) or
+    logged loss are NaN or infinite (the Trainer would go on with NaN weights) and remembers where."""
+    import torch
+    from transformers import TrainerCallback
+
+    class HealthCallback(TrainerCallback):
+        def __init__(self) -> None:
+            self.diverged: tuple[int, str, float] | None = None
+
+        def _stop(self, control: Any, step: int, key: str, value: float) -> None:
+            if self.diverged is None:
+                self.diverged = (step, key, value)
+            control.should_training_stop = True
+            control.should_save = False
+
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
+            grads = [p.grad for p in model.parameters() if p.grad is not None] if model is not None else []
+            if grads:
+                norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.detach().float())
+                                                             for g in grads]))
+                if not torch.isfinite(norm):
+                    self._stop(control, state.global_step + 1, "grad_norm", float(norm))
+            return control
+
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+            if state.global_step >= state.max_steps:  # the curve ends at the last step
+                control.should_log = True
+            return control
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+            for key in ("loss", "grad_norm"):
+                value = (logs or {}).get(key)
+                if isinstance(value, (int, float)) and not math.isfinite(value):
+                    self._stop(control, state.global_step, key, float(value))
+            return control
+
+    return HealthCallback()
+
+
+def loss_curve(log_history: list[dict[str, Any]]) -> list[list[float]]:
+    """``[[step, loss], ...]`` of the Trainer's logged training losses."""
+    return [[int(e["step"]), float(e["loss"])] for e in log_history if "loss" in e and "step" in e]
+
+
+def _dev_trainer(strategy: Any, task: Any, tokenizer: Any, spec: RunSpec, session: Session) -> Any:
+    """A ``Trainer`` whose ``evaluate`` scores the dev rows the way the run is tested: through the
+    strategy's own ``predict`` (generation, label scoring or a head), not the training loss."""
+    from transformers import Trainer
+
+    class DevTrainer(Trainer):
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):  # noqa: ANN001
+            data = eval_dataset if eval_dataset is not None else self.eval_dataset
+            was_training = self.model.training
+            prediction = strategy.predict(self.model, data=data, task=task, tokenizer=tokenizer, spec=spec,
+                                          context=session.context)
+            self.model.train(was_training)
+            metrics = {f"{metric_key_prefix}_{k}": v for k, v in score(task, gold(task, data), prediction.labels,
+                                                                             session.metrics_for(task)).items()}
+            self.log(metrics)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics=metrics)
+            return metrics
+
+    return DevTrainer
+
+
+def labelled_positions(labels: Any) -> Any:
+    """``[batch, length]`` booleans: the positions whose next token carries a label (the positions
+    a causal LM's shifted loss reads)."""
+    import torch
+
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    return keep
+
+
+def labelled_lm_loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
+    """Next-token cross-entropy on logits computed only at :func:`labelled_positions` (``[kept,
+    vocab]``, row-major): the value of transformers' ``ForCausalLMLoss`` on full logits."""
+    import torch
+
+    shifted = labels[:, 1:]
+    targets = shifted[shifted != IGNORE_INDEX]
+    logits = outputs.logits.float()
+    reduction = "sum" if num_items_in_batch is not None else "mean"
+    loss = torch.nn.functional.cross_entropy(logits, targets.to(logits.device), reduction=reduction)
+    if reduction == "sum":
+        loss = loss / (num_items_in_batch.to(loss.device) if torch.is_tensor(num_items_in_batch) else num_items_in_batch)
+    return loss
+
+
+class TrainingCollator:
+    """A strategy's collator, counting real against padded tokens, and adding ``logits_to_keep``
+    (the labelled positions) when the model need project only those."""
+
+    def __init__(self, inner: Any, meter: Any, keep_labelled: bool):
+        self.inner, self.meter, self.keep_labelled = inner, meter, keep_labelled
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = self.inner(features)
+        mask = batch.get("attention_mask")
+        if mask is not None:
+            self.meter.add_mask(mask)
+        if self.keep_labelled:
+            batch["logits_to_keep"] = labelled_positions(batch["labels"])
+        return batch
+
+
+def length_grouped_sampler(lengths: list[int], batch_size: int, seed: int) -> Any:
+    """transformers' ``LengthGroupedSampler`` (random groups of 50 batches, each sorted by length,
+    the longest batch first) drawn from a generator seeded with ``seed + epoch``: the same order for
+    the same seed, and a resumed run (the Trainer calls ``set_epoch``) sees the order it left."""
+    import torch
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    class SeededLengthGroupedSampler(LengthGroupedSampler):
+        def set_epoch(self, epoch: int) -> None:
+            self.generator.manual_seed(seed + int(epoch))
+
+    sampler = SeededLengthGroupedSampler(batch_size, lengths=lengths, generator=torch.Generator())
+    sampler.set_epoch(0)
+    return sampler
+
+
+def _trainer_class(strategy: Any, task: Any, tokenizer: Any, spec: RunSpec, session: Session,
+                   lengths: list[int]) -> Any:
+    from transformers import Trainer
+
+    base = _dev_trainer(strategy, task, tokenizer, spec, session) if spec.training.eval_strategy != "no" else Trainer
+    if not spec.training.group_by_length:
+        return base
+
+    class GroupedTrainer(base):  # type: ignore[misc, valid-type]
+        def _get_train_sampler(self, train_dataset=None):  # noqa: ANN001
+            return length_grouped_sampler(lengths, self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                          spec.seed)
+
+    return GroupedTrainer
+
+
+def dev_curve(log_history: list[dict[str, Any]]) -> list[list[float]]:
+    """``[[step, dev accuracy], ...]`` of the evaluations during training."""
+    return [[int(e["step"]), float(e["eval_accuracy"])] for e in log_history if "eval_accuracy" in e and "step" in e]
+
+
+def train(model: Any, features: Any, *, strategy: Any, tokenizer: Any, spec: RunSpec, session: Session,
+          dev: Any = None, task: Any = None) -> dict[str, Any]:
+    """Train with ``transformers.Trainer``; return loss, seconds and tokens per second.
+
+    Checkpoints go to :meth:`Session.checkpoint_dir` (every epoch, or every ``--save-steps``), and a
+    run that finds one there (it was killed) resumes from it through ``resume_from_checkpoint``: the
+    Trainer restores weights, optimizer, scheduler and RNG states and skips the batches it has seen.
+    With ``eval_strategy`` epoch or steps, ``dev`` (rows of the task) is scored during training, and
+    the checkpoint with the best dev accuracy is loaded at the end (``load_best_model_at_end``).
+    """
+    from transformers import EarlyStoppingCallback, PrinterCallback
+
+    from stmbench.core.modeling import PaddingMeter, keeps_logits
+
+    selecting = spec.training.eval_strategy != "no"
+    if selecting and dev is None:
+        raise StmbenchError("eval_strategy needs dev rows to select on")
+
+    health = health_callback()
+    callbacks: list[Any] = [health]
+    for extra in session.hook.trainer_callbacks(run=spec):
+        callbacks.extend(extra or [])
+    if selecting and spec.training.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=spec.training.early_stopping_patience))
+    device = session.device
+    save_steps = session.settings.save_steps
+    with contextlib.ExitStack() as stack:
+        if save_steps == 0:  # nothing to resume from; selection's checkpoints go to a folder removed with the run
+            out = stack.enter_context(tempfile.TemporaryDirectory(prefix="stmbench-trainer-"))
+            resume = None
+        else:
+            folder = session.checkpoint_dir(spec.run_id)
+            out, resume = str(folder), last_checkpoint(folder)
+        lengths = sequence_lengths(features)
+        keep_labelled = strategy.lm_loss_on_labels and keeps_logits(model)
+        meter = PaddingMeter()
+        trainer_class = _trainer_class(strategy, task, tokenizer, spec, session, lengths)
+        trainer = trainer_class(model=model, args=_trainer_args(spec, out, device, session.show_progress, save_steps),
+                                train_dataset=features, eval_dataset=dev if selecting else None,
+                                data_collator=TrainingCollator(strategy.data_collator(tokenizer, spec), meter,
+                                                               keep_labelled),
+                                compute_loss_func=labelled_lm_loss if keep_labelled else None, callbacks=callbacks)
+        trainer.remove_callback(PrinterCallback)
+        if resume is not None:
+            log.info("resuming %s from %s (step %d)", spec.label(), resume[0], resume[1])
+        start = time.perf_counter()
+        output = trainer.train(resume_from_checkpoint=resume[0] if resume else None)
+        seconds = time.perf_counter() - start
+        curve = loss_curve(trainer.state.log_history)
+        selection = None
+        if selecting:
+            state = trainer.state
+            selection = {"metric": "accuracy", "selected_step": state.best_global_step,
+                         "dev_metric": state.best_metric, "dev_curve": dev_curve(state.log_history),
+                         "stopped_early": state.global_step < state.max_steps}
+    if health.diverged is None and not math.isfinite(output.training_loss):
+        health.diverged = (int(output.global_step), "loss", float(output.training_loss))
+    if health.diverged is not None:
+        step, key, value = health.diverged
+        shutil.rmtree(session.checkpoint_dir(spec.run_id), ignore_errors=True)  # resuming would diverge again
+        raise Diverged(f"diverged at step {step}: {'loss' if key == 'loss' else 'gradient norm'} {value}",
+                       loss_curve=curve)
+    epochs = output.metrics.get("epoch") or spec.training.num_train_epochs
+    done = 1.0 - (resume[1] / output.global_step if resume and output.global_step else 0.0)
+    tokens = sum(lengths) * float(epochs) * done
+    return {"padding": meter.report(), "logits": "labelled positions" if keep_labelled else "all positions",
+            "real_tokens": meter.real, "train_loss": float(output.training_loss), "train_seconds": seconds,
+            "train_steps": int(output.global_step), "epochs": float(epochs),
+            "resumed_from_step": resume[1] if resume else None, "loss_curve": curve, "selection": selection,
+            "tokens_per_second": tokens / seconds if seconds > 0 else None}
+
+
+class Diverged(StmbenchError):
+    """Training produced a NaN or infinite loss or gradient norm."""
+
+    def __init__(self, message: str, loss_curve: list[list[float]]):
+        super().__init__(message)
+        self.loss_curve = loss_curve

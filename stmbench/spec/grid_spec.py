@@ -1,0 +1,131 @@
+"""The axes of a study: :class:`GridSpec`, from the CLI or a grid YAML file, validated once."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stmbench.common.errors import StmbenchError
+from stmbench.spec.axes import FULL, _as_list, parse_axis_entry, parse_train_size
+from stmbench.spec.training import TrainingSettings
+
+AXES = ("backbones", "tasks", "strategies", "adapters", "prompts", "train_sizes", "seeds", "shots")
+
+
+@dataclass
+class GridSpec:
+    """The axes of a study.  ``training`` holds only what the user set; the rest is resolved per
+    run (user > backbone recommendation > adapter default > TrainingSettings default)."""
+
+    backbones: list[str] = field(default_factory=lambda: ["tiny-llama"])
+    tasks: list[str] = field(default_factory=lambda: ["sample"])
+    strategies: list[str] = field(default_factory=lambda: ["generative", "discriminative"])
+    adapters: list[str] = field(default_factory=lambda: ["full", "lora"])
+    prompts: list[str] = field(default_factory=lambda: ["concise"])
+    train_sizes: list[int | str] = field(default_factory=lambda: [FULL])
+    seeds: list[int] = field(default_factory=lambda: [42])
+    shots: list[int] = field(default_factory=lambda: [0])
+    training: dict[str, Any] = field(default_factory=dict)
+    adapter_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    strategy_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skip_bad_rows: bool = False
+    limit: int | None = None
+    sweep: dict[str, list[Any]] = field(default_factory=dict)  # training setting -> values tried per cell
+    executor: str = "local"
+    executor_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("training", "adapter_options", "strategy_options", "executor_options", "sweep"):
+            value = getattr(self, name)
+            if value is None:
+                setattr(self, name, {})
+            elif not isinstance(value, dict):
+                raise StmbenchError(f"{name} must be a mapping of names to values, not {value!r}")
+        for name in ("adapter_options", "strategy_options"):
+            for key, value in getattr(self, name).items():
+                if not isinstance(value, dict):
+                    raise StmbenchError(f"{name}.{key} must be a mapping of option names to values, not {value!r}")
+        for axis in AXES:
+            values = _as_list(getattr(self, axis))
+            if not values:
+                raise StmbenchError(f"the {axis} axis is empty")
+            setattr(self, axis, values)
+        self.train_sizes = [parse_train_size(v) for v in self.train_sizes]
+        try:
+            self.seeds = [int(s) for s in self.seeds]
+            self.shots = [int(s) for s in self.shots]
+        except ValueError as exc:
+            raise StmbenchError(f"seeds and shots must be integers: {exc}") from None
+        if any(s < 0 for s in self.shots):
+            raise StmbenchError("shots must not be negative")
+        for seed in self.seeds:
+            if not 0 <= seed <= 2**32 - 1:
+                raise StmbenchError(f"seed {seed} is outside 0..{2**32 - 1} (numpy's and torch's seed range)")
+        if self.limit is not None:
+            try:
+                self.limit = int(self.limit)
+            except (TypeError, ValueError):
+                raise StmbenchError(f"limit {self.limit!r} is not a number of examples") from None
+            if self.limit < 1:
+                raise StmbenchError(f"limit {self.limit}: evaluate on at least 1 example")
+        for size in self.train_sizes:
+            if size != FULL and size < 1:
+                raise StmbenchError(f"train size {size}: a train size is a positive number of examples or 'full'")
+        for axis in ("backbones", "tasks", "prompts"):
+            setattr(self, axis, [str(v) for v in getattr(self, axis)])
+        for axis in ("strategies", "adapters"):  # may carry options: validate the form now
+            for entry in getattr(self, axis):
+                parse_axis_entry(entry)
+        TrainingSettings.resolve(self.training)  # validate names and types early
+        sweep = {}
+        for name, values in self.sweep.items():
+            values = _as_list(values)
+            if name not in TrainingSettings.field_names():
+                raise StmbenchError(f"sweep: unknown training setting {name!r}; known: "
+                                    f"{', '.join(TrainingSettings.field_names())}")
+            if not values:
+                raise StmbenchError(f"sweep: no values for {name}")
+            for value in values:
+                TrainingSettings.resolve(self.training, {name: value})  # each trial must be valid
+            sweep[name] = values
+        self.sweep = sweep
+
+    def with_overrides(self, **overrides: Any) -> GridSpec:
+        """A copy with the non-``None`` overrides applied (``training`` is merged, not replaced)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if key in ("training", "sweep"):
+                values[key] = {**getattr(self, key), **value}
+            elif key in ("adapter_options", "strategy_options"):
+                merged = {k: dict(v) for k, v in values[key].items()}
+                for name, opts in value.items():
+                    merged.setdefault(name, {}).update(opts)
+                values[key] = merged
+            else:
+                values[key] = value
+        return GridSpec(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> GridSpec:
+        """Read a grid YAML: the axes as lists (or comma strings), ``training:`` settings,
+        ``adapter_options: {lora: {r: 16}}``, ``strategy_options: {...}``, ``executor``."""
+        from stmbench.common.untrusted import UntrustedFileError, read_yaml
+        try:  # read as untrusted: size, nesting and nodes bounded, no aliases
+            data, path = read_yaml(path) or {}, Path(path)
+        except UntrustedFileError as exc:
+            raise StmbenchError(f"cannot read grid config {exc}") from None
+        if not isinstance(data, dict):
+            raise StmbenchError(f"{path}: a grid config must be a YAML mapping")
+        known = {f.name for f in dataclasses.fields(cls)} | {"description"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise StmbenchError(f"{path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        data.pop("description", None)
+        try:
+            return cls(**data)
+        except (StmbenchError, TypeError, ValueError) as exc:
+            raise StmbenchError(f"{path}: {exc}") from None
