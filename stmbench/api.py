@@ -50,8 +50,8 @@ _NAMES: dict[str, tuple[str, str]] = {
     "TrainingSettings": ("stmbench.spec.training", "TrainingSettings"),
     "RunResult": ("stmbench.store.result", "RunResult"),
     # helpers
-    "TokenBudget": ("stmbench.core.memory", "TokenBudget"),
-    "as_budget": ("stmbench.core.memory", "as_budget"),
+    "TokenBudget": ("stmbench.core.budget", "TokenBudget"),
+    "as_budget": ("stmbench.core.budget", "as_budget"),
     **{name: ("stmbench.core.modeling", name) for name in (
         "HEAD_MODULES", "IGNORE_INDEX", "PaddingMeter", "attach_pad_token", "choose_pad_token", "head_modules", "keeps_logits",
         "model_device", "pad_batch", "sorted_batches", "transformers_model")},
@@ -89,7 +89,7 @@ if TYPE_CHECKING:  # pragma: no cover - what type checkers and readers see
     from stmbench.common.hub import from_pretrained, hub_available, offline_reason
     from stmbench.core.context import Context
     from stmbench.core.hookspecs import hookimpl, hookspec
-    from stmbench.core.memory import TokenBudget, as_budget
+    from stmbench.core.budget import TokenBudget, as_budget
     from stmbench.core.metrics import Metric
     from stmbench.core.modeling import (HEAD_MODULES, IGNORE_INDEX, PaddingMeter, attach_pad_token, choose_pad_token,
                                         head_modules, keeps_logits, model_device, pad_batch, sorted_batches,

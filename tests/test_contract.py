@@ -1,4 +1,5 @@
-"""The shape of the house: no plugin name tested in code, no import circle, no oversized module."""
+"""The shape of the house: no plugin name tested in code, no import circle at any level, rooms that
+import only the rooms below them, plugins that import only the public API, a module that says its job."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from tests.conftest import REPO
 PACKAGES = {"stmbench": REPO / "stmbench", "stmbench_plugins": REPO / "plugins"}
 #: attributes and variables that hold a plugin's name (or an object whose name a comparison reads)
 NAME_HOLDERS = {"name", "adapter", "strategy", "backbone", "executor", "task"}
-MAX_LINES = 400  # "no module over about 400 lines"
+#: the rooms of ``stmbench``, lowest first: a room imports only itself and the rooms before it
+#: (``stmbench.api`` re-exports from every room and nothing imports it; plugins sit above all)
+ROOMS = ("common", "tasks", "spec", "store", "core", "plan", "run", "report", "cli")
 
 
 def modules() -> dict[str, Path]:
@@ -67,28 +70,23 @@ def test_no_code_tests_a_plugin_by_name():
 
 
 def _imports(module: str, path: Path, known: dict[str, Path]) -> set[str]:
-    """The package modules ``module`` imports at module level (``if TYPE_CHECKING:`` blocks included:
-    a circle there is one for type checkers and readers; imports inside functions are deferred on
-    purpose and left out)."""
+    """The package modules ``module`` imports anywhere: at module level, under ``if TYPE_CHECKING:``
+    and inside functions (a deferred import is still a dependency; a circle through one is a circle)."""
     found: set[str] = set()
-
-    def visit(nodes: list[ast.stmt]) -> None:
-        for node in nodes:
-            if isinstance(node, (ast.If, ast.Try)):
-                visit(node.body)
-                visit(node.orelse)
-                for handler in getattr(node, "handlers", []):
-                    visit(handler.body)
-            elif isinstance(node, ast.Import):
-                found.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                subs = [f"{node.module}.{alias.name}" for alias in node.names]
-                found.update(sub for sub in subs if sub in known)  # ``from stmbench import hookspecs``
-                if not all(sub in known for sub in subs):
-                    found.add(node.module)
-
-    visit(ast.parse(path.read_text(encoding="utf-8")).body)
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            subs = [f"{node.module}.{alias.name}" for alias in node.names]
+            found.update(sub for sub in subs if sub in known)  # ``from stmbench.core import hookspecs``
+            if not all(sub in known for sub in subs):
+                found.add(node.module)
     return {m for m in found if m in known and m != module}
+
+
+def import_graph() -> dict[str, set[str]]:
+    known = modules()
+    return {module: _imports(module, path, known) for module, path in known.items()}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -118,17 +116,115 @@ def test_find_cycle_finds_one():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
 
 
+def test_the_import_reader_sees_deferred_imports(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text("def f():\n    from stmbench.report import board\n", encoding="utf-8")
+    assert _imports("stmbench.x", path, {"stmbench.report.board": path}) == {"stmbench.report.board"}
+
+
 def test_the_package_has_no_import_circle():
-    known = modules()
-    graph = {module: _imports(module, path, known) for module, path in known.items()}
-    cycle = find_cycle(graph)
+    cycle = find_cycle(import_graph())
     assert cycle is None, "import circle: " + " -> ".join(cycle)
 
 
+def room(module: str) -> str:
+    """``stmbench.run.pipeline`` -> ``run``; ``stmbench`` and ``stmbench.api`` are their own."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "stmbench" and len(parts) > 1 else parts[0]
+
+
+def room_violations(graph: dict[str, set[str]]) -> list[str]:
+    out = []
+    for module, deps in sorted(graph.items()):
+        if room(module) not in ROOMS:
+            continue
+        for dep in sorted(deps):
+            if dep == "stmbench.api" or (room(dep) in ROOMS and ROOMS.index(room(dep)) > ROOMS.index(room(module))):
+                out.append(f"{module} ({room(module)}) imports {dep} ({room(dep)}), a room above it")
+    return out
+
+
+def test_the_room_check_finds_an_import_from_above():
+    assert room_violations({"stmbench.run.study": {"stmbench.report.leaderboard", "stmbench.store.results"}}) == [
+        "stmbench.run.study (run) imports stmbench.report.leaderboard (report), a room above it"]
+
+
+def test_each_room_imports_only_the_rooms_below_it():
+    """The flow has one direction (common < tasks < spec < store < core < plan < run < report < cli):
+    the driver never writes the report, the store never plans, no room reaches back up."""
+    assert sorted(p.name for p in (REPO / "stmbench").iterdir() if p.is_dir() and (p / "__init__.py").exists()) == \
+        sorted(ROOMS)
+    graph = import_graph()
+    assert all(room(m) in ROOMS or m in ("stmbench", "stmbench.api") for m in graph if m.startswith("stmbench."))
+    assert room_violations(graph) == []
+    rooms: dict[str, set[str]] = {}
+    for module, deps in graph.items():
+        rooms.setdefault(room(module), set()).update(room(d) for d in deps if room(d) != room(module))
+    assert find_cycle(rooms) is None
+
+
+def non_api_imports(source: str) -> list[tuple[int, str]]:
+    """``(line, what)`` of every import of ``stmbench`` that is not a public name of :mod:`stmbench.api`."""
+    import stmbench.api
+
+    public = set(stmbench.api.__all__)
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, f"import {a.name}") for a in node.names if a.name.split(".")[0] == "stmbench"]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "stmbench":
+            if node.module not in ("stmbench", "stmbench.api"):
+                found.append((node.lineno, f"from {node.module} import ..."))
+            else:
+                found += [(node.lineno, f"from {node.module} import {a.name}") for a in node.names
+                          if a.name not in public]
+    return found
+
+
+def test_the_api_check_finds_what_it_should():
+    assert non_api_imports("from stmbench import Strategy, hookimpl\nfrom stmbench.api import Metric") == []
+    assert non_api_imports("from stmbench.core.modeling import head_modules") == [
+        (1, "from stmbench.core.modeling import ...")]
+    assert non_api_imports("def f():\n    import stmbench.run.study") == [(2, "import stmbench.run.study")]
+    assert non_api_imports("from stmbench import leaderboard") == [(1, "from stmbench import leaderboard")]
+
+
+def test_plugins_and_examples_import_only_the_public_api():
+    """A plugin author reads one module, :mod:`stmbench.api`: built-in plugins and the examples use
+    nothing else of stmbench (their own helper modules are theirs)."""
+    files = sorted([*(REPO / "plugins").rglob("*.py"), *(REPO / "examples").rglob("*.py")])
+    found = [f"{path.relative_to(REPO)}:{line}: {what} (not in stmbench.api)"
+             for path in files for line, what in non_api_imports(path.read_text(encoding="utf-8"))]
+    assert not found, "\n".join(found)
+
+
+def test_every_public_name_resolves():
+    import stmbench
+    import stmbench.api
+
+    for name in stmbench.api.__all__:
+        assert getattr(stmbench, name) is getattr(stmbench.api, name), name
+
+
 @pytest.mark.parametrize("module", sorted(modules()))
-def test_no_module_is_oversized(module):
-    lines = len(modules()[module].read_text(encoding="utf-8").splitlines())
-    assert lines <= MAX_LINES, f"{module} has {lines} lines; split it into modules that do one thing each"
+def test_each_module_says_its_one_job(module):
+    """Size is not the rule, a job is: every module opens with a docstring saying what it does."""
+    doc = ast.get_docstring(ast.parse(modules()[module].read_text(encoding="utf-8")))
+    assert doc and len(doc.split("\n\n")[0]) >= 10, f"{module} does not say its job in an opening docstring"
+
+
+def test_the_architecture_names_only_what_exists():
+    """docs/architecture.md: every module, room and plugin file it names exists, and it names every room."""
+    import re
+
+    text = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
+    known = set(modules()) | {f"stmbench.{r}" for r in ROOMS}
+    named = set(re.findall(r"\bstmbench(?:\.[a-z_]+)+", text))
+    missing = sorted(n for n in named if n not in known and n.rsplit(".", 1)[0] not in known)
+    assert not missing, f"docs/architecture.md names modules that do not exist: {missing}"
+    paths = set(re.findall(r"\b(?:plugins|stmbench|tests|examples)/[\w/.-]+\.(?:py|md|yaml)\b", text))
+    assert not sorted(p for p in paths if not (REPO / p).exists())
+    assert all(f"stmbench.{r}" in text for r in ROOMS)
 
 
 #: grids whose run ids (computed by the code before the contract refactor) are pinned in
@@ -207,8 +303,9 @@ def test_a_custom_head_declares_its_modules(session):
     task = session.get("task", "sample")
     base, tok = session.catalogue.backbone_for("tiny-llama").load("tiny-llama", head="base", task=task,
                                                                   context=session.context, load_kwargs={})
-    model = session.get("strategy", "label_supervised").prepare_model(base, tokenizer=tok, task=task,
-                                                                      options={"pooling": "last", "unmask": False})
+    strategy = session.get("strategy", "label_supervised")
+    model = strategy.prepare_model(base, tokenizer=tok, task=task,
+                                   options=strategy.typed_options({"pooling": "last", "unmask": False}))
     assert head_modules(model) == ["head"] and transformers_model(model) is base
-    frozen = session.get("adapter", "frozen").wrap(model, head="base", info=None, options={})
+    frozen = session.get("adapter", "frozen").wrap(model, head="base", info=None, options=None)
     assert {n.split(".")[0] for n, p in frozen.named_parameters() if p.requires_grad} == {"head"}

@@ -88,11 +88,11 @@ def test_equal_scores_are_practically_equivalent():
 def test_cells_with_a_missing_partner_are_left_out_and_counted():
     results = planted(5.0, cells=8)
     # one cell loses its generative runs, another its discriminative runs for seed 2 only
-    results = [r for r in results if not (r.spec["task"] == "t1" and r.spec["prompt"] == "concise"
-                                          and r.spec["train_size"] == 500 and r.spec["strategy"] == "generative")]
-    results = [r for r in results if not (r.spec["task"] == "t2" and r.spec["prompt"] == "concise"
-                                          and r.spec["train_size"] == 500 and r.seed == 2
-                                          and r.spec["strategy"] == "discriminative")]
+    results = [r for r in results if not (r.spec.task == "t1" and r.spec.prompt == "concise"
+                                          and r.spec.train_size == 500 and r.spec.strategy == "generative")]
+    results = [r for r in results if not (r.spec.task == "t2" and r.spec.prompt == "concise"
+                                          and r.spec.train_size == 500 and r.seed == 2
+                                          and r.spec.strategy == "discriminative")]
     c = strategy_finding(results)
     assert c.cells == 7 and c.unpaired == 1 and c.pairs == 7 * 3 - 1
 

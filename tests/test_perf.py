@@ -29,10 +29,10 @@ def _train_once(session, spec, task, strategy, data):
     transformers.set_seed(spec.seed)
     adapter = session.get("adapter", spec.adapter)
     info = session.catalogue.backbone_for("tiny-llama").resolve("tiny-llama", session.context)
-    model = adapter.wrap(model, head=strategy.head, info=info, options=spec.adapter_options)
+    model = adapter.wrap(model, head=strategy.head, info=info, options=adapter.typed_options(spec.adapter_options))
     features = data.map(strategy.feature_encoder(task=task, tokenizer=tok, spec=spec, context=session.context),
                         batched=True, remove_columns=data.column_names)
-    return train(model, features, strategy=strategy, tokenizer=tok, spec=spec, session=session)
+    return train(model, features, strategy=strategy, tokenizer=tok, spec=spec, session=session).record()
 
 
 @pytest.mark.parametrize("strategy_name,adapter", [("generative", "full"), ("generative", "lora"), ("cot", "full")])

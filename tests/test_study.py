@@ -97,7 +97,7 @@ def test_unmask_really_removes_the_causal_mask(session, attn):
     for unmask in (False, True):
         base, tok = backbone.load("tiny-llama", head="base", task=task, context=session.context,
                                   load_kwargs={"attn_implementation": attn})
-        model = strategy.prepare_model(base, tokenizer=tok, task=task, options={"pooling": "last", "unmask": unmask})
+        model = strategy.prepare_model(base, tokenizer=tok, task=task, options=strategy.typed_options({"unmask": unmask}))
         model.eval()
         with torch.no_grad():
             states[unmask] = (model.encode(ids, mask), model.encode(changed, mask))

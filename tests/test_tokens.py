@@ -81,7 +81,7 @@ def test_ner_grid_entity_f1_on_the_leaderboard_and_unmasking_changes_predictions
     assert report.ok == 5 and report.failed == 0  # tiny-bert has no causal mask to remove: rejected
     refresh_leaderboard(session)  # what ``stmbench run`` does after the study
     store = ResultStore(session.settings.results_dir)
-    results = {(r.spec["backbone"], r.labels["strategy"]): r for r in store.load_all()}
+    results = {(r.spec.backbone, r.labels["strategy"]): r for r in store.load_all()}
     for r in results.values():
         assert r.primary_metric == "entity_f1" and 0 <= r.score <= 1 and "token_accuracy" in r.metrics
         assert r.counts["train_examples"] == 300 and r.data["eval"]["rows"] == 300

@@ -16,7 +16,7 @@ class FullAdapter(Adapter):
     default_learning_rate = 2e-5
     trains_all = True
 
-    def wrap(self, model: Any, *, head: str, info: BackboneInfo, options: dict[str, Any]) -> Any:
+    def wrap(self, model: Any, *, head: str, info: BackboneInfo, options: Any) -> Any:
         for p in model.parameters():
             p.requires_grad_(True)
         return model
@@ -27,7 +27,7 @@ class FrozenAdapter(Adapter):
     description = "linear probe: the backbone is frozen, only the head (or answer layer) trains"
     default_learning_rate = 1e-3
 
-    def wrap(self, model: Any, *, head: str, info: BackboneInfo, options: dict[str, Any]) -> Any:
+    def wrap(self, model: Any, *, head: str, info: BackboneInfo, options: Any) -> Any:
         names = head_modules(model)
         if not names:
             raise StmbenchError(f"frozen: found no head module ({', '.join(HEAD_MODULES)}, or a custom "
@@ -46,7 +46,7 @@ class NoAdapter(Adapter):
     description = "no training (for strategies that only evaluate, such as in_context)"
     trains = False  # the planner gives it to strategies that do not train, and to no other
 
-    def wrap(self, model: Any, *, head: str, info: BackboneInfo, options: dict[str, Any]) -> Any:
+    def wrap(self, model: Any, *, head: str, info: BackboneInfo, options: Any) -> Any:
         for p in model.parameters():
             p.requires_grad_(False)
         return model

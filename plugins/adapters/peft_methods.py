@@ -65,10 +65,10 @@ class PeftAdapter(Adapter):
     """Common wrapping: build the peft config, call ``get_peft_model``."""
 
     @abc.abstractmethod
-    def peft_config(self, model: Any, head: str, info: BackboneInfo, options: dict[str, Any]) -> Any:
+    def peft_config(self, model: Any, head: str, info: BackboneInfo, options: Any) -> Any:
         """The peft config of this method for ``model`` with ``head``."""
 
-    def wrap(self, model: Any, *, head: str, info: BackboneInfo, options: dict[str, Any]) -> Any:
+    def wrap(self, model: Any, *, head: str, info: BackboneInfo, options: Any) -> Any:
         import warnings
 
         from peft import get_peft_model
@@ -87,16 +87,16 @@ class LoraAdapter(PeftAdapter):
     options_class = LoraOptions
     default_learning_rate = 1e-4
 
-    def lora_config(self, head: str, info: BackboneInfo, options: dict[str, Any]) -> Any:
+    def lora_config(self, head: str, info: BackboneInfo, options: Any) -> Any:
         from peft import LoraConfig
 
-        targets = options["target_modules"] or default_targets(
+        targets = options.target_modules or default_targets(
             "TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING", info)
-        return LoraConfig(r=options["r"], lora_alpha=options["lora_alpha"], lora_dropout=options["lora_dropout"],
-                          target_modules=targets, use_dora=options["use_dora"], bias=options["bias"],
+        return LoraConfig(r=options.r, lora_alpha=options.lora_alpha, lora_dropout=options.lora_dropout,
+                          target_modules=targets, use_dora=options.use_dora, bias=options.bias,
                           task_type=_task_type(head))
 
-    def peft_config(self, model: Any, head: str, info: BackboneInfo, options: dict[str, Any]) -> Any:
+    def peft_config(self, model: Any, head: str, info: BackboneInfo, options: Any) -> Any:
         return self.lora_config(head, info, options)
 
 
@@ -132,17 +132,17 @@ class QLoraAdapter(LoraAdapter):
             return "qlora needs bitsandbytes: pip install 'stmbench[qlora]'"
         return None
 
-    def load_kwargs(self, options: dict[str, Any], context: Any) -> dict[str, Any]:
+    def load_kwargs(self, options: Any, context: Any) -> dict[str, Any]:
         import torch
         from transformers import BitsAndBytesConfig
 
-        dtype = getattr(torch, options["bnb_4bit_compute_dtype"])
-        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=options["bnb_4bit_quant_type"],
-                                   bnb_4bit_use_double_quant=options["bnb_4bit_use_double_quant"],
+        dtype = getattr(torch, options.bnb_4bit_compute_dtype)
+        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=options.bnb_4bit_quant_type,
+                                   bnb_4bit_use_double_quant=options.bnb_4bit_use_double_quant,
                                    bnb_4bit_compute_dtype=dtype)
         return {"quantization_config": quant, "dtype": dtype}
 
-    def wrap(self, model: Any, *, head: str, info: BackboneInfo, options: dict[str, Any]) -> Any:
+    def wrap(self, model: Any, *, head: str, info: BackboneInfo, options: Any) -> Any:
         from peft import prepare_model_for_kbit_training
 
         prepare_model_for_kbit_training(transformers_model(model), use_gradient_checkpointing=False)
@@ -165,11 +165,11 @@ class IA3Adapter(PeftAdapter):
     options_class = IA3Options
     default_learning_rate = 3e-3
 
-    def peft_config(self, model: Any, head: str, info: BackboneInfo, options: dict[str, Any]) -> Any:
+    def peft_config(self, model: Any, head: str, info: BackboneInfo, options: Any) -> Any:
         from peft import IA3Config
 
-        targets = options["target_modules"] or default_targets("TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING", info)
-        ff = options["feedforward_modules"] or default_targets("TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING", info)
+        targets = options.target_modules or default_targets("TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING", info)
+        ff = options.feedforward_modules or default_targets("TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING", info)
         if targets == "all-linear" or ff == "all-linear":
             raise StmbenchError(f"ia3: peft has no default modules for {info.model_type!r}; "
                                 "set ia3.target_modules and ia3.feedforward_modules")
@@ -207,14 +207,14 @@ class PromptTuningAdapter(PromptLearningAdapter):
     options_class = PromptTuningOptions
     default_learning_rate = 3e-2
 
-    def peft_config(self, model: Any, head: str, info: BackboneInfo, options: dict[str, Any]) -> Any:
+    def peft_config(self, model: Any, head: str, info: BackboneInfo, options: Any) -> Any:
         from peft import PromptTuningConfig
 
         kwargs: dict[str, Any] = {}
-        if options["init_text"]:
-            kwargs = {"prompt_tuning_init": "TEXT", "prompt_tuning_init_text": options["init_text"],
+        if options.init_text:
+            kwargs = {"prompt_tuning_init": "TEXT", "prompt_tuning_init_text": options.init_text,
                       "tokenizer_name_or_path": getattr(model.config, "_name_or_path", None)}
-        return PromptTuningConfig(task_type=_task_type(head), num_virtual_tokens=options["num_virtual_tokens"],
+        return PromptTuningConfig(task_type=_task_type(head), num_virtual_tokens=options.num_virtual_tokens,
                                   **kwargs)
 
 
@@ -238,12 +238,12 @@ class PrefixTuningAdapter(PromptLearningAdapter):
                     f"values'); use prompt_tuning or lora with {strategy.name!r}")
         return super().check(combo)
 
-    def peft_config(self, model: Any, head: str, info: BackboneInfo, options: dict[str, Any]) -> Any:
+    def peft_config(self, model: Any, head: str, info: BackboneInfo, options: Any) -> Any:
         from peft import PrefixTuningConfig
 
-        return PrefixTuningConfig(task_type=_task_type(head), num_virtual_tokens=options["num_virtual_tokens"],
-                                  prefix_projection=options["prefix_projection"],
-                                  encoder_hidden_size=options["encoder_hidden_size"])
+        return PrefixTuningConfig(task_type=_task_type(head), num_virtual_tokens=options.num_virtual_tokens,
+                                  prefix_projection=options.prefix_projection,
+                                  encoder_hidden_size=options.encoder_hidden_size)
 
 
 @hookimpl

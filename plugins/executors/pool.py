@@ -64,15 +64,15 @@ class Slot:
     threads: int
 
 
-def plan_slots(options: dict[str, Any], cpus: int | None = None) -> list[Slot]:
+def plan_slots(options: PoolOptions, cpus: int | None = None) -> list[Slot]:
     cpus = cpus or os.cpu_count() or 1
-    devices = list(options.get("devices") or [])
-    if not devices and not options.get("workers"):
+    devices = list(options.devices or [])
+    if not devices and not options.workers:
         import torch
 
         devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
     if not devices:
-        n = options.get("workers") or max(1, cpus // 2)
+        n = options.workers or max(1, cpus // 2)
         devices = ["cpu"] * n
     threads = max(1, cpus // len(devices))
     env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
@@ -241,7 +241,7 @@ class PoolExecutor(Executor):
                         work.done(spec, run.failed(spec, outcome), None)
                     else:
                         work.done(spec, *outcome)
-                        if worker.runs < options.get("runs_per_worker", 1) and work.open:
+                        if worker.runs < options.runs_per_worker and work.open:
                             continue  # this worker takes the next run
                         worker.stop()
                     workers[index] = Worker(ctx, worker.slot, runners[worker.slot.label]) if work.open else None

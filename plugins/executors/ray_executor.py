@@ -76,20 +76,20 @@ class RayExecutor(Executor):
         pending: dict[Any, Any] = {}  # Ray object ref -> spec
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
-            if options["address"]:
-                ray.init(address=options["address"], **kwargs)
+            if options.address:
+                ray.init(address=options.address, **kwargs)
             else:
-                ray.init(num_cpus=options["local_cpus"] or None, **kwargs)
+                ray.init(num_cpus=options.local_cpus or None, **kwargs)
                 started = True
         try:
             resources = ray.cluster_resources()
-            gpus = options["num_gpus"] if options["num_gpus"] is not None else (1.0 if resources.get("GPU") else 0.0)
-            limit = options["max_in_flight"] or _capacity(resources, options["num_cpus"], gpus)
+            gpus = options.num_gpus if options.num_gpus is not None else (1.0 if resources.get("GPU") else 0.0)
+            limit = options.max_in_flight or _capacity(resources, options.num_cpus, gpus)
             log.info("ray: %s CPU(s), %s GPU(s) in the cluster; %d run(s) at a time", resources.get("CPU", 0),
                      resources.get("GPU", 0), limit)
-            task = ray.remote(num_cpus=options["num_cpus"], num_gpus=gpus, max_calls=1, max_retries=0)(_ray_run)
+            task = ray.remote(num_cpus=options.num_cpus, num_gpus=gpus, max_calls=1, max_retries=0)(_ray_run)
             runner = ray.put(run)
-            threads = int(options["num_cpus"])
+            threads = int(options.num_cpus)
             while True:
                 while len(pending) < limit:
                     spec = work.take()

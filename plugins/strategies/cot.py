@@ -110,7 +110,7 @@ class CotStrategy(Strategy):
         import torch
 
         device = model_device(model)
-        max_new = spec.strategy_options.get("max_new_tokens", 64)
+        max_new = self.typed_options(spec.strategy_options).max_new_tokens
         room = max(1, spec.training.max_seq_length - max_new)
         prompts = [cot_prompt(task, spec.prompt, ex) for ex in rows(data)]
         encoded = [ids[-room:] for ids in tokenizer(prompts)["input_ids"]]

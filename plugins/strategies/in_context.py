@@ -174,7 +174,7 @@ class InContextStrategy(Strategy):
 
     def predict(self, model: Any, *, data: Any, task: Any, tokenizer: Any, spec: Any, context: Any) -> Prediction:
         train = context.task_data(task, "train", skip_bad_rows=spec.skip_bad_rows).dataset if spec.shots else None
-        engine = spec.strategy_options.get("engine", "stmbench")
+        engine = self.typed_options(spec.strategy_options).engine
         run = stmbench_predict if engine == "stmbench" else lm_eval_predict
         budget = context.eval_budget(model, spec, full_logits=engine == "lm_eval" or not keeps_logits(model))
         out = run(model, tokenizer, task=task, prompt=spec.prompt, shots=spec.shots or 0, seed=spec.seed,

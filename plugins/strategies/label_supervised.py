@@ -122,12 +122,12 @@ class LabelSupervisedStrategy(DiscriminativeStrategy):
         return HEAD_BASE  # its own head, pooled or per token
 
     def check(self, combo: Any) -> str | None:
-        if combo.strategy_options.get("unmask") and not combo.info.is_decoder:
+        if combo.strategy_options.unmask and not combo.info.is_decoder:
             return f"unmask removes a causal mask; {combo.info.name!r} is an encoder that has none"
         return super().check(combo)
 
-    def prepare_model(self, model: Any, *, tokenizer: Any, task: Any, options: dict[str, Any]) -> Any:
-        return _module_class()(model, len(task.labels), options["pooling"], options["unmask"], per_token=task.is_tokens)
+    def prepare_model(self, model: Any, *, tokenizer: Any, task: Any, options: LabelSupervisedOptions) -> Any:
+        return _module_class()(model, len(task.labels), options.pooling, options.unmask, per_token=task.is_tokens)
 
 
 @hookimpl

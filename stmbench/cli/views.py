@@ -44,7 +44,7 @@ def select(results: list[RunResult], args: argparse.Namespace) -> list[RunResult
     for r in results:
         if status and r.status != status:
             continue
-        if any(getattr(args, name) and r.spec.get(name) not in getattr(args, name).split(",") for name in FILTERS):
+        if any(getattr(args, name) and str(getattr(r.spec, name)) not in getattr(args, name).split(",") for name in FILTERS):
             continue
         keep.append(r)
     return keep
@@ -52,9 +52,9 @@ def select(results: list[RunResult], args: argparse.Namespace) -> list[RunResult
 
 def _row(r: RunResult, failed: bool) -> list[Any]:
     spec = r.spec
-    line = [r.run_id, r.status, spec.get("backbone"), spec.get("task"), r.labels.get("strategy") or spec.get("strategy"),
-            r.labels.get("adapter") or spec.get("adapter"), spec.get("prompt") or "-", spec.get("train_size"),
-            spec.get("seed"), "" if r.score is None else f"{r.primary_metric} {100 * r.score:.1f}", (r.finished_at or "")[:19]]
+    line = [r.run_id, r.status, spec.backbone, spec.task, r.labels.get("strategy") or spec.strategy,
+            r.labels.get("adapter") or spec.adapter, spec.prompt or "-", spec.train_size,
+            spec.seed, "" if r.score is None else f"{r.primary_metric} {100 * r.score:.1f}", (r.finished_at or "")[:19]]
     if failed:
         line.append((r.error or "").splitlines()[0][:160] if r.error else "")
     return line

@@ -29,7 +29,3 @@ class DataError(StmbenchError):
         self.path, self.line, self.reason = path, line, reason
         where = f"{path}:{line}" if line is not None else path
         super().__init__(f"{where}: {reason}")
-
-
-class Rejected(StmbenchError):
-    """A combination of backbone / strategy / adapter / task that cannot work, found before training."""

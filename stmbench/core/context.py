@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from collections.abc import Callable
     from pathlib import Path
 
-    from stmbench.core.memory import TokenBudget
+    from stmbench.core.budget import TokenBudget
     from stmbench.common.settings import Settings
     from stmbench.tasks.task import Task, TaskData
 
@@ -79,7 +79,7 @@ class Context:
         return self._names(kind)
 
     def eval_budget(self, model: Any, spec: Any, *, full_logits: bool = False) -> TokenBudget:
-        """How to batch ``model``'s predictions in run ``spec``: a :class:`stmbench.core.memory.TokenBudget`
+        """How to batch ``model``'s predictions in run ``spec``: a :class:`stmbench.core.budget.TokenBudget`
         (``budget.batches(lengths)`` gives index batches, longest first, each within the budget of
         padded tokens and ``per_device_eval_batch_size`` rows).  Planned from the device's free
         memory and the model's sizes unless ``--eval-batch-tokens`` is set; ``full_logits=True``

@@ -1,6 +1,7 @@
-"""Memory: prediction batches planned by a token budget, and each run's own peak memory.
+"""Memory: the token budget of prediction batches planned from the free memory, and each run's own
+peak memory.
 
-**Token budget.**  A prediction batch costs memory in proportion to its padded tokens, not its
+**Planning the token budget** (:class:`stmbench.core.budget.TokenBudget`).  A prediction batch costs memory in proportion to its padded tokens, not its
 rows: full-vocabulary logits are ``vocab x 4`` bytes per position (about 200 KB for a 49k
 vocabulary), and attention scores grow with the square of the length.  A fixed batch of 64 rows is
 harmless at 64 tokens and tens of GB at 2,048.  So every prediction path (the strategies' own and
@@ -25,9 +26,10 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
 from typing import Any
+
+from stmbench.core.budget import TokenBudget
+from stmbench.core.modeling import transformers_model
 
 #: share of the free memory that prediction batches may plan to use (the rest: the model, the
 #: allocator's slack, the data, other processes)
@@ -35,48 +37,7 @@ USABLE_SHARE = 0.5
 MEMORY_ENV = "STMBENCH_EVAL_MEMORY_MB"
 
 
-@dataclass(frozen=True)
-class TokenBudget:
-    """How many padded tokens one prediction batch may hold."""
-
-    tokens: int  #: padded tokens per batch (rows x padded length), for short rows
-    max_batch: int  #: rows per batch at most (``per_device_eval_batch_size``)
-    source: str  #: where the budget came from (``eval_batch_tokens``, ``free RAM``, ...)
-    #: extra tokens one token costs per token of length (attention scores grow with length squared)
-    attention_share: float = 0.0
-    memory_mb: float | None = None  #: the memory the budget was planned for
-    bytes_per_token: int | None = None  #: the estimated cost of one token
-
-    def rows_for(self, length: int) -> int:
-        """Rows of ``length`` padded tokens that fit in one batch (at least 1)."""
-        length = max(1, int(length))
-        cost = length * (1.0 + self.attention_share * length)
-        return max(1, min(self.max_batch, int(self.tokens // cost)))
-
-    def batches(self, lengths: Sequence[int]) -> Iterator[list[int]]:
-        """Indices in batches, longest first (each batch pads to its first row's length); the caller
-        puts each result back at its index."""
-        order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-        start = 0
-        while start < len(order):
-            size = self.rows_for(lengths[order[start]])
-            yield order[start:start + size]
-            start += size
-
-    def record(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
-
-
-def as_budget(size: int | TokenBudget) -> TokenBudget:
-    """A budget as it is, or a plain row count as a budget of that many rows whatever their length."""
-    if isinstance(size, TokenBudget):
-        return size
-    return TokenBudget(tokens=2**62, max_batch=max(1, int(size)), source="rows")
-
-
 def model_config(model: Any) -> Any:
-    from stmbench.core.modeling import transformers_model
-
     inner = transformers_model(model)
     return getattr(inner, "config", None) or getattr(model, "config", None)
 

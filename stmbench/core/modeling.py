@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from stmbench.core.memory import TokenBudget
+    from stmbench.core.budget import TokenBudget
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,8 @@ def model_device(model: Any) -> Any:
 
 
 def pick_device(requested: str | None) -> str:
+    """The device a run uses: the one asked for (``--device``), else CUDA when torch sees a GPU, else
+    the CPU.  The one place that decides it (the session and the preflight checks ask here)."""
     import torch
 
     if requested:
@@ -123,8 +125,8 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, side: str = "righ
 def sorted_batches(lengths: Sequence[int], size: int | TokenBudget) -> Iterator[list[int]]:
     """Batches of indices, longest first, so each batch pads to nearly its own rows' length; the
     caller puts each result back at its index (the original order).  ``size`` is a row count or a
-    :class:`stmbench.core.memory.TokenBudget` (rows per batch by padded tokens)."""
-    from stmbench.core.memory import as_budget
+    :class:`stmbench.core.budget.TokenBudget` (rows per batch by padded tokens)."""
+    from stmbench.core.budget import as_budget
 
     return as_budget(size).batches(lengths)
 

@@ -63,7 +63,7 @@ class Session:
                                eval_budget=self.eval_budget)
 
     def eval_budget(self, model: Any, spec: Any, *, full_logits: bool = False) -> Any:
-        """The :class:`stmbench.core.memory.TokenBudget` of ``model``'s prediction batches in run ``spec``
+        """The :class:`stmbench.core.budget.TokenBudget` of ``model``'s prediction batches in run ``spec``
         (planned now, from the memory free now), remembered for the run's result."""
         from stmbench.core.memory import plan_budget
 

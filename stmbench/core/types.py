@@ -114,8 +114,8 @@ class Combination:
     task: Task
     strategy: Strategy
     adapter: Adapter
-    strategy_options: dict[str, Any]
-    adapter_options: dict[str, Any]
+    strategy_options: Any  #: an instance of the strategy's ``options_class`` (``None`` without one)
+    adapter_options: Any  #: an instance of the adapter's ``options_class`` (``None`` without one)
     spec: RunSpec
     context: Context
 
@@ -135,8 +135,15 @@ class Plugin(abc.ABC):
     options_class: ClassVar[type | None] = None
 
     def options(self, values: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Validate and complete user-given options with the defaults."""
+        """Validate and complete user-given options with the defaults: the plain mapping a
+        :class:`~stmbench.spec.run.RunSpec` stores (and hashes)."""
         return build_options(self.options_class, values, f"{self.kind} {self.name!r}")
+
+    def typed_options(self, values: dict[str, Any] | None = None) -> Any:
+        """The options as an instance of :attr:`options_class` (what the hooks that take ``options``
+        receive: ``options.r``, not ``options["r"]``); ``None`` for an object without options."""
+        normalised = self.options(values)
+        return None if self.options_class is None else self.options_class(**normalised)
 
     def check(self, combo: Combination) -> str | None:
         """Return why this object cannot serve ``combo``, or ``None`` when it can.
@@ -208,13 +215,14 @@ class Adapter(Plugin):
     #: efficient methods (a large learning rate) do not fit it
     trains_all: ClassVar[bool] = False
 
-    def load_kwargs(self, options: dict[str, Any], context: Context) -> dict[str, Any]:
+    def load_kwargs(self, options: Any, context: Context) -> dict[str, Any]:
         """Extra keyword arguments for the backbone's ``from_pretrained`` (e.g. quantisation)."""
         return {}
 
     @abc.abstractmethod
-    def wrap(self, model: Any, *, head: str, info: BackboneInfo, options: dict[str, Any]) -> Any:
+    def wrap(self, model: Any, *, head: str, info: BackboneInfo, options: Any) -> Any:
         """Return the model to train (the same object or a wrapper such as a ``PeftModel``).
+        ``options`` is an instance of :attr:`options_class` (``None`` without one).
 
         A model that a strategy wrapped in its own module (``head`` is ``base``) names its head
         modules with ``trainable_head_modules()`` and its transformers model with
@@ -277,8 +285,10 @@ class Strategy(Plugin):
         """
         return spec.replace(shots=None)
 
-    def prepare_model(self, model: Any, *, tokenizer: Any, task: Task, options: dict[str, Any]) -> Any:
+    def prepare_model(self, model: Any, *, tokenizer: Any, task: Task, options: Any) -> Any:
         """Adjust the freshly loaded model before the adapter wraps it (a custom head, say).
+        ``options`` is an instance of :attr:`options_class` (``None`` without one); in other hooks,
+        ``self.typed_options(spec.strategy_options)`` gives the same.
 
         A strategy that wraps the model in its own ``torch.nn.Module`` gives the wrapper two
         methods: ``trainable_head_modules()`` (the names of its own head submodules, which every
@@ -356,7 +366,7 @@ class Executor(Plugin):
     kind = "executor"
 
     @abc.abstractmethod
-    def execute(self, work: WorkQueue, *, run: Runner, options: dict[str, Any]) -> None:
+    def execute(self, work: WorkQueue, *, run: Runner, options: Any) -> None:
         """Run every run ``work`` hands out until it is finished."""
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from stmbench.common.errors import StmbenchError
+from stmbench.core.modeling import pick_device
 from stmbench.spec.axes import FULL
 from stmbench.spec.run import RunSpec
 
@@ -23,7 +24,7 @@ def _device_problems(requested: str | None, runs: list[RunSpec]) -> tuple[list[s
     import torch
 
     problems: list[str] = []
-    device = requested or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device(requested)
     kind, _, index = device.partition(":")
     if kind not in ("cpu", "cuda", "mps") or (index and (kind != "cuda" or not index.isdigit())):
         return [f"--device {device}: unknown device (use cpu, cuda, cuda:N or mps)"], device

@@ -137,35 +137,38 @@ def idle_adapter(requested: str, session: Session) -> str:
     return idle[0]
 
 
-def _prepare(spec: RunSpec, info: BackboneInfo, session: Session,
+def _prepare(raw: RunSpec, info: BackboneInfo, session: Session,
              user_training: dict[str, Any]) -> tuple[RunSpec, str | None]:
-    task = session.get("task", spec.task)
-    strategy = session.get("strategy", spec.strategy)
-    backbone = session.catalogue.backbone_for(spec.backbone)
-    spec = strategy.normalize(spec, info)
-    if not task.prompts:  # a task without prompt templates (a tag per token): no prompt axis
-        spec = spec.replace(prompt=None)
-    if not strategy.trains:  # evaluation only: the adapter that trains nothing, no training data
-        spec = spec.replace(adapter=idle_adapter(spec.adapter, session), adapter_options={}, train_size=0)
-    adapter = session.get("adapter", spec.adapter)
-    spec = spec.replace(adapter_options=adapter.options(spec.adapter_options),
-                        strategy_options=strategy.options(spec.strategy_options))
+    """The run ``raw`` (the grid's axes and the user's options) names: the strategy normalises it (a
+    hook), the planner settles the rest in one step (no prompt axis for a task without prompts, the
+    idle adapter and no data for a strategy that does not train, options completed with their
+    defaults), the plugins check it, and its training settings are resolved (user > backbone >
+    adapter > defaults).  Returns the spec and ``None``, or the rejected spec and why."""
+    task = session.get("task", raw.task)
+    strategy = session.get("strategy", raw.strategy)
+    backbone = session.catalogue.backbone_for(raw.backbone)
+    normal = strategy.normalize(raw, info)
+    trains = strategy.trains
+    adapter = session.get("adapter", normal.adapter if trains else idle_adapter(normal.adapter, session))
+    spec = normal.replace(prompt=normal.prompt if task.prompts else None,  # a tag per token: no prompt axis
+                          adapter=adapter.name, train_size=normal.train_size if trains else 0,
+                          adapter_options=adapter.options(normal.adapter_options if trains else {}),
+                          strategy_options=strategy.options(normal.strategy_options))
     combo = Combination(info=info, backbone=backbone, task=task, strategy=strategy, adapter=adapter,
-                        strategy_options=spec.strategy_options, adapter_options=spec.adapter_options, spec=spec,
-                        context=session.context)
+                        strategy_options=strategy.typed_options(spec.strategy_options),
+                        adapter_options=adapter.typed_options(spec.adapter_options), spec=spec, context=session.context)
     reason = backbone.check(combo) or strategy.check(combo) or adapter.check(combo) or _check_axes(spec, strategy, adapter, task)
-    if reason is None:
-        try:
-            layers = [{"learning_rate": adapter.default_learning_rate},
-                      backbone.default_training(adapter, strategy), user_training]
-            if not strategy.trains:  # only what evaluation uses is part of the run's identity
-                layers = [{k: v for k, v in layer.items() if k in EVAL_SETTINGS} for layer in layers]
-            spec = spec.replace(training=TrainingSettings.resolve(*layers))
-            if not strategy.trains:  # nothing to tune: one run, not a trial
-                spec = spec.replace(sweep=())
-        except StmbenchError as exc:
-            reason = str(exc)
-    return spec, reason
+    if reason is not None:
+        return spec, reason
+    layers = [{"learning_rate": adapter.default_learning_rate}, backbone.default_training(adapter, strategy),
+              user_training]
+    if not trains:  # only what evaluation uses is part of the run's identity, and nothing to tune
+        layers = [{k: v for k, v in layer.items() if k in EVAL_SETTINGS} for layer in layers]
+    try:
+        training = TrainingSettings.resolve(*layers)
+    except StmbenchError as exc:
+        return spec, str(exc)
+    return spec.replace(training=training, sweep=spec.sweep if trains else ()), None
 
 
 def _check_axes(spec: RunSpec, strategy: Any, adapter: Any, task: Any) -> str | None:

@@ -5,6 +5,7 @@ health flags, and significance marks (McNemar's exact test against the best row 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -32,23 +33,23 @@ UNVERIFIED = "unverified"  #: the flag of a run whose metrics could not be recom
 def _config_id(result: RunResult) -> str:
     """A short id of the settings that are not row keys (training settings, options)."""
     spec = result.spec
-    training = {k: v for k, v in (spec.get("training") or {}).items() if k not in (spec.get("sweep") or ())}
-    parts = [training, spec.get("adapter_options"), spec.get("strategy_options"), spec.get("skip_bad_rows")]
-    if spec.get("limit"):
-        parts.append({"limit": spec["limit"]})
+    training = {k: v for k, v in dataclasses.asdict(spec.training).items() if k not in spec.sweep}
+    parts = [training, spec.adapter_options, spec.strategy_options, spec.skip_bad_rows]
+    if spec.limit:
+        parts.append({"limit": spec.limit})
     blob = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:6]
 
 
 def strategy_label(result: RunResult) -> str:
     spec = result.spec
-    name = result.labels.get("strategy") or spec["strategy"]
-    shots = spec.get("shots")
+    name = result.labels.get("strategy") or spec.strategy
+    shots = spec.shots
     return f"{name} ({shots}-shot)" if shots is not None else name
 
 
 def adapter_label(result: RunResult) -> str:
-    return result.labels.get("adapter") or result.spec["adapter"]
+    return result.labels.get("adapter") or result.spec.adapter
 
 
 def _mean(values: list[float]) -> float | None:
@@ -217,20 +218,20 @@ def _group(ok: list[RunResult], unverified: set[str] = frozenset(), scores: _Sco
     dev_tasks: set[str] = set()
     for r in ok:
         spec = r.spec
-        key = {"backbone": spec["backbone"], "adapter": adapter_label(r), "strategy": strategy_label(r),
-               "prompt": spec.get("prompt") or "-", "train_size": str(spec["train_size"])}
+        key = {"backbone": spec.backbone, "adapter": adapter_label(r), "strategy": strategy_label(r),
+               "prompt": spec.prompt or "-", "train_size": str(spec.train_size)}
         cfg = _config_id(r)
-        configs.setdefault(tuple(key.values()) + (spec["task"],), set()).add((cfg, r.provenance))
+        configs.setdefault(tuple(key.values()) + (spec.task,), set()).add((cfg, r.provenance))
         row = groups.setdefault(tuple(key.values()) + (cfg, r.provenance), Row(key=key, config=cfg))
         row.provenance = r.provenance
         row.train_examples = max(row.train_examples, r.counts.get("train_examples") or 0)
-        task = spec["task"]
+        task = spec.task
         tasks.add(task)
         if r.task_info.get("eval_split") not in (None, "test"):
             dev_tasks.add(task)
-        if spec.get("sweep"):
-            values = tuple((name, (spec.get("training") or {}).get(name)) for name in spec["sweep"])
-            row.trials.setdefault(task, {}).setdefault(values, {})[int(spec["seed"])] = r
+        if spec.sweep:
+            values = tuple((name, getattr(spec.training, name)) for name in spec.sweep)
+            row.trials.setdefault(task, {}).setdefault(values, {})[spec.seed] = r
             row.all_trials.append(r)
             continue
         _fill(row, task, r, unverified, scores)
@@ -263,7 +264,7 @@ def _fill(row: Row, task: str, r: RunResult, unverified: set[str] = frozenset(),
     """Put one run's test metrics into its row's cell for ``task``."""
     row.results.append(r)
     cell = row.cells.setdefault(task, Cell())
-    seed = int(r.spec["seed"])
+    seed = r.spec.seed
     cell.primary[seed] = float(r.score)  # the task's primary metric: accuracy, or entity F1 for NER
     for name, value in (scores.of(r) if scores else {}).items():
         cell.metrics.setdefault(name, {})[seed] = value
@@ -355,10 +356,10 @@ def aggregate(results: list[RunResult], store: ResultStore | None = None, *, unv
     by_name = {m.name: m for m in metrics}
     scores = _Scores([m for m in metrics if m.name != PRIMARY], store)
     rows, task_list, dev_tasks, show_config = _group(ok, unverified, scores)
-    lower = {r.spec["task"] for r in ok if r.primary_metric in by_name and not by_name[r.primary_metric].higher_is_better}
+    lower = {r.spec.task for r in ok if r.primary_metric in by_name and not by_name[r.primary_metric].higher_is_better}
     _mark_significance(rows, task_list, store, trust=trust_unverified, lower_is_better=lower)
     partial_rows, partial_tasks, _, partial_config = _group(partial, unverified, scores)
-    synthetic = sorted({r.spec["task"] for r in results if r.task_info.get("synthetic")})
+    synthetic = sorted({r.spec.task for r in results if r.task_info.get("synthetic")})
     devices = sorted({_device_text(r.device) for r in ok})
     newest = max((r.finished_at or "" for r in results), default="")
     versions = sorted({r.versions.get("stmbench", "?") for r in ok})
@@ -366,7 +367,7 @@ def aggregate(results: list[RunResult], store: ResultStore | None = None, *, unv
             "results": len(results), "ok": len(ok) + len(partial), "failed": len(failed), "devices": devices,
             "synthetic_tasks": synthetic, "dev_tasks": sorted(dev_tasks), "partial": len(partial),
             "unverified": sum(r.run_id in unverified for r in ok + partial), "trust_unverified": trust_unverified,
-            "task_metrics": {r.spec["task"]: r.primary_metric for r in ok + partial if r.primary_metric != "accuracy"}}
+            "task_metrics": {r.spec.task: r.primary_metric for r in ok + partial if r.primary_metric != "accuracy"}}
     present = {name for row in rows + partial_rows for c in row.cells.values() for name in c.metrics}
     shown = [m for m in sorted(metrics, key=lambda m: m.name) if m.name in present]
     titles = {PRIMARY: PRIMARY, **{name: m.display for name, m in by_name.items()}}

@@ -59,10 +59,10 @@ def check_against_data(result: RunResult, gold: list[Any], gold_source: GoldSour
     fingerprint = ((result.data or {}).get("eval") or {}).get("fingerprint")
     if not isinstance(fingerprint, str):
         return False
-    truth = gold_source(result.spec["task"], fingerprint)
+    truth = gold_source(result.spec.task, fingerprint)
     if truth is None:
         return False
-    _need(list(truth) == list(gold), f"its gold labels differ from task {result.spec['task']}'s data "
+    _need(list(truth) == list(gold), f"its gold labels differ from task {result.spec.task}'s data "
                                      f"(fingerprint {fingerprint})")
     return True
 

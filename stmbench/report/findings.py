@@ -126,15 +126,15 @@ def describe_run(r: RunResult) -> dict[str, Any]:
     """The run's coordinates: every axis, every option (``strategy.KEY`` / ``adapter.KEY``) and its
     trial of a sweep (the swept settings' values)."""
     spec = r.spec
-    out: dict[str, Any] = {"backbone": spec["backbone"], "task": spec["task"],
-                           "strategy": r.labels.get("strategy", spec["strategy"]), "strategy_name": spec["strategy"],
-                           "adapter": r.labels.get("adapter", spec["adapter"]), "adapter_name": spec["adapter"],
-                           "prompt": str(spec.get("prompt")), "shots": str(spec.get("shots") or 0),
-                           "train_size": str(spec["train_size"]),
-                           "trial": tuple((s, (spec.get("training") or {}).get(s)) for s in spec.get("sweep") or ())}
+    out: dict[str, Any] = {"backbone": spec.backbone, "task": spec.task,
+                           "strategy": r.labels.get("strategy", spec.strategy), "strategy_name": spec.strategy,
+                           "adapter": r.labels.get("adapter", spec.adapter), "adapter_name": spec.adapter,
+                           "prompt": str(spec.prompt), "shots": str(spec.shots or 0),
+                           "train_size": str(spec.train_size),
+                           "trial": tuple((s, getattr(spec.training, s)) for s in spec.sweep)}
     for kind in ("strategy", "adapter"):
-        for key, value in sorted((spec.get(f"{kind}_options") or {}).items()):
-            out[f"{spec[kind]}.{key}"] = str(value).lower() if isinstance(value, bool) else str(value)
+        for key, value in sorted(getattr(spec, f"{kind}_options").items()):
+            out[f"{getattr(spec, kind)}.{key}"] = str(value).lower() if isinstance(value, bool) else str(value)
     return out
 
 
@@ -187,7 +187,7 @@ def compare(runs: list[tuple[dict[str, Any], RunResult]], axis: str, a: str, b: 
     for d, r in runs:
         if d.get(axis) in (a, b) and tuple(d[k] for k in own) in scopes[0] & scopes[1]:
             cell = sides.setdefault(_key(d, axis), {a: {}, b: {}})
-            cell[d[axis]][r.seed if r.seed is not None else r.spec.get("seed")] = 100.0 * r.score
+            cell[d[axis]][r.seed if r.seed is not None else r.spec.seed] = 100.0 * r.score
     paired: dict[str, list[tuple[list[float], list[float]]]] = {}  # task -> cells: (a seeds, b seeds)
     unpaired = 0
     for key, cell in sorted(sides.items(), key=lambda kv: repr(kv[0])):

@@ -225,7 +225,7 @@ def render_markdown(board: Board, metric: str = PRIMARY) -> str:
             out += [f"![{name[:-4]}]({name})", ""]
     if board.failed:
         out += ["", "## Failed runs", ""]
-        out.append(tabulate([[f"[{r.run_id[:6]}](results/{r.run_id}.json)", md_escape(_spec_text(r.spec)),
+        out.append(tabulate([[f"[{r.run_id[:6]}](results/{r.run_id}.json)", md_escape(r.spec.label()),
                               md_escape(r.error.splitlines()[0][:200]) if r.error else ""]
                              for r in board.failed], headers=["run", "spec", "error"], tablefmt="github",
                             disable_numparse=True))
@@ -243,11 +243,6 @@ def render_markdown(board: Board, metric: str = PRIMARY) -> str:
     out += ["", "Regenerate from the copies of the results kept here: "
             "`stmbench leaderboard --results-dir leaderboard/results --out leaderboard`.", ""]
     return "\n".join(out)
-
-
-def _spec_text(spec: dict[str, Any]) -> str:
-    return " / ".join(str(spec.get(k)) for k in ("backbone", "task", "strategy", "adapter", "prompt",
-                                                 "train_size", "seed"))
 
 
 # --- HTML ---------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import platform
 import shutil
 import time
 import traceback
+from dataclasses import dataclass
 from typing import Any
 
 from stmbench.common.errors import StmbenchError
@@ -23,8 +24,9 @@ from stmbench.core.session import Session, tokenizer_fingerprint
 from stmbench.spec.run import RunSpec
 from stmbench.run.splits import dev_rows, limit_sample, report_counts, subsample_indices
 from stmbench.run.splits import gold as gold_answers
-from stmbench.run.training import Diverged, precision, train
-from stmbench.core.types import BackboneInfo
+from stmbench.run.training import Diverged, TrainOutcome, precision, train
+from stmbench.core.types import Adapter, Backbone, BackboneInfo, Prediction, Strategy
+from stmbench.tasks.task import Task, TaskData
 
 log = logging.getLogger(__name__)
 
@@ -62,24 +64,71 @@ def device_info(device: str) -> dict[str, Any]:
     return info
 
 
-def execute(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run one spec; return ``(result fields, predictions record)``.  Raises on failure.
+@dataclass
+class RunParts:
+    """Stage 0: the plugin objects of one run and their options, typed (what the hooks receive)."""
 
-    ``info`` is the backbone description the planner resolved (resolved again when not given)."""
-    import transformers
+    spec: RunSpec
+    task: Task
+    strategy: Strategy
+    adapter: Adapter
+    backbone: Backbone
+    info: BackboneInfo
+    strategy_options: Any  #: an instance of the strategy's ``options_class`` (or ``None``)
+    adapter_options: Any  #: an instance of the adapter's ``options_class`` (or ``None``)
 
-    from stmbench.core.memory import PeakMemory
-    from stmbench.core.modeling import count_parameters, hardware_use, model_device
+    @classmethod
+    def of(cls, spec: RunSpec, session: Session, info: BackboneInfo | None = None) -> RunParts:
+        strategy, adapter = session.get("strategy", spec.strategy), session.get("adapter", spec.adapter)
+        backbone = session.catalogue.backbone_for(spec.backbone)
+        return cls(spec=spec, task=session.get("task", spec.task), strategy=strategy, adapter=adapter,
+                   backbone=backbone, info=info or backbone.resolve(spec.backbone, session.context),
+                   strategy_options=strategy.typed_options(spec.strategy_options),
+                   adapter_options=adapter.typed_options(spec.adapter_options))
 
-    task = session.get("task", spec.task)
-    strategy = session.get("strategy", spec.strategy)
-    adapter = session.get("adapter", spec.adapter)
-    backbone = session.catalogue.backbone_for(spec.backbone)
-    info = info or backbone.resolve(spec.backbone, session.context)
-    device = session.device
-    peak = PeakMemory(device).start()
-    transformers.set_seed(spec.seed)
 
+@dataclass
+class RunData:
+    """Stage 1: the rows one run reads, and what was counted on them."""
+
+    eval: TaskData
+    train: TaskData | None
+    used: dict[str, TaskData]  #: every split read (``eval``, ``train``, ``dev``), for the result's data record
+    counts: dict[str, Any]
+    partial: dict[str, Any] | None  #: ``limit``, ``of``: evaluated on a ``--limit`` sample
+
+
+@dataclass
+class Loaded:
+    """Stage 2: the model as the strategy and the adapter prepared it, and its tokenizer."""
+
+    model: Any
+    tokenizer: Any
+    head: str
+
+
+@dataclass
+class Trained:
+    """Stage 3: a trained run's outcome and the features it trained on."""
+
+    outcome: TrainOutcome
+    train_examples: int
+    features_cache: str  #: ``hit`` or ``miss``
+
+
+@dataclass
+class Predicted:
+    """Stage 4: the strategy's predictions, their gold labels, the metrics and how long it took."""
+
+    prediction: Prediction
+    gold: list[Any]
+    metrics: dict[str, float]
+    seconds: float
+    budget: Any  #: the last :class:`~stmbench.core.budget.TokenBudget` planned (``None`` if none)
+
+
+def read_data(parts: RunParts, session: Session) -> RunData:
+    spec, task = parts.spec, parts.task
     eval_data = session.task_data(task, task.eval_split, skip_bad_rows=spec.skip_bad_rows)
     partial = None
     if spec.limit is not None and spec.limit < len(eval_data.dataset):
@@ -87,88 +136,124 @@ def execute(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -
         eval_data = dataclasses.replace(eval_data, dataset=limit_sample(eval_data.dataset, spec.limit))
     counts: dict[str, Any] = {"eval_examples": len(eval_data.dataset), **report_counts("eval", eval_data)}
     train_data = None
-    used: dict[str, Any] = {"eval": eval_data}  # the splits this run read, for its data record
-    if strategy.trains:
+    used: dict[str, TaskData] = {"eval": eval_data}
+    if parts.strategy.trains:
         train_data = used["train"] = session.task_data(task, "train", skip_bad_rows=spec.skip_bad_rows)
-        counts.update(report_counts("train", train_data),
-                      train_eval_overlap=session.overlap(train_data, eval_data))
+        counts.update(report_counts("train", train_data), train_eval_overlap=session.overlap(train_data, eval_data))
         if counts["train_eval_overlap"]:
             log.warning("task %s: %d evaluation pairs also occur in the training data",
                         task.name, counts["train_eval_overlap"])
+    return RunData(eval=eval_data, train=train_data, used=used, counts=counts, partial=partial)
 
-    head = strategy.head_for(task)
-    model, tokenizer = backbone.load(spec.backbone, head=head, task=task, context=session.context,
-                                     load_kwargs=adapter.load_kwargs(spec.adapter_options, session.context))
-    transformers.set_seed(spec.seed)  # the same head / adapter init whatever loading consumed
-    model = strategy.prepare_model(model, tokenizer=tokenizer, task=task, options=spec.strategy_options)
-    model = adapter.wrap(model, head=head, info=info, options=spec.adapter_options)
-    trainable, total = count_parameters(model)
-    config = getattr(model, "config", None)
-    out: dict[str, Any] = {
-        "attention": getattr(config, "_attn_implementation", None),
-        "backbone_info": info.__dict__,
-        "parameters": {"trainable": trainable, "total": total,
-                       "trainable_percent": round(100.0 * trainable / total, 4) if total else None},
-        "times": {},
-        "cache": {},
-    }
-    if train_data is not None:
-        encode = strategy.feature_encoder(task=task, tokenizer=tokenizer, spec=spec, context=session.context)
-        key = {"task": task.name, "data": train_data.fingerprint, "split": "train", "strategy": strategy.name,
-               "tokenizer": tokenizer_fingerprint(tokenizer), **strategy.feature_key(spec, session.context)}
-        features, hit = session.cached_features(key, train_data.dataset, encode)
-        dev, dev_info, pool = None, None, None
-        if spec.training.eval_strategy != "no":
-            dev, dev_info, pool = dev_rows(task, train_data, spec, session)
-            if pool is None:  # the task's validation split
-                used["dev"] = session.task_data(task, "validation", skip_bad_rows=spec.skip_bad_rows)
-        base = train_data.dataset if pool is None else train_data.dataset.select(pool)
-        indices = subsample_indices(base, spec.train_size, spec.seed, task.name)
-        if pool is not None:
-            indices = [pool[i] for i in indices] if indices is not None else pool
-        if indices is not None:
-            features = features.select(indices)
-        out["cache"]["features"] = "hit" if hit else "miss"
-        counts["train_examples"] = len(features)
-        trained = train(model, features, strategy=strategy, tokenizer=tokenizer, spec=spec, session=session,
-                        dev=dev, task=task)
-        out["times"].update({k: trained.pop(k) for k in ("train_seconds", "tokens_per_second")})
-        out["padding"] = {"train": trained.pop("padding")}
-        out["precision"] = precision(spec, device)
-        out["hardware"] = hardware_use(model, real_tokens=trained.pop("real_tokens"),
-                                       seconds=out["times"]["train_seconds"], device=device,
-                                       dtype_name=out["precision"]["dtype"])
-        if trained.get("selection") is not None:
-            trained["selection"].update(dev_info)
-        out["training"] = trained
-    else:
-        counts["train_examples"] = 0
-        if str(model_device(model)) != device and not getattr(model, "hf_device_map", None):
-            model.to(device)
+
+def build_model(parts: RunParts, session: Session) -> Loaded:
+    import transformers
+
+    head = parts.strategy.head_for(parts.task)
+    model, tokenizer = parts.backbone.load(parts.spec.backbone, head=head, task=parts.task, context=session.context,
+                                           load_kwargs=parts.adapter.load_kwargs(parts.adapter_options, session.context))
+    transformers.set_seed(parts.spec.seed)  # the same head / adapter init whatever loading consumed
+    model = parts.strategy.prepare_model(model, tokenizer=tokenizer, task=parts.task, options=parts.strategy_options)
+    model = parts.adapter.wrap(model, head=head, info=parts.info, options=parts.adapter_options)
+    return Loaded(model=model, tokenizer=tokenizer, head=head)
+
+
+def train_run(parts: RunParts, data: RunData, loaded: Loaded, session: Session) -> Trained:
+    """The cached features of the train rows, the subsample the spec asks for, and the Trainer."""
+    spec, task, strategy, train_data = parts.spec, parts.task, parts.strategy, data.train
+    assert train_data is not None
+    encode = strategy.feature_encoder(task=task, tokenizer=loaded.tokenizer, spec=spec, context=session.context)
+    key = {"task": task.name, "data": train_data.fingerprint, "split": "train", "strategy": strategy.name,
+           "tokenizer": tokenizer_fingerprint(loaded.tokenizer), **strategy.feature_key(spec, session.context)}
+    features, hit = session.cached_features(key, train_data.dataset, encode)
+    dev, dev_info, pool = None, None, None
+    if spec.training.eval_strategy != "no":
+        dev, dev_info, pool = dev_rows(task, train_data, spec, session)
+        if pool is None:  # the task's validation split
+            data.used["dev"] = session.task_data(task, "validation", skip_bad_rows=spec.skip_bad_rows)
+    base = train_data.dataset if pool is None else train_data.dataset.select(pool)
+    indices = subsample_indices(base, spec.train_size, spec.seed, task.name)
+    if pool is not None:
+        indices = [pool[i] for i in indices] if indices is not None else pool
+    if indices is not None:
+        features = features.select(indices)
+    outcome = train(loaded.model, features, strategy=strategy, tokenizer=loaded.tokenizer, spec=spec, session=session,
+                    dev=dev, task=task)
+    if outcome.selection is not None:
+        outcome.selection.update(dev_info)
+    return Trained(outcome=outcome, train_examples=len(features), features_cache="hit" if hit else "miss")
+
+
+def predict_run(parts: RunParts, data: RunData, loaded: Loaded, session: Session) -> Predicted:
     start = time.perf_counter()
     session.eval_budgets.clear()
-    prediction = strategy.predict(model, data=eval_data.dataset, task=task, tokenizer=tokenizer, spec=spec,
-                                  context=session.context)
-    out["times"]["eval_seconds"] = time.perf_counter() - start
-    out.setdefault("padding", {})["predict"] = prediction.padding
-    gold = gold_answers(task, eval_data.dataset)
-    metrics = score(task, gold, prediction.labels, session.metrics_for(task))
+    prediction = parts.strategy.predict(loaded.model, data=data.eval.dataset, task=parts.task,
+                                        tokenizer=loaded.tokenizer, spec=parts.spec, context=session.context)
+    seconds = time.perf_counter() - start
+    gold = gold_answers(parts.task, data.eval.dataset)
+    metrics = score(parts.task, gold, prediction.labels, session.metrics_for(parts.task))
     metrics.update({k: v for k, v in prediction.metrics.items() if k not in metrics})
-    out["metrics"] = metrics
-    if partial is not None:
-        out["partial"] = partial
-    out["health"] = health(out.get("training"), gold, list(prediction.labels))
+    budget = session.eval_budgets[-1] if session.eval_budgets else None  # the last plan (one per pass, say)
+    return Predicted(prediction=prediction, gold=gold, metrics=metrics, seconds=seconds, budget=budget)
+
+
+def execute(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run one spec through the stages (parts, data, model, training, prediction); return ``(result
+    fields, predictions record)``.  Raises on failure.
+
+    ``info`` is the backbone description the planner resolved (resolved again when not given)."""
+    import transformers
+
+    from stmbench.core.memory import PeakMemory
+    from stmbench.core.modeling import count_parameters, hardware_use, model_device
+
+    parts = RunParts.of(spec, session, info)
+    device = session.device
+    peak = PeakMemory(device).start()
+    transformers.set_seed(spec.seed)
+    data = read_data(parts, session)
+    loaded = build_model(parts, session)
+    trainable, total = count_parameters(loaded.model)
+    out: dict[str, Any] = {
+        "attention": getattr(getattr(loaded.model, "config", None), "_attn_implementation", None),
+        "backbone_info": parts.info.__dict__,
+        "parameters": {"trainable": trainable, "total": total,
+                       "trainable_percent": round(100.0 * trainable / total, 4) if total else None},
+        "times": {}, "cache": {},
+    }
+    if data.train is not None:
+        trained = train_run(parts, data, loaded, session)
+        outcome = trained.outcome
+        out["cache"]["features"] = trained.features_cache
+        data.counts["train_examples"] = trained.train_examples
+        out["times"].update(train_seconds=outcome.seconds, tokens_per_second=outcome.tokens_per_second)
+        out["padding"] = {"train": outcome.padding}
+        out["precision"] = precision(spec, device)
+        out["hardware"] = hardware_use(loaded.model, real_tokens=outcome.real_tokens, seconds=outcome.seconds,
+                                       device=device, dtype_name=out["precision"]["dtype"])
+        out["training"] = outcome.record()
+    else:
+        data.counts["train_examples"] = 0
+        if str(model_device(loaded.model)) != device and not getattr(loaded.model, "hf_device_map", None):
+            loaded.model.to(device)
+    predicted = predict_run(parts, data, loaded, session)
+    out["times"]["eval_seconds"] = predicted.seconds
+    out.setdefault("padding", {})["predict"] = predicted.prediction.padding
+    out["metrics"] = predicted.metrics
+    if data.partial is not None:
+        out["partial"] = data.partial
+    out["health"] = health(out.get("training"), predicted.gold, list(predicted.prediction.labels))
     for note in out["health"]["notes"]:
         log.warning("run %s is flagged: %s", spec.label(), note)
-    out["prediction_info"] = prediction.info
-    out["counts"] = counts
-    out["data"] = data_record(task, spec, used)
+    out["prediction_info"] = predicted.prediction.info
+    out["counts"] = data.counts
+    out["data"] = data_record(parts.task, spec, data.used)
     out["peak_memory_mb"] = peak.stop()
     out["memory"] = {"peak_method": peak.method}
-    if session.eval_budgets:  # the last plan (a strategy may plan once per pass)
-        out["memory"]["eval_batching"] = session.eval_budgets[-1].record()
-    predictions = {"run_id": spec.run_id, "eval_split": task.eval_split, "gold": gold,
-                   "predicted": list(prediction.labels)}
+    if predicted.budget is not None:
+        out["memory"]["eval_batching"] = predicted.budget.record()
+    predictions = {"run_id": spec.run_id, "eval_split": parts.task.eval_split, "gold": predicted.gold,
+                   "predicted": list(predicted.prediction.labels)}
     return out, predictions
 
 
@@ -209,7 +294,7 @@ def _base_result(spec: RunSpec, session: Session) -> RunResult:
     return RunResult(
         run_id=spec.run_id,
         status="running",
-        spec=spec.to_dict(),
+        spec=spec,
         labels=variant_labels(spec, session),
         task_info={
             "synthetic": task.obj.synthetic if task else None,

@@ -263,11 +263,6 @@ class WorkQueue:
         with self._lock:
             return len(self._open)
 
-    @property
-    def running(self) -> list[RunSpec]:
-        with self._lock:
-            return [spec for spec, _ in self._running.values()]
-
     # --- bookkeeping -------------------------------------------------------------------------
 
     def _settled(self, run_id: str) -> bool:
@@ -344,7 +339,7 @@ def run_study(grid: GridSpec, session: Session, *, rerun: bool = False, dry_run:
 
     plan = plan_grid(grid, session, max_runs=MAX_RUNS if max_runs is None else max_runs)
     executor = session.get("executor", grid.executor)
-    options = executor.options(grid.executor_options)  # bad executor options fail before anything runs
+    options = executor.typed_options(grid.executor_options)  # bad executor options fail before anything runs
     if not plan.runs:
         reasons = sorted({reason for _, reason in plan.rejected})
         raise StmbenchError(f"nothing to run: every combination of the grid was rejected ({'; '.join(reasons)})"

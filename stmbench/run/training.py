@@ -10,6 +10,7 @@ import math
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -248,9 +249,35 @@ def dev_curve(log_history: list[dict[str, Any]]) -> list[list[float]]:
     return [[int(e["step"]), float(e["eval_accuracy"])] for e in log_history if "eval_accuracy" in e and "step" in e]
 
 
+@dataclass
+class TrainOutcome:
+    """What training hands the pipeline: :meth:`record` is stored as the result's ``training``; the
+    seconds, speed and padding go to its ``times`` and ``padding``, the real tokens to its FLOPs."""
+
+    train_loss: float
+    train_steps: int
+    epochs: float
+    seconds: float
+    tokens_per_second: float | None
+    real_tokens: int  #: tokens that were not padding, over every epoch trained here
+    padding: dict[str, Any]  #: :meth:`stmbench.core.modeling.PaddingMeter.report` of the training batches
+    logits: str  #: ``labelled positions`` (only those projected onto the vocabulary) or ``all positions``
+    loss_curve: list[list[float]] = field(default_factory=list)
+    resumed_from_step: int | None = None
+    #: dev selection (``metric``, ``selected_step``, ``dev_metric``, ``dev_curve``, ``stopped_early``,
+    #: and where the dev rows came from); ``None`` without ``eval_strategy``
+    selection: dict[str, Any] | None = None
+
+    def record(self) -> dict[str, Any]:
+        """The result's ``training`` field."""
+        return {"logits": self.logits, "train_loss": self.train_loss, "train_steps": self.train_steps,
+                "epochs": self.epochs, "resumed_from_step": self.resumed_from_step, "loss_curve": self.loss_curve,
+                "selection": self.selection}
+
+
 def train(model: Any, features: Any, *, strategy: Any, tokenizer: Any, spec: RunSpec, session: Session,
-          dev: Any = None, task: Any = None) -> dict[str, Any]:
-    """Train with ``transformers.Trainer``; return loss, seconds and tokens per second.
+          dev: Any = None, task: Any = None) -> TrainOutcome:
+    """Train with ``transformers.Trainer``; return what it did (:class:`TrainOutcome`).
 
     Checkpoints go to :meth:`Session.checkpoint_dir` (every epoch, or every ``--save-steps``), and a
     run that finds one there (it was killed) resumes from it through ``resume_from_checkpoint``: the
@@ -313,11 +340,11 @@ def train(model: Any, features: Any, *, strategy: Any, tokenizer: Any, spec: Run
     epochs = output.metrics.get("epoch") or spec.training.num_train_epochs
     done = 1.0 - (resume[1] / output.global_step if resume and output.global_step else 0.0)
     tokens = sum(lengths) * float(epochs) * done
-    return {"padding": meter.report(), "logits": "labelled positions" if keep_labelled else "all positions",
-            "real_tokens": meter.real, "train_loss": float(output.training_loss), "train_seconds": seconds,
-            "train_steps": int(output.global_step), "epochs": float(epochs),
-            "resumed_from_step": resume[1] if resume else None, "loss_curve": curve, "selection": selection,
-            "tokens_per_second": tokens / seconds if seconds > 0 else None}
+    return TrainOutcome(train_loss=float(output.training_loss), train_steps=int(output.global_step),
+                        epochs=float(epochs), seconds=seconds, tokens_per_second=tokens / seconds if seconds > 0 else None,
+                        real_tokens=meter.real, padding=meter.report(),
+                        logits="labelled positions" if keep_labelled else "all positions", loss_curve=curve,
+                        resumed_from_step=resume[1] if resume else None, selection=selection)
 
 
 class Diverged(StmbenchError):

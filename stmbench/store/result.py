@@ -7,7 +7,8 @@ fields).  A file of a newer schema, or one that is not a run result, is an error
 never half-read.
 
 Like transformers' ``ModelOutput``, a result reads as a mapping too (``result["metrics"]``,
-``result.get("error")``): its fields, without the ones that are ``None``.
+``result.get("error")``): its JSON record, without the fields that are ``None``.  Attributes are
+typed: ``result.spec`` is the :class:`~stmbench.spec.run.RunSpec` (old files are read into one).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stmbench.common.errors import StmbenchError
+from stmbench.spec.run import RunSpec
 
 #: 4: ``memory`` (how the peak was measured, the prediction batch budget); 3: ``data`` (fingerprints, prompt text hash, labels); 2: ``schema_version`` written; 1: unnumbered
 SCHEMA_VERSION = 4
@@ -36,7 +38,7 @@ class RunResult(Mapping):
 
     run_id: str
     status: str  #: ``ok``, ``failed`` or (while a run is going) ``running``
-    spec: dict[str, Any]  #: :meth:`stmbench.spec.run.RunSpec.to_dict`
+    spec: RunSpec  #: what was run (stored as :meth:`RunSpec.to_dict`)
     labels: dict[str, str] = field(default_factory=dict)  #: display names: ``strategy``, ``adapter``
     task_info: dict[str, Any] = field(default_factory=dict)  #: ``synthetic``, ``eval_split``, ``eval_note``, ``primary_metric``
     versions: dict[str, str] = field(default_factory=dict)  #: package versions (stmbench, torch, ...)
@@ -65,9 +67,13 @@ class RunResult(Mapping):
     data: dict[str, Any] | None = None
     peak_memory_mb: float | None = None  #: this run's own peak (see ``memory.peak_method``)
     #: ``peak_method`` (how ``peak_memory_mb`` was measured), ``eval_batching`` (the token budget of
-    #: the prediction batches: :class:`stmbench.core.memory.TokenBudget`); ``None`` before schema 4
+    #: the prediction batches: :class:`stmbench.core.budget.TokenBudget`); ``None`` before schema 4
     memory: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if isinstance(self.spec, dict):  # built from its JSON form
+            self.spec = RunSpec.from_dict(self.spec)
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -114,10 +120,12 @@ class RunResult(Mapping):
     # --- the mapping view (the stored JSON's keys) --------------------------------------------
 
     def __getitem__(self, key: str) -> Any:
+        """The stored JSON's value of ``key`` (``result["spec"]`` is the spec's JSON form;
+        ``result.spec`` the :class:`RunSpec`)."""
         if key in _FIELDS:
             value = getattr(self, key)
             if value is not None:
-                return value
+                return value.to_dict() if key == "spec" else value
         raise KeyError(key)
 
     def __iter__(self) -> Iterator[str]:
@@ -130,7 +138,9 @@ class RunResult(Mapping):
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON record (fields that are ``None`` left out)."""
-        return {name: value for name, value in dataclasses.asdict(self).items() if value is not None}
+        data = {name: value for name, value in dataclasses.asdict(self).items() if value is not None}
+        data["spec"] = self.spec.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "result") -> RunResult:
@@ -159,7 +169,11 @@ class RunResult(Mapping):
         if data["status"] not in STATUSES or not isinstance(data["spec"], dict):
             raise ResultSchemaError(f"{where}: status {data['status']!r} / spec of type "
                                     f"{type(data['spec']).__name__}: not a run result")
-        return cls(**{**data, "schema_version": SCHEMA_VERSION})  # versions 1 and 2: no ``data``
+        try:
+            spec = RunSpec.from_dict(data["spec"])
+        except (StmbenchError, TypeError, ValueError) as exc:
+            raise ResultSchemaError(f"{where}: its spec is not a run spec ({type(exc).__name__}: {str(exc)[:120]})") from None
+        return cls(**{**data, "spec": spec, "schema_version": SCHEMA_VERSION})  # versions 1 and 2: no ``data``
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(RunResult))

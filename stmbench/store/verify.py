@@ -133,8 +133,6 @@ def _check_fields(data: dict[str, Any]) -> None:
 def check_result(data: Any, file_name: str, where: str) -> RunResult:
     """The :class:`RunResult` of a stored record, once its fields, ranges and identity are checked;
     :class:`Refused` (or :class:`ResultSchemaError` for a newer schema) with the reason otherwise."""
-    from stmbench.spec.run import RunSpec
-
     _need(isinstance(data, dict), f"not a run result (a JSON {type(data).__name__})")
     run_id = data.get("run_id")
     _need(isinstance(run_id, str) and RUN_ID.fullmatch(run_id) is not None,
@@ -143,7 +141,7 @@ def check_result(data: Any, file_name: str, where: str) -> RunResult:
     _check_fields(data)
     try:
         result = RunResult.from_dict(data, where)
-        computed = RunSpec.from_dict(result.spec).run_id
+        computed = result.spec.run_id
     except ResultSchemaError as exc:
         if "newer stmbench" in str(exc):
             raise

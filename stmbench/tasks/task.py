@@ -23,7 +23,6 @@ class Task(TaskConfig):
     (``config``), and :meth:`load`.  Usually built from YAML by :func:`load_task_file`; a plugin may
     also subclass it and override :meth:`load`."""
 
-    kind_name: ClassVar[str] = "task"
     kind: ClassVar[str] = "task"  # the catalogue kind (the task's own kind is ``task_kind``)
 
     def __init__(self, config: dict[str, Any], path: str | None = None):

@@ -80,7 +80,7 @@ class TopLayers(Adapter):
         import re
 
         indices = {int(m.group(1)) for n, _ in model.named_parameters() if (m := re.search(r"\.(\d+)\.", n))}
-        top = {f".{i}." for i in sorted(indices)[-options["layers"]:]} if options["layers"] else set()
+        top = {f".{i}." for i in sorted(indices)[-options.layers:]} if options.layers else set()
         heads = tuple(f"{h}." for h in head_modules(model))
         for name, p in model.named_parameters():
             p.requires_grad_(name.startswith(heads) or any(t in name for t in top))
