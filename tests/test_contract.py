@@ -265,6 +265,21 @@ def test_the_committed_leaderboard_is_the_default_grid(session):
     assert sorted(r.run_id for r in plan_grid(GridSpec(), session).runs) == stored
 
 
+def test_the_committed_leaderboard_regenerates_byte_identically(tmp_path, session):
+    """The pages are a function of the stored results: rebuilt from leaderboard/results as
+    ``stmbench leaderboard`` builds them, they are the committed files byte for byte."""
+    from stmbench.report import leaderboard
+    from stmbench.report.evidence import session_gold_source
+
+    committed = REPO / "leaderboard"
+    leaderboard.generate(committed / "results", tmp_path / "board", references=leaderboard.task_references(session),
+                         gold_source=session_gold_source(session))  # the built-in metrics
+    names = ["README.md", "index.html", *sorted(p.name for p in committed.glob("*.svg"))]
+    assert len(names) > 2
+    for name in names:
+        assert (tmp_path / "board" / name).read_bytes() == (committed / name).read_bytes(), name
+
+
 def test_capabilities_decide_what_names_used_to(settings):
     """A third-party adapter that declares ``trains_all`` gets what the built-in ``full`` gets; a
     strategy that does not train gets the adapter that trains nothing whatever the grid asked."""
