@@ -52,9 +52,9 @@ def select(results: list[RunResult], args: argparse.Namespace) -> list[RunResult
 
 def _row(r: RunResult, failed: bool) -> list[Any]:
     spec = r.spec
-    line = [r.run_id, r.status, spec.backbone, spec.task, r.labels.get("strategy") or spec.strategy,
-            r.labels.get("adapter") or spec.adapter, spec.prompt or "-", spec.train_size,
-            spec.seed, "" if r.score is None else f"{r.primary_metric} {100 * r.score:.1f}", (r.finished_at or "")[:19]]
+    names = spec.names(r.labels)
+    line = [r.run_id, r.status, *(names[k] for k in ("backbone", "task", "strategy", "adapter", "prompt")),
+            spec.train_size, spec.seed, "" if r.score is None else f"{r.primary_metric} {100 * r.score:.1f}", (r.finished_at or "")[:19]]
     if failed:
         line.append((r.error or "").splitlines()[0][:160] if r.error else "")
     return line

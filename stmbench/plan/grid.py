@@ -20,7 +20,6 @@ from stmbench.core.session import Session
 from stmbench.spec.grid_spec import GridSpec
 from stmbench.spec.run import RunSpec
 from stmbench.spec.training import TrainingSettings
-from stmbench.spec.axes import parse_axis_entry
 from stmbench.core.types import BackboneInfo, Combination
 
 log = logging.getLogger(__name__)
@@ -32,10 +31,8 @@ EVAL_SETTINGS = ("per_device_eval_batch_size", "eval_batch_tokens", "max_seq_len
 def expand(grid: GridSpec) -> Iterator[RunSpec]:
     """Every combination of the axes, in a stable order, with the user's raw options (an axis entry's
     own options override the grid-wide ``adapter_options`` / ``strategy_options``)."""
-    strategies = [parse_axis_entry(e) for e in grid.strategies]
-    adapters = [parse_axis_entry(e) for e in grid.adapters]
     for backbone, task, (strategy, s_opts), (adapter, a_opts), prompt, size, shots, seed in itertools.product(
-        grid.backbones, grid.tasks, strategies, adapters, grid.prompts, grid.train_sizes, grid.shots, grid.seeds,
+        grid.backbones, grid.tasks, grid.strategy_entries, grid.adapter_entries, grid.prompts, grid.train_sizes, grid.shots, grid.seeds,
     ):
         yield RunSpec(backbone=backbone, task=task, strategy=strategy, adapter=adapter, prompt=prompt,
                       train_size=size, seed=seed, shots=shots,
@@ -59,8 +56,8 @@ class Plan:
 
 
 def _check_names(grid: GridSpec, session: Session) -> None:
-    strategies = [parse_axis_entry(e)[0] for e in grid.strategies]
-    adapters = [parse_axis_entry(e)[0] for e in grid.adapters]
+    strategies = [name for name, _ in grid.strategy_entries]
+    adapters = [name for name, _ in grid.adapter_entries]
     for kind, names in (("task", grid.tasks), ("strategy", strategies), ("adapter", adapters)):
         for name in names:
             session.get(kind, name)  # raises UnknownNameError listing the known names

@@ -41,17 +41,6 @@ def _config_id(result: RunResult) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:6]
 
 
-def strategy_label(result: RunResult) -> str:
-    spec = result.spec
-    name = result.labels.get("strategy") or spec.strategy
-    shots = spec.shots
-    return f"{name} ({shots}-shot)" if shots is not None else name
-
-
-def adapter_label(result: RunResult) -> str:
-    return result.labels.get("adapter") or result.spec.adapter
-
-
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
@@ -218,8 +207,8 @@ def _group(ok: list[RunResult], unverified: set[str] = frozenset(), scores: _Sco
     dev_tasks: set[str] = set()
     for r in ok:
         spec = r.spec
-        key = {"backbone": spec.backbone, "adapter": adapter_label(r), "strategy": strategy_label(r),
-               "prompt": spec.prompt or "-", "train_size": str(spec.train_size)}
+        names = spec.names(r.labels)
+        key = {name: names[name] for name in ("backbone", "adapter", "strategy", "prompt", "train_size")}
         cfg = _config_id(r)
         configs.setdefault(tuple(key.values()) + (spec.task,), set()).add((cfg, r.provenance))
         row = groups.setdefault(tuple(key.values()) + (cfg, r.provenance), Row(key=key, config=cfg))

@@ -128,7 +128,7 @@ def describe_run(r: RunResult) -> dict[str, Any]:
     spec = r.spec
     out: dict[str, Any] = {"backbone": spec.backbone, "task": spec.task,
                            "strategy": r.labels.get("strategy", spec.strategy), "strategy_name": spec.strategy,
-                           "adapter": r.labels.get("adapter", spec.adapter), "adapter_name": spec.adapter,
+                           "adapter": spec.names(r.labels)["adapter"], "adapter_name": spec.adapter,
                            "prompt": str(spec.prompt), "shots": str(spec.shots or 0),
                            "train_size": str(spec.train_size),
                            "trial": tuple((s, getattr(spec.training, s)) for s in spec.sweep)}

@@ -225,7 +225,7 @@ def render_markdown(board: Board, metric: str = PRIMARY) -> str:
             out += [f"![{name[:-4]}]({name})", ""]
     if board.failed:
         out += ["", "## Failed runs", ""]
-        out.append(tabulate([[f"[{r.run_id[:6]}](results/{r.run_id}.json)", md_escape(r.spec.label()),
+        out.append(tabulate([[f"[{r.run_id[:6]}](results/{r.run_id}.json)", md_escape(r.spec.label(r.labels)),
                               md_escape(r.error.splitlines()[0][:200]) if r.error else ""]
                              for r in board.failed], headers=["run", "spec", "error"], tablefmt="github",
                             disable_numparse=True))

@@ -35,6 +35,8 @@ class GridSpec:
     sweep: dict[str, list[Any]] = field(default_factory=dict)  # training setting -> values tried per cell
     executor: str = "local"
     executor_options: dict[str, Any] = field(default_factory=dict)
+    strategy_entries: list[tuple[str, dict[str, Any]]] = field(init=False, repr=False, compare=False)
+    adapter_entries: list[tuple[str, dict[str, Any]]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("training", "adapter_options", "strategy_options", "executor_options", "sweep"):
@@ -75,9 +77,9 @@ class GridSpec:
                 raise StmbenchError(f"train size {size}: a train size is a positive number of examples or 'full'")
         for axis in ("backbones", "tasks", "prompts"):
             setattr(self, axis, [str(v) for v in getattr(self, axis)])
-        for axis in ("strategies", "adapters"):  # may carry options: validate the form now
-            for entry in getattr(self, axis):
-                parse_axis_entry(entry)
+        #: the strategy and adapter axes parsed once: ``(name, the entry's own options)`` per entry
+        self.strategy_entries = [parse_axis_entry(entry) for entry in self.strategies]
+        self.adapter_entries = [parse_axis_entry(entry) for entry in self.adapters]
         TrainingSettings.resolve(self.training)  # validate names and types early
         sweep = {}
         for name, values in self.sweep.items():
@@ -94,7 +96,7 @@ class GridSpec:
 
     def with_overrides(self, **overrides: Any) -> GridSpec:
         """A copy with the non-``None`` overrides applied (``training`` is merged, not replaced)."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
         for key, value in overrides.items():
             if value is None:
                 continue
@@ -120,7 +122,7 @@ class GridSpec:
             raise StmbenchError(f"cannot read grid config {exc}") from None
         if not isinstance(data, dict):
             raise StmbenchError(f"{path}: a grid config must be a YAML mapping")
-        known = {f.name for f in dataclasses.fields(cls)} | {"description"}
+        known = {f.name for f in dataclasses.fields(cls) if f.init} | {"description"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise StmbenchError(f"{path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")

@@ -54,14 +54,22 @@ class RunSpec:
     def replace(self, **changes: Any) -> RunSpec:
         return dataclasses.replace(self, **changes)
 
-    def label(self) -> str:
-        """A short human-readable name for logs."""
-        parts = [self.backbone, self.task, self.strategy, self.adapter]
+    def names(self, variants: dict[str, str] | None = None) -> dict[str, str]:
+        """The display name of each axis of this run, the one place runs are named: ``strategy`` and
+        ``adapter`` are ``variants``' names where given (a result's ``labels``: with their non-default
+        options, ``lora[r=4]``), the strategy with its shots (``in_context (5-shot)``)."""
+        variants = variants or {}
+        strategy = variants.get("strategy") or self.strategy
+        return {"backbone": self.backbone, "task": self.task,
+                "strategy": f"{strategy} ({self.shots}-shot)" if self.shots is not None else strategy,
+                "adapter": variants.get("adapter") or self.adapter, "prompt": self.prompt or "-",
+                "train_size": str(self.train_size), "seed": str(self.seed)}
+
+    def label(self, variants: dict[str, str] | None = None) -> str:
+        """A short human-readable name for logs and lists of runs (:meth:`names` joined)."""
+        n = self.names(variants)
+        parts = [n["backbone"], n["task"], n["strategy"], n["adapter"]]
         if self.prompt:
-            parts.append(self.prompt)
-        parts.append(f"n={self.train_size}")
-        if self.shots is not None:
-            parts.append(f"k={self.shots}")
-        parts.append(f"seed={self.seed}")
-        return " / ".join(parts)
+            parts.append(n["prompt"])
+        return " / ".join([*parts, f"n={n['train_size']}", f"seed={n['seed']}"])
 
