@@ -6,13 +6,9 @@ vocabulary), and attention scores grow with the square of the length.  A fixed b
 harmless at 64 tokens and tens of GB at 2,048.  So every prediction path (the strategies' own and
 lm-eval's) takes its batches from a :class:`TokenBudget`: rows sorted longest first, each batch as
 many rows as fit ``rows x padded length x (1 + attention share x length) <= tokens``, never more rows
-than ``per_device_eval_batch_size``.  The budget is the memory the device has free (free RAM on
-CPU, free GPU memory on CUDA; ``STMBENCH_EVAL_MEMORY_MB`` overrides what is detected) times
-:data:`USABLE_SHARE`, divided by an estimate of the bytes one token costs, from the model's
-vocabulary, hidden, MLP and head sizes.  ``--eval-batch-tokens N`` sets a plain budget instead
-(``rows x padded length <= N``).
+than ``per_device_eval_batch_size``.
 
-The budget is planned by :func:`stmbench.core.memory.plan_budget`.
+The budget is planned from the device's free memory by :func:`stmbench.core.memory.plan_budget`.
 """
 
 from __future__ import annotations

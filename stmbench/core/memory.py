@@ -1,14 +1,9 @@
 """Memory: the token budget of prediction batches planned from the free memory, and each run's own
 peak memory.
 
-**Planning the token budget** (:class:`stmbench.core.budget.TokenBudget`).  A prediction batch costs memory in proportion to its padded tokens, not its
-rows: full-vocabulary logits are ``vocab x 4`` bytes per position (about 200 KB for a 49k
-vocabulary), and attention scores grow with the square of the length.  A fixed batch of 64 rows is
-harmless at 64 tokens and tens of GB at 2,048.  So every prediction path (the strategies' own and
-lm-eval's) takes its batches from a :class:`TokenBudget`: rows sorted longest first, each batch as
-many rows as fit ``rows x padded length x (1 + attention share x length) <= tokens``, never more rows
-than ``per_device_eval_batch_size``.  The budget is the memory the device has free (free RAM on
-CPU, free GPU memory on CUDA; ``STMBENCH_EVAL_MEMORY_MB`` overrides what is detected) times
+**Planning the token budget** (:func:`plan_budget`; why batches go by tokens is
+:mod:`stmbench.core.budget`).  The budget is the memory the device has free (free RAM on CPU, free
+GPU memory on CUDA; ``STMBENCH_EVAL_MEMORY_MB`` overrides what is detected) times
 :data:`USABLE_SHARE`, divided by an estimate of the bytes one token costs, from the model's
 vocabulary, hidden, MLP and head sizes.  ``--eval-batch-tokens N`` sets a plain budget instead
 (``rows x padded length <= N``).
