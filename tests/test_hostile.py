@@ -608,3 +608,28 @@ def test_the_example_hostile_folder_is_refused_file_by_file_and_nothing_leaks(tm
     assert_only_genuine(out, extra={n for n in published(out) if n.startswith(tuple(
         r.run_id for row in board.rows for r in row.results))})
     assert "TOP-SECRET" not in "".join(p.read_text(errors="replace") for p in out.rglob("*") if p.is_file())
+
+
+def test_a_metric_that_cannot_read_the_evidence_costs_its_column_never_the_board(tmp_path, caplog):
+    """A third-party metric that raises: a result claiming a value of it is refused (its number cannot
+    be re-derived); on results that never stored it, the board drops its column with a warning."""
+    from stmbench import Metric
+    from stmbench.core.catalogue import default_metrics
+
+    class Fragile(Metric):
+        name = "fragile"
+
+        def compute(self, gold, predicted, *, labels):
+            raise ValueError("cannot read these labels")
+
+    result, preds = forged(1)
+    result["metrics"]["fragile"] = 0.5
+    put(tmp_path / "hostile", result, preds)
+    metrics = [*default_metrics(), Fragile()]
+    board, _ = build(tmp_path, genuine(tmp_path), tmp_path / "hostile", metrics=metrics)
+    assert refused_names(board) == {f"{result['run_id']}.json"}
+    [reason] = [why for path, why in board.meta["refused"]]
+    assert reason.startswith("metrics.fragile cannot be recomputed from its predictions (ValueError")
+    assert [m.name for m in board.metrics] == ["macro_f1"]  # no fragile column, the rest stands
+    assert sum(len(row.cells) for row in board.rows) == len(genuine_ids())
+    assert any("metric fragile could not be computed" in r.getMessage() for r in caplog.records)

@@ -34,8 +34,15 @@ def recompute(result: RunResult, gold: list[Any], predicted: list[Any], metrics:
     flat = [t for g in gold for t in g] if tokens else gold
     _need(all(0 <= t < n for t in flat), f"its gold labels are not among its {n} labels")
     kinds = ("tokens",) if tokens else SENTENCE_KINDS
-    return {m.name: float(m.compute(gold, predicted, labels=values)) for m in metrics
-            if m.name in result.metrics and any(m.serves(kind) for kind in kinds)}
+    out = {}
+    for metric in metrics:
+        if metric.name in result.metrics and any(metric.serves(kind) for kind in kinds):
+            try:
+                out[metric.name] = float(metric.compute(gold, predicted, labels=values))
+            except Exception as exc:  # noqa: BLE001 - evidence a metric cannot read proves nothing
+                raise Refused(f"metrics.{metric.name} cannot be recomputed from its predictions "
+                              f"({type(exc).__name__}: {str(exc)[:120]})") from None
+    return out
 
 
 def compare_metrics(result: RunResult, recomputed: dict[str, float]) -> None:

@@ -57,7 +57,8 @@ def reference_table(board: Board, *, markdown: bool = True) -> tuple[list[str], 
             if markdown:
                 source = md_escape(source) + (f" [link]({safe_url(ref['url'])})" if safe_url(ref["url"]) else "")
             rows.append([md_escape(task) if markdown else task, md_escape(ref["model"]) if markdown else ref["model"],
-                         board.title(ref["metric"]), ref["split"], f"{ref['value']:.1f}", source])
+                         md_escape(board.title(ref["metric"])) if markdown else board.title(ref["metric"]), ref["split"],
+                         f"{ref['value']:.1f}", source])
     return ["task", "model", "metric", "split", "value (%)", "source"], rows
 
 
