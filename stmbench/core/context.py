@@ -27,13 +27,20 @@ class Context:
 
     def __init__(self, *, settings: Settings, task_data: Callable[..., TaskData], hook: Any,
                  names: Callable[[str], list[str]], device: Callable[[], str],
-                 eval_budget: Callable[..., TokenBudget]):
+                 eval_budget: Callable[..., TokenBudget], budgets: list[TokenBudget] | None = None):
         self._settings = settings
         self._task_data = task_data
         self._hook = hook
         self._names = names
         self._device = device
         self._eval_budget = eval_budget
+        self._budgets = budgets
+
+    def recording_budgets(self, budgets: list[TokenBudget]) -> Context:
+        """The same context, but every budget :meth:`eval_budget` plans is appended to ``budgets``
+        (the pipeline hands one to a run's ``predict`` and records the budget in its result)."""
+        return Context(settings=self._settings, task_data=self._task_data, hook=self._hook, names=self._names,
+                       device=self._device, eval_budget=self._eval_budget, budgets=budgets)
 
     @property
     def settings(self) -> Settings:
@@ -85,4 +92,7 @@ class Context:
         memory and the model's sizes unless ``--eval-batch-tokens`` is set; ``full_logits=True``
         when the forward pass projects every position onto the vocabulary (far more memory per
         token).  The run's result records the budget."""
-        return self._eval_budget(model, spec, full_logits=full_logits)
+        budget = self._eval_budget(model, spec, full_logits=full_logits)
+        if self._budgets is not None:
+            self._budgets.append(budget)
+        return budget

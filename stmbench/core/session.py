@@ -56,20 +56,17 @@ class Session:
         self._overlap: dict[tuple[str, str], int] = {}
         self.cache_stats = {"hits": 0, "misses": 0}
         #: what plugins receive: settings, data, cache folder, hooks, logger (not the session itself)
-        #: the prediction budgets planned during the current run (the pipeline records them)
-        self.eval_budgets: list[Any] = []
         self.context = Context(settings=settings, task_data=self.task_data, hook=self.pm.hook,
                                names=self.catalogue.names, device=lambda: self.device,
                                eval_budget=self.eval_budget)
 
     def eval_budget(self, model: Any, spec: Any, *, full_logits: bool = False) -> Any:
         """The :class:`stmbench.core.budget.TokenBudget` of ``model``'s prediction batches in run ``spec``
-        (planned now, from the memory free now), remembered for the run's result."""
+        (planned now, from the memory free now)."""
         from stmbench.core.memory import plan_budget
 
         budget = plan_budget(model, device=self.device, max_batch=spec.training.per_device_eval_batch_size,
                              tokens=spec.training.eval_batch_tokens, full_logits=full_logits)
-        self.eval_budgets.append(budget)
         return budget
 
     def metrics_for(self, task: Task) -> list[Any]:

@@ -20,6 +20,7 @@ from typing import Any
 from stmbench.common.errors import StmbenchError
 from stmbench.run.scoring import health, score
 from stmbench.store.result import RunResult
+from stmbench.core.budget import TokenBudget
 from stmbench.core.session import Session, tokenizer_fingerprint
 from stmbench.spec.run import RunSpec
 from stmbench.run.splits import dev_rows, limit_sample, report_counts, subsample_indices
@@ -124,7 +125,7 @@ class Predicted:
     gold: list[Any]
     metrics: dict[str, float]
     seconds: float
-    budget: Any  #: the last :class:`~stmbench.core.budget.TokenBudget` planned (``None`` if none)
+    budget: TokenBudget | None  #: the last budget the strategy's batches were planned by
 
 
 def read_data(parts: RunParts, session: Session) -> RunData:
@@ -186,15 +187,16 @@ def train_run(parts: RunParts, data: RunData, loaded: Loaded, session: Session) 
 
 def predict_run(parts: RunParts, data: RunData, loaded: Loaded, session: Session) -> Predicted:
     start = time.perf_counter()
-    session.eval_budgets.clear()
+    budgets: list[TokenBudget] = []  # what the strategy's batches were planned by, for the result
     prediction = parts.strategy.predict(loaded.model, data=data.eval.dataset, task=parts.task,
-                                        tokenizer=loaded.tokenizer, spec=parts.spec, context=session.context)
+                                        tokenizer=loaded.tokenizer, spec=parts.spec,
+                                        context=session.context.recording_budgets(budgets))
     seconds = time.perf_counter() - start
     gold = gold_answers(parts.task, data.eval.dataset)
     metrics = score(parts.task, gold, prediction.labels, session.metrics_for(parts.task))
     metrics.update({k: v for k, v in prediction.metrics.items() if k not in metrics})
-    budget = session.eval_budgets[-1] if session.eval_budgets else None  # the last plan (one per pass, say)
-    return Predicted(prediction=prediction, gold=gold, metrics=metrics, seconds=seconds, budget=budget)
+    return Predicted(prediction=prediction, gold=gold, metrics=metrics, seconds=seconds,
+                     budget=budgets[-1] if budgets else None)  # the last plan (a strategy may plan once per pass)
 
 
 def execute(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
