@@ -94,9 +94,9 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             payload = {"objects": objects, "plugins": describe_plugins(session.pm)}
         print(json.dumps(payload, indent=2, ensure_ascii=False))
         return 0
-    plural = {"backbone": "backbones", "adapter": "adapters", "strategy": "strategies", "task": "tasks",
-              "executor": "executors", "generator": "generators (of synthetic tasks' data)"}
-    for kind, title in plural.items():
+    titles = {"strategy": "strategies", "generator": "generators (of synthetic tasks' data)"}
+    for kind in session.catalogue.entries:  # every catalogue kind, in registration-hook order
+        title = titles.get(kind, f"{kind}s")
         rows = [[o["name"], o["module"], o["description"]] for o in objects if o["kind"] == kind]
         print(f"{title}:")
         print(tabulate(rows, headers=["name", "module", "description"], tablefmt="simple",
