@@ -13,6 +13,7 @@ Nothing is loaded at import time: call :func:`get_plugin_manager`.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
@@ -290,5 +291,11 @@ def describe_plugins(pm: pluggy.PluginManager) -> list[dict[str, Any]]:
 
 def default_metrics() -> list[Any]:
     """The built-in metrics (what a board without a session computes): those the built-in plugins
-    register, entry points left out."""
-    return [e.obj for e in Catalogue(get_plugin_manager(entry_points=False)).entries["metric"].values()]
+    register, entry points left out (collected once per process: building a catalogue reads every
+    built-in task file)."""
+    return list(_builtin_metrics())
+
+
+@functools.cache
+def _builtin_metrics() -> tuple[Any, ...]:
+    return tuple(e.obj for e in Catalogue(get_plugin_manager(entry_points=False)).entries["metric"].values())
