@@ -9,7 +9,8 @@ The groups:
 
 - **Markers**: ``hookimpl``, ``hookspec`` (pluggy's, for the project ``stmbench``).
 - **Base classes of the catalogue kinds**: ``Backbone``, ``Adapter``, ``Strategy``, ``Task``,
-  ``Executor``, ``Generator`` (``FunctionGenerator``), ``Metric``, and ``Plugin`` (their common fields).
+  ``Executor``, ``Generator`` (``FunctionGenerator``), ``Metric``, ``Teacher`` (with ``TeacherRequest``,
+  ``TeacherAnswer``), and ``Plugin`` (their common fields).
 - **What plugins are handed and return**: ``Context``, ``RunSpec``, ``TrainingSettings``,
   ``BackboneInfo``, ``Combination``, ``Prediction``, ``RunResult``, ``Label``, ``WorkQueue``,
   ``Runner``; the model heads ``HEADS`` and ``HEAD_*``.
@@ -18,7 +19,9 @@ The groups:
   ``keeps_logits``, ``head_modules``, ``transformers_model``, ``choose_pad_token``,
   ``attach_pad_token``, ``IGNORE_INDEX``), hub access that fails clearly offline (``from_pretrained``,
   ``hub_available``, ``offline_reason``), task folders (``load_task_dir``, ``load_task_file``), the
-  lm-eval task export (``lm_eval_task_config``, ``write_jsonl``), and what a worker process needs
+  lm-eval task export (``lm_eval_task_config``, ``write_jsonl``), the answer parsing of rationales
+  (``parse_answer``, ``split_rationale``), bounded reads of files from outside
+  (``read_untrusted_bytes``), and what a worker process needs
   (``preload_run_modules``, ``RUN_MODULES``, ``pid_alive``).
 - **Errors**: ``StmbenchError`` (a clear one-line message, no traceback), ``UnknownNameError``.
 """
@@ -39,6 +42,8 @@ _NAMES: dict[str, tuple[str, str]] = {
         "HEAD_SEQUENCE_CLASSIFICATION", "HEAD_TOKEN_CLASSIFICATION", "Plugin", "Prediction", "Runner", "Strategy",
         "WorkQueue")},
     "Metric": ("stmbench.core.metrics", "Metric"),
+    **{name: ("stmbench.core.teacher", name) for name in (
+        "Teacher", "TeacherAnswer", "TeacherRequest", "parse_answer", "split_rationale")},
     "Generator": ("stmbench.tasks.generators", "Generator"),
     "FunctionGenerator": ("stmbench.tasks.generators", "FunctionGenerator"),
     "Task": ("stmbench.tasks.task", "Task"),
@@ -60,6 +65,7 @@ _NAMES: dict[str, tuple[str, str]] = {
     "offline_reason": ("stmbench.common.hub", "offline_reason"),
     "lm_eval_task_config": ("stmbench.tasks.lm_eval", "task_config"),
     "write_jsonl": ("stmbench.tasks.lm_eval", "write_jsonl"),
+    "read_untrusted_bytes": ("stmbench.common.untrusted", "read_bytes"),
     "RUN_MODULES": ("stmbench.run.study", "RUN_MODULES"),
     "preload_run_modules": ("stmbench.run.study", "preload"),
     "pid_alive": ("stmbench.run.claims", "pid_alive"),
@@ -91,6 +97,8 @@ if TYPE_CHECKING:  # pragma: no cover - what type checkers and readers see
     from stmbench.core.hookspecs import hookimpl, hookspec
     from stmbench.core.budget import TokenBudget, as_budget
     from stmbench.core.metrics import Metric
+    from stmbench.core.teacher import Teacher, TeacherAnswer, TeacherRequest, parse_answer, split_rationale
+    from stmbench.common.untrusted import read_bytes as read_untrusted_bytes
     from stmbench.core.modeling import (HEAD_MODULES, IGNORE_INDEX, PaddingMeter, attach_pad_token, choose_pad_token,
                                         head_modules, keeps_logits, model_device, pad_batch, sorted_batches,
                                         transformers_model)

@@ -43,7 +43,7 @@ def fake_dist(tmp_path, monkeypatch):
 def test_hooks_are_the_documented_contract():
     assert HOOKS == ["register_adapters", "register_backbones", "register_executors", "register_generators",
                      "register_hookspecs", "register_metrics",
-                     "register_strategies", "register_tasks", "run_finished", "run_started", "trainer_callbacks"]
+                     "register_strategies", "register_tasks", "register_teachers", "run_finished", "run_started", "trainer_callbacks"]
 
 
 @pytest.mark.parametrize("hook", HOOKS)
@@ -104,7 +104,7 @@ def test_plugins_json_cli_shows_the_entry_point_plugin(fake_dist):
     assert ("adapter", "fake_head_only", "stmbench_fake_plugin") in found
     assert ("strategy", "fake_discriminative", "stmbench_fake_plugin") in found
     assert ("backbone", "tiny-llama", "stmbench_plugins.backbones.tiny") in found
-    assert {o["kind"] for o in objects} == {"backbone", "adapter", "strategy", "task", "executor", "generator", "metric"}
+    assert {o["kind"] for o in objects} == {"backbone", "adapter", "strategy", "task", "executor", "generator", "metric", "teacher"}
     assert ("generator", "fake-pairs", "stmbench_fake_plugin") in found
 
 

@@ -1,9 +1,11 @@
 """``cot``: generative fine-tuning whose target is a short rationale followed by the answer.
 
 Target: ``<rationale><answer marker><verbalizer word><eos>`` after the prompt (whose own trailing
-answer marker is dropped, so the model writes the rationale first).  Rationales come from the
-task data's ``rationale`` column (the ``sample`` generator writes one) or from a plugin's
-``generate_rationales`` hook (a teacher model, say), a hook this plugin declares itself
+answer marker is dropped, so the model writes the rationale first).  Rationales come from the run's
+teacher (``--teacher``, ``--rationales DIR``: the pipeline hands this strategy rows whose
+``rationale`` column holds the teacher's, checked and filtered), else from the task data's
+``rationale`` column (the ``sample`` generator writes one), else from a plugin's
+``generate_rationales`` hook, a hook this plugin declares itself
 (:class:`CotHooks`, added through ``register_hookspecs`` as any plugin adds its own hooks).  Prediction generates greedily and parses the
 word after the last answer marker; an output with no parsable answer counts as wrong and is counted
 in the result (``metrics.unparsable``).
@@ -15,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stmbench import (
-    HEAD_CAUSAL_LM, hookimpl, hookspec, model_device, pad_batch, PaddingMeter, Prediction, sorted_batches,
-    StmbenchError, Strategy
+    HEAD_CAUSAL_LM, hookimpl, hookspec, model_device, pad_batch, PaddingMeter, parse_answer, Prediction,
+    sorted_batches, StmbenchError, Strategy
 )
 from stmbench_plugins.strategies._common import rows
 from stmbench_plugins.strategies.generative import lm_features, seq2seq_collator
@@ -54,23 +56,13 @@ def cot_prompt(task: Any, prompt: str, example: dict[str, Any]) -> str:
     return text[: -len(task.answer_marker)] if text.endswith(task.answer_marker) else text
 
 
-def parse_answer(text: str, task: Any) -> int:
-    """The label whose word follows the last answer marker in ``text``, or -1."""
-    marker = task.answer_marker
-    at = text.rfind(marker)
-    if at < 0:
-        return -1
-    rest = text[at + len(marker):].lstrip()
-    matches = [i for i, w in enumerate(task.label_words) if rest.startswith(w)]
-    return max(matches, key=lambda i: len(task.label_words[i])) if matches else -1
-
-
 class CotStrategy(Strategy):
     name = "cot"
     description = "generative with a rationale before the answer; predicts by generating and parsing"
     head = HEAD_CAUSAL_LM
     needs_decoder = True
     lm_loss_on_labels = True
+    uses_rationales = True
     options_class = CotOptions
 
     def rationales(self, batch: list[dict[str, Any]], *, task: Any, spec: Any, context: Any) -> list[str]:

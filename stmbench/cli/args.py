@@ -63,7 +63,8 @@ def grid_from(args: argparse.Namespace) -> Any:
                      executor=args.executor,
                      executor_options=dict(_kv(args.executor_option)) or None,
                      skip_bad_rows=True if args.skip_bad_rows else None, limit=args.limit,
-                     sweep=_sweep(args) or None)
+                     sweep=_sweep(args) or None, teacher=getattr(args, "teacher", None),
+                     rationales=getattr(args, "rationales", None))
     return grid.with_overrides(**overrides)
 
 

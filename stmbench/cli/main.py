@@ -1,4 +1,4 @@
-"""``stmbench run | leaderboard | results | plugins | tasks | export-lm-eval``."""
+"""``stmbench run | leaderboard | results | findings | rationales | plugins | tasks | export-lm-eval``."""
 
 from __future__ import annotations
 
@@ -193,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
                            "accuracy (every trial is stored; implies --eval-strategy epoch unless given)")
     axes.add_argument("--sweep", action="append", default=[], metavar="SETTING=V1,V2",
                       help="tune any training setting the same way, e.g. num_train_epochs=1,3 (repeatable)")
+    axes.add_argument("--teacher", metavar="NAME[KEY=VALUE,...]",
+                      help="who writes cot's rationales: 'hf[model=HUB_ID_OR_PATH_OR_GGUF]' or "
+                           "'openai[model=NAME,base_url=URL,api_key_env=VAR]' (a comma list: an axis of cot runs)")
+    axes.add_argument("--rationales", metavar="DIR",
+                      help="a folder of rationales (DIR/<task>/train.jsonl, as stmbench rationales export writes)")
     run.add_argument("--adapter-option", action="append", default=[], metavar="NAME.KEY=VALUE",
                      help="e.g. lora.r=16 or lora.target_modules=all-linear; repeatable")
     run.add_argument("--strategy-option", action="append", default=[], metavar="NAME.KEY=VALUE",
@@ -253,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     from stmbench.cli.views import add_results_parser
 
     add_results_parser(sub, common)
+    from stmbench.cli.rationales import add_rationales_parser
+
+    add_rationales_parser(sub, common)
     add_findings_parser(sub, common)
 
     tk = sub.add_parser("tasks", parents=[common], help="list tasks with labels, sources and split sizes")

@@ -51,6 +51,9 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "stmbench_plugins.executors.ray_executor",
     "stmbench_plugins.tasks.builtin",
     "stmbench_plugins.metrics.builtin",
+    "stmbench_plugins.teachers.hf",
+    "stmbench_plugins.teachers.openai_api",
+    "stmbench_plugins.teachers.folder",
 )
 
 REGISTRATION_HOOKS = {
@@ -61,18 +64,20 @@ REGISTRATION_HOOKS = {
     "executor": "register_executors",
     "generator": "register_generators",
     "metric": "register_metrics",
+    "teacher": "register_teachers",
 }
 
 
 def kinds() -> dict[str, type]:
     """The base class of each catalogue kind (a registered object must be an instance of it)."""
     from stmbench.core.metrics import Metric
+    from stmbench.core.teacher import Teacher
     from stmbench.core.types import Adapter, Backbone, Executor, Strategy
     from stmbench.tasks.generators import Generator
     from stmbench.tasks.task import Task
 
     return {"backbone": Backbone, "adapter": Adapter, "strategy": Strategy, "task": Task, "executor": Executor,
-            "generator": Generator, "metric": Metric}
+            "generator": Generator, "metric": Metric, "teacher": Teacher}
 
 
 def _import_plugin(spec: str) -> Any:

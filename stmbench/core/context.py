@@ -27,7 +27,8 @@ class Context:
 
     def __init__(self, *, settings: Settings, task_data: Callable[..., TaskData], hook: Any,
                  names: Callable[[str], list[str]], device: Callable[[], str],
-                 eval_budget: Callable[..., TokenBudget], budgets: list[TokenBudget] | None = None):
+                 eval_budget: Callable[..., TokenBudget], budgets: list[TokenBudget] | None = None,
+                 load_model: Callable[..., tuple[Any, Any]] | None = None):
         self._settings = settings
         self._task_data = task_data
         self._hook = hook
@@ -35,12 +36,14 @@ class Context:
         self._device = device
         self._eval_budget = eval_budget
         self._budgets = budgets
+        self._load_model = load_model
 
     def recording_budgets(self, budgets: list[TokenBudget]) -> Context:
         """The same context, but every budget :meth:`eval_budget` plans is appended to ``budgets``
         (the pipeline hands one to a run's ``predict`` and records the budget in its result)."""
         return Context(settings=self._settings, task_data=self._task_data, hook=self._hook, names=self._names,
-                       device=self._device, eval_budget=self._eval_budget, budgets=budgets)
+                       device=self._device, eval_budget=self._eval_budget, budgets=budgets,
+                       load_model=self._load_model)
 
     @property
     def settings(self) -> Settings:
@@ -85,11 +88,27 @@ class Context:
         ``executor``), for messages that list what exists."""
         return self._names(kind)
 
+    def load_model(self, name: str, *, head: str, task: Task) -> tuple[Any, Any]:
+        """``(model, tokenizer)`` of ``name`` (a hub id, a folder, a ``.gguf`` file, a registered name)
+        through the backbone that serves it, as ``--backbones`` would load it, on no particular device
+        (a teacher plugin loads its model this way)."""
+        if self._load_model is None:
+            from stmbench.common.errors import StmbenchError
+
+            raise StmbenchError("this context cannot load models")
+        return self._load_model(name, head=head, task=task)
+
+    def resolve_model(self, name: str) -> Any:
+        """The :class:`stmbench.core.types.BackboneInfo` of ``name`` (config only, nothing loaded), or
+        a :class:`stmbench.common.errors.StmbenchError` saying why it cannot be found."""
+        return self._load_model(name, head=None, task=None, resolve_only=True)  # type: ignore[misc]
+
     def eval_budget(self, model: Any, spec: Any, *, full_logits: bool = False) -> TokenBudget:
         """How to batch ``model``'s predictions in run ``spec``: a :class:`stmbench.core.budget.TokenBudget`
         (``budget.batches(lengths)`` gives index batches, longest first, each within the budget of
         padded tokens and ``per_device_eval_batch_size`` rows).  Planned from the device's free
-        memory and the model's sizes unless ``--eval-batch-tokens`` is set; ``full_logits=True``
+        memory and the model's sizes unless ``--eval-batch-tokens`` is set (``spec`` may be ``None``:
+        the default settings); ``full_logits=True``
         when the forward pass projects every position onto the vocabulary (far more memory per
         token).  The run's result records the budget."""
         budget = self._eval_budget(model, spec, full_logits=full_logits)

@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover - only for type checkers
     from stmbench.store.result import RunResult
     from stmbench.spec.run import RunSpec
     from stmbench.core.metrics import Metric
+    from stmbench.core.teacher import Teacher
     from stmbench.core.types import Adapter, Backbone, Executor, Strategy
     from stmbench.tasks.generators import Generator
     from stmbench.tasks.task import Task
@@ -109,6 +110,18 @@ def register_metrics(register: Callable[[Metric], None]) -> None:
     metric that serves a task from the stored predictions, offers it in the page's metric toggle and
     in ``stmbench leaderboard --metric``.  The built-ins (``accuracy``, ``macro_f1``, ``entity_f1``
     and the other token scores) are registered this way.
+    """
+
+
+@hookspec
+def register_teachers(register: Callable[[Teacher], None]) -> None:
+    """Contribute teachers: ``register(MyTeacher())`` for each :class:`stmbench.core.teacher.Teacher`.
+
+    A teacher writes the rationales that ``cot`` trains on: given requests built from the task's
+    teacher prompt (the example and its gold answer), it yields one text per request that explains
+    the answer and ends with it.  ``--teacher NAME[KEY=VALUE,...]`` picks one; the built-ins are
+    ``hf`` (a causal LM the backbones load), ``openai`` (an OpenAI-compatible server) and ``folder``
+    (rationales a user brings, ``--rationales DIR``).
     """
 
 

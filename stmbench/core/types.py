@@ -234,7 +234,8 @@ class Strategy(Plugin):
     """Turns a task into training features and predictions."""
 
     kind = "strategy"
-    capability_names = ("head", "trains", "needs_decoder", "lm_loss_on_labels", "features_version", "task_kinds")
+    capability_names = ("head", "trains", "needs_decoder", "lm_loss_on_labels", "features_version", "task_kinds",
+                        "uses_rationales")
     #: the model head this strategy needs (one of :data:`HEADS`)
     head: ClassVar[str] = HEAD_CAUSAL_LM
     #: ``False`` for strategies that only evaluate (zero/few-shot): the planner gives them the
@@ -252,6 +253,10 @@ class Strategy(Plugin):
     #: the task kinds (``Task.task_kind``) this strategy serves; ``tokens`` tasks (a tag per token)
     #: need a strategy that declares them
     task_kinds: ClassVar[tuple[str, ...]] = ("pair", "nli", "single")
+    #: True when the training targets hold a rationale per example (``cot``): the planner then gives
+    #: the run the grid's teacher (``RunSpec.teacher``) and rejects it where the task has no source of
+    #: rationales; the pipeline hands :meth:`feature_encoder` rows with a ``rationale`` column
+    uses_rationales: ClassVar[bool] = False
 
     def head_for(self, task: Task) -> str:
         """The model head this strategy needs for ``task`` (:attr:`head` unless the task's kind asks

@@ -115,6 +115,29 @@ def _data_problems(runs: list[RunSpec], session: Any, skip_bad_rows: bool) -> tu
     return problems, checked
 
 
+def _teacher_problems(runs: list[RunSpec], session: Any) -> tuple[list[str], list[str]]:
+    """Ask each teacher of the runs (once per distinct setting) whether it can work: its model found,
+    its server reachable and serving the model, its API-key variable set."""
+    import json
+
+    problems, checked, seen = [], [], set()
+    for run in runs:
+        if run.teacher is None:
+            continue
+        options = {**run.teacher_options, **run.teacher_runtime}
+        key = json.dumps([run.teacher, options], sort_keys=True, default=str)
+        if key in seen:
+            continue
+        seen.add(key)
+        teacher = session.get("teacher", run.teacher)
+        problem = teacher.preflight(teacher.typed_options(options), session.context)
+        if problem:
+            problems.append(problem)
+        else:
+            checked.append(f"teacher {teacher.display(options)} is ready")
+    return problems, checked
+
+
 def preflight(runs: list[RunSpec], session: Any, *, skip_bad_rows: bool = False) -> list[str]:
     """Check ``runs`` before any of them trains; the lines of what was checked, or one error with
     every problem (one line each)."""
@@ -125,6 +148,9 @@ def preflight(runs: list[RunSpec], session: Any, *, skip_bad_rows: bool = False)
     problems += _folder_problems(session.settings.results_dir)
     data_problems, checked = _data_problems(runs, session, skip_bad_rows)
     problems += data_problems
+    teacher_problems, teachers_checked = _teacher_problems(runs, session)
+    problems += teacher_problems
+    checked += teachers_checked
     if problems:
         raise StmbenchError("\n".join(problems) if len(problems) == 1 else
                             f"{len(problems)} problems found before training:\n" + "\n".join(f"  {p}" for p in problems))

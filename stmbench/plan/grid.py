@@ -31,11 +31,11 @@ EVAL_SETTINGS = ("per_device_eval_batch_size", "eval_batch_tokens", "max_seq_len
 def expand(grid: GridSpec) -> Iterator[RunSpec]:
     """Every combination of the axes, in a stable order, with the user's raw options (an axis entry's
     own options override the grid-wide ``adapter_options`` / ``strategy_options``)."""
-    for backbone, task, (strategy, s_opts), (adapter, a_opts), prompt, size, shots, seed in itertools.product(
-        grid.backbones, grid.tasks, grid.strategy_entries, grid.adapter_entries, grid.prompts, grid.train_sizes, grid.shots, grid.seeds,
-    ):
+    for backbone, task, (strategy, s_opts), (adapter, a_opts), prompt, size, shots, seed, (teacher, t_opts) in \
+            itertools.product(grid.backbones, grid.tasks, grid.strategy_entries, grid.adapter_entries, grid.prompts,
+                              grid.train_sizes, grid.shots, grid.seeds, grid.teacher_entries):
         yield RunSpec(backbone=backbone, task=task, strategy=strategy, adapter=adapter, prompt=prompt,
-                      train_size=size, seed=seed, shots=shots,
+                      train_size=size, seed=seed, shots=shots, teacher=teacher, teacher_options=t_opts,
                       adapter_options={**grid.adapter_options.get(adapter, {}), **a_opts},
                       strategy_options={**grid.strategy_options.get(strategy, {}), **s_opts},
                       skip_bad_rows=grid.skip_bad_rows, limit=grid.limit)
@@ -62,6 +62,9 @@ def _check_names(grid: GridSpec, session: Session) -> None:
         for name in names:
             session.get(kind, name)  # raises UnknownNameError listing the known names
     session.get("executor", grid.executor)
+    for name, _ in grid.teacher_entries:
+        if name is not None:
+            session.get("teacher", name)
     for name in grid.tasks:  # a task's metrics are registered and serve its kind
         session.metrics_for(session.get("task", name))
     prompts = {p for name in grid.tasks for p in session.get("task", name).prompts}
@@ -83,7 +86,7 @@ MAX_RUNS = 10_000  #: the largest grid ``stmbench run`` plans unless ``--max-run
 def grid_size(grid: GridSpec) -> int:
     """How many combinations (trials included) ``grid`` expands to, counted without expanding it."""
     axes = (grid.backbones, grid.tasks, grid.strategies, grid.adapters, grid.prompts, grid.train_sizes, grid.shots,
-            grid.seeds, *grid.sweep.values())
+            grid.seeds, grid.teacher_entries, *grid.sweep.values())
     return math.prod(len(values) for values in axes)
 
 
@@ -147,14 +150,22 @@ def _prepare(raw: RunSpec, info: BackboneInfo, session: Session,
     normal = strategy.normalize(raw, info)
     trains = strategy.trains
     adapter = session.get("adapter", normal.adapter if trains else idle_adapter(normal.adapter, session))
+    teacher = session.get("teacher", normal.teacher) if normal.teacher and strategy.uses_rationales else None
+    teacher_options = teacher.options({**normal.teacher_options, **normal.teacher_runtime}) if teacher else {}
     spec = normal.replace(prompt=normal.prompt if task.prompts else None,  # a tag per token: no prompt axis
+                          teacher=teacher.name if teacher else None,  # only where rationales are trained on
+                          teacher_options={k: v for k, v in teacher_options.items()
+                                           if k not in teacher.runtime_options} if teacher else {},
+                          teacher_runtime={k: v for k, v in teacher_options.items()
+                                           if k in teacher.runtime_options} if teacher else {},
                           adapter=adapter.name, train_size=normal.train_size if trains else 0,
                           adapter_options=adapter.options(normal.adapter_options if trains else {}),
                           strategy_options=strategy.options(normal.strategy_options))
     combo = Combination(info=info, backbone=backbone, task=task, strategy=strategy, adapter=adapter,
                         strategy_options=strategy.typed_options(spec.strategy_options),
                         adapter_options=adapter.typed_options(spec.adapter_options), spec=spec, context=session.context)
-    reason = backbone.check(combo) or strategy.check(combo) or adapter.check(combo) or _check_axes(spec, strategy, adapter, task)
+    reason = (backbone.check(combo) or strategy.check(combo) or adapter.check(combo)
+              or _check_axes(spec, strategy, adapter, task) or _rationale_problem(spec, strategy, task, session))
     if reason is not None:
         return spec, reason
     layers = [{"learning_rate": adapter.default_learning_rate}, backbone.default_training(adapter, strategy),
@@ -166,6 +177,25 @@ def _prepare(raw: RunSpec, info: BackboneInfo, session: Session,
     except StmbenchError as exc:
         return spec, str(exc)
     return spec.replace(training=training, sweep=spec.sweep if trains else ()), None
+
+
+def _rationale_problem(spec: RunSpec, strategy: Any, task: Any, session: Session) -> str | None:
+    """Why a strategy that trains on rationales (``cot``) has none for ``task``: no teacher named, no
+    ``rationale`` column in its train split and no plugin that implements ``generate_rationales``."""
+    if not strategy.uses_rationales or spec.teacher is not None:
+        return None
+    hook = getattr(session.hook, "generate_rationales", None)
+    if hook is not None and hook.get_hookimpls():
+        return None
+    try:
+        columns = session.task_data(task, "train", skip_bad_rows=spec.skip_bad_rows).dataset.column_names
+    except StmbenchError:  # data that cannot load is the pre-flight checks' to report, once
+        return None
+    if "rationale" in columns:
+        return None
+    return (f"strategy {strategy.name!r} trains on rationales, and task {task.name!r} has no source of them (its "
+            "data has no 'rationale' column): name a teacher (--teacher 'hf[model=PATH_OR_ID]' or "
+            "'openai[model=NAME,base_url=URL]'), bring a folder (--rationales DIR), or leave it out")
 
 
 def _check_axes(spec: RunSpec, strategy: Any, adapter: Any, task: Any) -> str | None:

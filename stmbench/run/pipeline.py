@@ -97,6 +97,17 @@ class RunData:
     used: dict[str, TaskData]  #: every split read (``eval``, ``train``, ``dev``), for the result's data record
     counts: dict[str, Any]
     partial: dict[str, Any] | None  #: ``limit``, ``of``: evaluated on a ``--limit`` sample
+    rows: TrainRows | None = None  #: the train rows a trained run uses (:func:`train_rows`)
+
+
+@dataclass
+class TrainRows:
+    """Stage 1b: the train rows of a trained run, its dev rows, and the rationales it trains on."""
+
+    indices: list[int] | None  #: ``None``: every row
+    dev: Any
+    dev_info: dict[str, Any] | None
+    rationales: Any = None  #: :class:`stmbench.run.rationales.Selected` (a teacher's rationales)
 
 
 @dataclass
@@ -115,6 +126,7 @@ class Trained:
     outcome: TrainOutcome
     train_examples: int
     features_cache: str  #: ``hit`` or ``miss``
+    rationales: dict[str, Any] | None = None  #: the teacher's rationales trained on (``data.rationales``)
 
 
 @dataclass
@@ -159,14 +171,12 @@ def build_model(parts: RunParts, session: Session) -> Loaded:
     return Loaded(model=model, tokenizer=tokenizer, head=head)
 
 
-def train_run(parts: RunParts, data: RunData, loaded: Loaded, session: Session) -> Trained:
-    """The cached features of the train rows, the subsample the spec asks for, and the Trainer."""
-    spec, task, strategy, train_data = parts.spec, parts.task, parts.strategy, data.train
+def train_rows(parts: RunParts, data: RunData, session: Session) -> TrainRows:
+    """Which train rows the spec trains on (its subsample, the dev rows held out) and, for a strategy
+    that trains on a teacher's rationales, those rationales (generated where the cache lacks them,
+    before the model to train is loaded)."""
+    spec, task, train_data = parts.spec, parts.task, data.train
     assert train_data is not None
-    encode = strategy.feature_encoder(task=task, tokenizer=loaded.tokenizer, spec=spec, context=session.context)
-    key = {"task": task.name, "data": train_data.fingerprint, "split": "train", "strategy": strategy.name,
-           "tokenizer": tokenizer_fingerprint(loaded.tokenizer), **strategy.feature_key(spec, session.context)}
-    features, hit = session.cached_features(key, train_data.dataset, encode)
     dev, dev_info, pool = None, None, None
     if spec.training.eval_strategy != "no":
         dev, dev_info, pool = dev_rows(task, train_data, spec, session)
@@ -176,13 +186,40 @@ def train_run(parts: RunParts, data: RunData, loaded: Loaded, session: Session) 
     indices = subsample_indices(base, spec.train_size, spec.seed, task.name)
     if pool is not None:
         indices = [pool[i] for i in indices] if indices is not None else pool
-    if indices is not None:
-        features = features.select(indices)
+    rationales = None
+    if parts.strategy.uses_rationales and spec.teacher is not None:
+        from stmbench.run.rationales import select
+
+        rows = indices if indices is not None else list(range(len(train_data.dataset)))
+        rationales = select(session, task, train_data, "train", rows, teacher=spec.teacher,
+                            options={**spec.teacher_options, **spec.teacher_runtime}, progress=session.show_progress)
+    return TrainRows(indices=indices, dev=dev, dev_info=dev_info, rationales=rationales)
+
+
+def train_run(parts: RunParts, data: RunData, loaded: Loaded, session: Session) -> Trained:
+    """The cached features of the rows :func:`train_rows` chose, and the Trainer."""
+    spec, task, strategy, train_data, rows = parts.spec, parts.task, parts.strategy, data.train, data.rows
+    assert train_data is not None and rows is not None
+    encode = strategy.feature_encoder(task=task, tokenizer=loaded.tokenizer, spec=spec, context=session.context)
+    key = {"task": task.name, "data": train_data.fingerprint, "split": "train", "strategy": strategy.name,
+           "tokenizer": tokenizer_fingerprint(loaded.tokenizer), **strategy.feature_key(spec, session.context)}
+    if rows.rationales is not None:  # only the rows kept, each with its teacher's rationale
+        chosen = train_data.dataset.select(rows.rationales.rows)
+        if "rationale" in chosen.column_names:
+            chosen = chosen.remove_columns("rationale")
+        chosen = chosen.add_column("rationale", rows.rationales.texts)
+        key.update(rationales=rows.rationales.record["sha256"])
+        features, hit = session.cached_features(key, chosen, encode)
+    else:
+        features, hit = session.cached_features(key, train_data.dataset, encode)
+        if rows.indices is not None:
+            features = features.select(rows.indices)
     outcome = train(loaded.model, features, strategy=strategy, tokenizer=loaded.tokenizer, spec=spec, session=session,
-                    dev=dev, task=task)
+                    dev=rows.dev, task=task)
     if outcome.selection is not None:
-        outcome.selection.update(dev_info)
-    return Trained(outcome=outcome, train_examples=len(features), features_cache="hit" if hit else "miss")
+        outcome.selection.update(rows.dev_info)
+    return Trained(outcome=outcome, train_examples=len(features), features_cache="hit" if hit else "miss",
+                   rationales=None if rows.rationales is None else rows.rationales.record)
 
 
 def predict_run(parts: RunParts, data: RunData, loaded: Loaded, session: Session) -> Predicted:
@@ -214,6 +251,8 @@ def execute(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -
     peak = PeakMemory(device).start()
     transformers.set_seed(spec.seed)
     data = read_data(parts, session)
+    if data.train is not None:
+        data.rows = train_rows(parts, data, session)
     loaded = build_model(parts, session)
     trainable, total = count_parameters(loaded.model)
     out: dict[str, Any] = {
@@ -250,6 +289,8 @@ def execute(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -
     out["prediction_info"] = predicted.prediction.info
     out["counts"] = data.counts
     out["data"] = data_record(parts.task, spec, data.used)
+    if data.train is not None and trained.rationales is not None:
+        out["data"]["rationales"] = trained.rationales
     out["peak_memory_mb"] = peak.stop()
     out["memory"] = {"peak_method": peak.method}
     if predicted.budget is not None:
@@ -288,6 +329,10 @@ def variant_labels(spec: RunSpec, session: Session) -> dict[str, str]:
         except StmbenchError:
             defaults = {}
         out[kind] = axis_label(name, options, defaults)
+    if spec.teacher:
+        entry = session.catalogue.entries["teacher"].get(spec.teacher)
+        label = entry.obj.display(spec.teacher_options) if entry else spec.teacher
+        out["teacher"] = label + (" keep=all" if spec.teacher_options.get("keep") == "all" else "")
     return out
 
 

@@ -35,8 +35,14 @@ class GridSpec:
     sweep: dict[str, list[Any]] = field(default_factory=dict)  # training setting -> values tried per cell
     executor: str = "local"
     executor_options: dict[str, Any] = field(default_factory=dict)
+    #: who writes the rationales of strategies that train on them (``cot``): teacher entries
+    #: (``hf[model=...]``, ``openai[model=...,base_url=...]``; a list makes it an axis of those runs)
+    teacher: Any = None
+    rationales: str | None = None  #: a folder of rationales a user brings: the ``folder`` teacher
     strategy_entries: list[tuple[str, dict[str, Any]]] = field(init=False, repr=False, compare=False)
     adapter_entries: list[tuple[str, dict[str, Any]]] = field(init=False, repr=False, compare=False)
+    #: ``(name, options)`` per teacher entry; ``[(None, {})]`` without one
+    teacher_entries: list[tuple[str | None, dict[str, Any]]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("training", "adapter_options", "strategy_options", "executor_options", "sweep"):
@@ -80,6 +86,12 @@ class GridSpec:
         #: the strategy and adapter axes parsed once: ``(name, the entry's own options)`` per entry
         self.strategy_entries = [parse_axis_entry(entry) for entry in self.strategies]
         self.adapter_entries = [parse_axis_entry(entry) for entry in self.adapters]
+        teachers: list[tuple[str | None, dict[str, Any]]] = [parse_axis_entry(e) for e in _as_list(self.teacher)]
+        if self.rationales is not None:
+            if not isinstance(self.rationales, str) or not self.rationales.strip():
+                raise StmbenchError(f"rationales must be the path of a folder, not {self.rationales!r}")
+            teachers.append(("folder", {"path": self.rationales}))
+        self.teacher_entries = teachers or [(None, {})]
         TrainingSettings.resolve(self.training)  # validate names and types early
         sweep = {}
         for name, values in self.sweep.items():

@@ -29,6 +29,13 @@ class RunSpec:
     skip_bad_rows: bool = False
     limit: int | None = None  # evaluate on a seeded sample of this many eval examples (a partial result)
     sweep: tuple[str, ...] = ()  # training settings swept in this run's cell: the run is one trial
+    #: the teacher that writes this run's rationales (strategies that train on rationales only) and its
+    #: options; ``None``: the task data's own ``rationale`` column (or a ``generate_rationales`` plugin)
+    teacher: str | None = None
+    teacher_options: dict[str, Any] = field(default_factory=dict)
+    #: the teacher's options that change nothing it writes (concurrency, timeouts, the API-key
+    #: variable's name): stored, never part of the run id
+    teacher_runtime: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -45,7 +52,8 @@ class RunSpec:
     @property
     def run_id(self) -> str:
         data = {**self.to_dict(), "training": self.training.identity()}
-        for name in ("limit", "sweep"):  # fields added later: stored runs keep their ids
+        del data["teacher_runtime"]
+        for name in ("limit", "sweep", "teacher", "teacher_options"):  # fields added later: stored runs keep their ids
             if not data[name]:
                 del data[name]
         blob = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
@@ -57,11 +65,13 @@ class RunSpec:
     def names(self, variants: dict[str, str] | None = None) -> dict[str, str]:
         """The display name of each axis of this run, the one place runs are named: ``strategy`` and
         ``adapter`` are ``variants``' names where given (a result's ``labels``: with their non-default
-        options, ``lora[r=4]``), the strategy with its shots (``in_context (5-shot)``)."""
+        options, ``lora[r=4]``), the strategy with its shots (``in_context (5-shot)``) and its teacher
+        (``cot ← hf[model.gguf]``)."""
         variants = variants or {}
         strategy = variants.get("strategy") or self.strategy
         return {"backbone": self.backbone, "task": self.task,
-                "strategy": f"{strategy} ({self.shots}-shot)" if self.shots is not None else strategy,
+                "strategy": (f"{strategy} ({self.shots}-shot)" if self.shots is not None else strategy)
+                + (f" \u2190 {variants.get('teacher') or self.teacher}" if self.teacher else ""),
                 "adapter": variants.get("adapter") or self.adapter, "prompt": self.prompt or "-",
                 "train_size": str(self.train_size), "seed": str(self.seed)}
 

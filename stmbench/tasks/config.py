@@ -81,6 +81,39 @@ def _reference(ref: Any, i: int, where: str, eval_split: str) -> dict[str, Any]:
     return out
 
 
+TEACHER_KEYS = ("system", "prompt", "examples")
+MAX_TEACHER_EXAMPLES = 16
+TEACHER_FIELDS = {"text_a", "text_b", "word", "label", "marker", "prompt"}
+
+
+def _teacher_prompt(raw: Any, where: str, values: list[str]) -> dict[str, Any]:
+    """A task's ``teacher:`` section: ``prompt`` (a template of ``{text_a}``, ``{text_b}``, ``{word}``:
+    the gold answer word, ``{label}``: its name, ``{marker}``: the answer marker, ``{prompt}``: the
+    task's own prompt for the example), an optional ``system`` turn and few-shot ``examples`` of good
+    rationales (``text_a``, ``text_b``, ``label``: a label value, ``rationale``)."""
+    _check(isinstance(raw, dict), where, "teacher must be a mapping with a 'prompt' (and maybe 'system', 'examples')")
+    unknown = sorted(set(raw) - set(TEACHER_KEYS))
+    _check(not unknown, where, f"teacher has unknown keys {unknown}; known: {', '.join(TEACHER_KEYS)}")
+    prompt, system = raw.get("prompt"), raw.get("system", "")
+    _check(isinstance(prompt, str) and prompt.strip() != "", where, "teacher.prompt must be a text template")
+    _check(isinstance(system, str), where, "teacher.system must be text")
+    fields = check_template(prompt, where, "teacher.prompt")
+    _check(fields <= TEACHER_FIELDS, where, f"teacher.prompt uses unknown fields {sorted(fields - TEACHER_FIELDS)}; "
+           f"known: {', '.join(sorted(TEACHER_FIELDS))}")
+    examples = raw.get("examples") or []
+    _check(isinstance(examples, list) and len(examples) <= MAX_TEACHER_EXAMPLES, where,
+           f"teacher.examples must be a list of at most {MAX_TEACHER_EXAMPLES} examples")
+    shots = []
+    for i, ex in enumerate(examples, 1):
+        _check(isinstance(ex, dict) and all(isinstance(ex.get(k), str) and ex.get(k) for k in ("text_a", "rationale")),
+               where, f"teacher example {i} needs text_a and rationale (text)")
+        _check(str(ex.get("label")) in values, where, f"teacher example {i}: label must be one of {', '.join(values)}")
+        _check(isinstance(ex.get("text_b", ""), str), where, f"teacher example {i}: text_b must be text")
+        shots.append({"text_a": ex["text_a"], "text_b": ex.get("text_b", ""), "label": str(ex["label"]),
+                      "rationale": ex["rationale"]})
+    return {"system": system, "prompt": prompt, "examples": shots}
+
+
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  #: a task name: also its folder under --data-dir
 MAX_FORMAT_NUMBER = 200  #: the largest width or precision a prompt's format spec may ask for
 
@@ -150,6 +183,9 @@ class TaskConfig:
     #: published results (``model``, ``metric``, ``value`` in %, ``split``, ``citation``, ``url``, ``note``),
     #: shown on leaderboards as reference rows, never as measured ones
     references: list[dict[str, Any]] = field(default_factory=list)
+    #: the prompt a teacher writes rationales from (``system``, ``prompt``, few-shot ``examples``);
+    #: ``None``: the default teacher prompt (:data:`stmbench.core.teacher.DEFAULT_TEACHER_PROMPT`)
+    teacher: dict[str, Any] | None = None
 
     @classmethod
     def parse(cls, config: dict[str, Any], where: str | None = None) -> dict[str, Any]:
@@ -195,7 +231,8 @@ class TaskConfig:
             formats = ("conll",) if tokens else ("tsv", "jsonl")
             _check(local.get("format") in formats, where, f"local.format must be {' or '.join(map(repr, formats))}")
         references = [_reference(ref, i, where, eval_split) for i, ref in enumerate(config.get("references") or [], 1)]
-        return {"references": references, "name": name, "labels": labels, "prompts": prompts, "description": config.get("description", ""),
+        teacher = _teacher_prompt(config.get("teacher"), where, values) if "teacher" in config else None
+        return {"teacher": teacher, "references": references, "name": name, "labels": labels, "prompts": prompts, "description": config.get("description", ""),
                 "task_kind": kind, "synthetic": bool(config.get("synthetic", False)),
                 "citation": config.get("citation", ""),
                 "ignore_labels": {str(v) for v in config.get("ignore_labels", [])},

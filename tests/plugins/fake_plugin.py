@@ -132,6 +132,43 @@ def register_metrics(register):
 
 
 @hookimpl
+def register_teachers(register):
+    from dataclasses import dataclass, field
+
+    from stmbench import Teacher, TeacherAnswer
+
+    @dataclass
+    class FakeTeacherOptions:
+        verdict: str = "right"  #: right, wrong, none (no final answer), empty, long, mixed (by row)
+        chunk: int = 4
+        fail_after: int = -1  #: raise after this many chunks (a killed generation)
+        keep: str = "consistent"
+
+    class FakeTeacher(Teacher):
+        name = "fake_teacher"
+        description = "a fake teacher of a third-party plugin: a template rationale per row"
+        options_class = FakeTeacherOptions
+
+        def generate(self, requests, *, task, options, context):
+            kinds = ("right", "wrong", "none", "empty", "long")
+            for start in range(0, len(requests), options.chunk):
+                if start // options.chunk == options.fail_after:
+                    raise RuntimeError("the fake teacher was stopped")
+                answers = []
+                for k, request in enumerate(requests[start:start + options.chunk], start):
+                    EVENTS.append(("generate", request.example["text_a"]))
+                    verdict = kinds[k % len(kinds)] if options.verdict == "mixed" else options.verdict
+                    gold = request.example["label"]
+                    word = task.labels[gold if verdict != "wrong" else 1 - gold].word
+                    text = {"none": "a reason", "empty": ""}.get(verdict, f"{request.example['text_a']}: a reason "
+                                                                        f"{task.answer_marker}{word}")
+                    answers.append(TeacherAnswer(text, truncated=verdict == "long"))
+                yield answers
+
+    register(FakeTeacher())
+
+
+@hookimpl
 def trainer_callbacks(run):
     EVENTS.append(("trainer_callbacks", run.run_id))
     return [StepCounter()]

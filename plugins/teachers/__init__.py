@@ -1,0 +1,1 @@
+"""Built-in teachers: the models that write chain-of-thought rationales."""
