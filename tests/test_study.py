@@ -199,9 +199,9 @@ def test_cot_rationales_from_data_or_hook_or_a_clear_error(make_session, tmp_pat
                     training={**small_training, "max_steps": 1}, strategy_options={"cot": {"max_new_tokens": 8}})
     plain = make_session(data_dir=tmp_path)
     write_task(plain.get("task", "lcqmc"), tmp_path)
-    result, _ = run_spec(plan_grid(grid, plain).runs[0], plain)
-    assert result["status"] == "failed"
-    assert result["error"] == "cot: task 'lcqmc' has no rationale column and no plugin implements generate_rationales"
+    plan = plan_grid(grid, plain)  # no source of rationales: rejected with the reason, before anything loads
+    assert not plan.runs and len(plan.rejected) == 1
+    assert "task 'lcqmc' has no source of them" in plan.rejected[0][1] and "--teacher" in plan.rejected[0][1]
     hooked = make_session(fake_plugin, data_dir=tmp_path)
     result, _ = run_spec(plan_grid(grid, hooked).runs[0], hooked)
     assert result["status"] == "ok", result.get("traceback")

@@ -66,8 +66,9 @@ class CotStrategy(Strategy):
     options_class = CotOptions
 
     def rationales(self, batch: list[dict[str, Any]], *, task: Any, spec: Any, context: Any) -> list[str]:
-        if all(ex.get("rationale") for ex in batch):
-            return [ex["rationale"] for ex in batch]
+        if all(ex.get("rationale") for ex in batch) or (
+                spec.teacher is not None and all(isinstance(ex.get("rationale"), str) for ex in batch)):
+            return [ex["rationale"] for ex in batch]  # a teacher's (kept with keep=all even when empty)
         given = context.hook.generate_rationales(task=task, examples=batch, run=spec)
         if given is None:
             raise StmbenchError(

@@ -2,8 +2,9 @@
 ``--teacher "folder[path=DIR]"``), in the layout ``stmbench rationales export`` writes.
 
 ``DIR/<task>/<split>.jsonl`` (or ``DIR/<task>.jsonl``): one JSON object per line with ``text_a``,
-``text_b`` and ``rationale`` (the teacher's text, ending in its answer after the task's answer marker;
-``label`` and anything else are ignored).  Rows are matched by their texts; a row the folder lacks
+``text_b`` and ``rationale`` (the teacher's text, ending in its answer after the task's answer marker),
+maybe ``truncated`` (``true``: it stopped at its length budget); ``label`` and anything else are
+ignored.  Rows are matched by their texts; a row the folder lacks
 gets an empty rationale (counted ``empty``).  The folder is read as untrusted: files inside it only,
 no links out of it, bounded in size, a malformed line named by file and line.
 """
@@ -39,8 +40,8 @@ def _files(root: Path, task: str, split: str) -> list[Path]:
     return [root / task / f"{split}.jsonl", root / f"{task}.jsonl"]
 
 
-def read_rationales(root: str | Path, task: str, split: str) -> dict[tuple[str, str], str] | None:
-    """``(text_a, text_b) -> rationale`` of one task split in the folder, or ``None`` without a file."""
+def read_rationales(root: str | Path, task: str, split: str) -> dict[tuple[str, str], TeacherAnswer] | None:
+    """``(text_a, text_b) -> answer`` of one task split in the folder, or ``None`` without a file."""
     from stmbench import read_untrusted_bytes
 
     root = Path(root)
@@ -50,7 +51,7 @@ def read_rationales(root: str | Path, task: str, split: str) -> dict[tuple[str, 
         if not path.resolve().is_relative_to(root.resolve()):
             raise StmbenchError(f"{path}: leads out of the folder {root} (not followed)")
         data = read_untrusted_bytes(path, limit=MAX_BYTES, root=root)
-        out: dict[tuple[str, str], str] = {}
+        out: dict[tuple[str, str], TeacherAnswer] = {}
         for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
             if not line.strip():
                 continue
@@ -61,7 +62,8 @@ def read_rationales(root: str | Path, task: str, split: str) -> dict[tuple[str, 
             if not isinstance(row, dict) or not all(isinstance(row.get(k, ""), str) for k in ("text_a", "text_b", "rationale")) \
                     or not row.get("text_a"):
                 raise StmbenchError(f"{path}, line {number}: needs text_a, text_b and rationale as text")
-            out[(row["text_a"], row.get("text_b", ""))] = row.get("rationale", "")
+            out[(row["text_a"], row.get("text_b", ""))] = TeacherAnswer(row.get("rationale", ""),
+                                                                        truncated=row.get("truncated") is True)
         return out
     return None
 
@@ -88,14 +90,14 @@ class FolderTeacher(Teacher):
 
     def generate(self, requests: list[TeacherRequest], *, task: Any, options: Any,
                  context: Any) -> Iterator[list[TeacherAnswer]]:
-        by_split: dict[str, dict[tuple[str, str], str]] = {}
+        by_split: dict[str, dict[tuple[str, str], TeacherAnswer]] = {}
         for split in sorted({r.split for r in requests}):
             found = read_rationales(options.path, task.name, split)
             if found is None:
                 raise StmbenchError(f"--rationales {options.path}: no {task.name}/{split}.jsonl (or {task.name}.jsonl) "
                                     "in the folder")
             by_split[split] = found
-        yield [TeacherAnswer(by_split[r.split].get((r.example["text_a"], r.example.get("text_b") or ""), ""))
+        yield [by_split[r.split].get((r.example["text_a"], r.example.get("text_b") or ""), TeacherAnswer(""))
                for r in requests]
 
 

@@ -19,15 +19,14 @@ from stmbench import (
     HEAD_CAUSAL_LM, hookimpl, pad_batch, sorted_batches, StmbenchError, Teacher, TeacherAnswer, TeacherRequest
 )
 
-WINDOW = 64  #: requests generated (in length-sorted batches) before their answers are handed back in order
-
-
 @dataclass
 class HFTeacherOptions:
     model: str = field(default="", metadata={"help": "hub id, local folder or .gguf file of a causal LM"})
     max_new_tokens: int = field(default=128, metadata={"help": "length budget of one rationale, in tokens"})
     temperature: float = field(default=0.0, metadata={"help": "0: greedy; above 0: sampling (seeded)"})
     seed: int = field(default=0, metadata={"help": "seed of sampling (temperature > 0)"})
+    chunk: int = field(default=64, metadata={"help": "rows generated (in length-sorted batches) before they are "
+                                                     "written to the set: what a stopped generation may lose"})
     keep: str = field(default="consistent", metadata={"help": "consistent: train only on rationales whose answer "
                                                               "is the gold label; all: on every one"})
 
@@ -36,6 +35,8 @@ class HFTeacherOptions:
             raise ValueError("the hf teacher needs model=HUB_ID_OR_PATH")
         if not 1 <= self.max_new_tokens <= 4096:
             raise ValueError("max_new_tokens must be between 1 and 4096")
+        if self.chunk < 1:
+            raise ValueError("chunk must be at least 1")
         if self.temperature < 0:
             raise ValueError("temperature must not be negative")
         if self.keep not in ("consistent", "all"):
@@ -56,6 +57,7 @@ class HFTeacher(Teacher):
     name = "hf"
     description = "a causal LM the backbones load (hub id, folder, .gguf) writes the rationales, greedy by default"
     options_class = HFTeacherOptions
+    runtime_options = ("chunk",)
 
     def preflight(self, options: Any, context: Any) -> str | None:
         try:
@@ -77,12 +79,12 @@ class HFTeacher(Teacher):
             stops = {t for t in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None))
                      for t in (t if isinstance(t, list) else [t]) if t is not None}
             budget = context.eval_budget(model, None)
-            for start in range(0, len(requests), WINDOW):
-                window = requests[start:start + WINDOW]
+            for start in range(0, len(requests), options.chunk):
+                window = requests[start:start + options.chunk]
                 encoded = [prompt_ids(tokenizer, r) for r in window]
                 answers: list[TeacherAnswer | None] = [None] * len(window)
-                if options.temperature > 0:
-                    torch.manual_seed(options.seed + start)
+                if options.temperature > 0:  # seeded per row block, whatever the chunking
+                    torch.manual_seed(options.seed)
                 for idx in sorted_batches([len(ids) + r.max_new_tokens for ids, r in zip(encoded, window)], budget):
                     ids, mask = pad_batch([encoded[i] for i in idx], tokenizer.pad_token_id, "left")
                     new_max = max(window[i].max_new_tokens for i in idx)

@@ -121,7 +121,7 @@ def _export(session: Any, task: Any, data: Any, header: dict[str, Any], path: Pa
     rows = data.dataset.select([e["row"] for e in entries]).to_list()
     lines = [json.dumps({"text_a": row["text_a"], "text_b": row.get("text_b") or "",
                          "label": task.labels[int(row["label"])].value, "rationale": entry["text"],
-                         "status": entry["status"]}, ensure_ascii=False) for entry, row in zip(entries, rows)]
+                         "truncated": entry["truncated"], "status": entry["status"]}, ensure_ascii=False) for entry, row in zip(entries, rows)]
     target = out / task.name / f"{split}.jsonl"
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(target, "".join(line + "\n" for line in lines))

@@ -63,7 +63,9 @@ class RunResult(Mapping):
     cache: dict[str, Any] = field(default_factory=dict)  #: ``features``: ``hit`` or ``miss``
     prediction_info: dict[str, Any] = field(default_factory=dict)  #: :attr:`stmbench.core.types.Prediction.info`
     #: what the numbers depend on besides the spec: ``train`` / ``eval`` / ``dev`` (``fingerprint``,
-    #: ``source``, ``rows``), ``prompt`` (``name``, ``sha256`` of its text), ``labels``; ``None`` before schema 3
+    #: ``source``, ``rows``), ``prompt`` (``name``, ``sha256`` of its text), ``labels``, and for a run
+    #: trained on a teacher's rationales ``rationales`` (teacher, set, counts, ``keep``, ``kept``,
+    #: ``sha256`` of the rationales); ``None`` before schema 3
     data: dict[str, Any] | None = None
     peak_memory_mb: float | None = None  #: this run's own peak (see ``memory.peak_method``)
     #: ``peak_method`` (how ``peak_memory_mb`` was measured), ``eval_batching`` (the token budget of
@@ -108,8 +110,9 @@ class RunResult(Mapping):
         import hashlib
         import json
 
-        parts = {k: (v or {}).get("fingerprint") if k in ("train", "eval", "dev") else v
-                 for k, v in self.data.items() if k in ("train", "eval", "dev", "prompt", "labels")}
+        parts = {k: (v or {}).get("fingerprint") if k in ("train", "eval", "dev") else
+                 (v or {}).get("sha256") if k == "rationales" else v  # a teacher's rationales trained on
+                 for k, v in self.data.items() if k in ("train", "eval", "dev", "prompt", "labels", "rationales")}
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:6]
 
     @property

@@ -148,6 +148,7 @@ def register_teachers(register):
         name = "fake_teacher"
         description = "a fake teacher of a third-party plugin: a template rationale per row"
         options_class = FakeTeacherOptions
+        runtime_options = ("chunk", "fail_after")
 
         def generate(self, requests, *, task, options, context):
             kinds = ("right", "wrong", "none", "empty", "long")
