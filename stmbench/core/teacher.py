@@ -148,6 +148,22 @@ def parse_answer(text: str, task: Any) -> int:
     return max(matches, key=lambda i: len(task.label_words[i])) if matches else -1
 
 
+def end_at_answer(answer: TeacherAnswer, task: Any) -> TeacherAnswer:
+    """The answer cut right after its first final answer (the answer marker and a label word): a
+    rationale ends in its answer, and what a model writes after it (another question, a second
+    answer) is dropped; an answer cut this way did not run out of its length budget."""
+    marker, text, at = task.answer_marker, answer.text, 0
+    while (at := text.find(marker, at)) >= 0:
+        rest = text[at + len(marker):]
+        stripped = rest.lstrip()
+        words = [w for w in task.label_words if stripped.startswith(w)]
+        if words:
+            end = at + len(marker) + (len(rest) - len(stripped)) + len(max(words, key=len))
+            return TeacherAnswer(text[:end], truncated=False)
+        at += len(marker)
+    return answer
+
+
 def split_rationale(text: str, task: Any) -> str:
     """The reasoning of a teacher's text: what comes before its last answer marker (all of it when it
     has none), stripped; the ``cot`` target appends the gold answer to it."""
@@ -156,7 +172,7 @@ def split_rationale(text: str, task: Any) -> str:
 
 
 def classify(answer: TeacherAnswer, gold: int, task: Any) -> str:
-    """One of :data:`STATUSES`: ``empty`` (no reasoning), ``too_long`` (stopped at the length budget),
+    """One of :data:`STATUSES` (of an answer :func:`end_at_answer` has cut): ``empty`` (no reasoning), ``too_long`` (stopped at the length budget),
     ``no_answer`` (no final answer after the answer marker), ``contradicting`` (its final answer is
     not the gold label), else ``consistent``."""
     if not split_rationale(answer.text, task):

@@ -7,7 +7,8 @@ appended and flushed chunk by chunk as the teacher yields, so a killed generatio
 the last chunk written (a torn last line is dropped).  A file lock keeps two workers of one grid from
 generating the same rows twice; every ``cot`` run that shares the set reads the same file.
 
-Each row is checked when it is written (:func:`stmbench.core.teacher.classify`): consistent,
+Each row is cut after its first final answer and checked when it is written
+(:func:`stmbench.core.teacher.end_at_answer`, :func:`stmbench.core.teacher.classify`): consistent,
 contradicting its gold label, without a final answer, empty, or past its length budget.  The teacher
 option ``keep`` decides what trains: ``consistent`` (STaR-style filtering, the default) or ``all``.
 """
@@ -24,7 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stmbench.common.errors import StmbenchError
-from stmbench.core.teacher import KEEP, STATUSES, TeacherAnswer, TeacherPrompt, TeacherRequest, classify, split_rationale
+from stmbench.core.teacher import (KEEP, STATUSES, TeacherAnswer, TeacherPrompt, TeacherRequest, classify, end_at_answer,
+                                   split_rationale)
 
 if TYPE_CHECKING:  # pragma: no cover
     from stmbench.core.session import Session
@@ -156,6 +158,7 @@ class RationaleSet:
             raise StmbenchError(f"teacher {self.header['teacher']!r} yielded {type(answer).__name__}, not a TeacherAnswer")
         if len(answer.text) > MAX_TEXT:
             answer = TeacherAnswer(answer.text[:MAX_TEXT], truncated=True)
+        answer = end_at_answer(answer, self.task)  # a rationale ends in its (first) answer
         return {"row": row, "text": answer.text, "truncated": bool(answer.truncated),
                 "status": classify(answer, int(example["label"]), self.task)}
 

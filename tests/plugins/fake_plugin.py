@@ -161,8 +161,8 @@ def register_teachers(register):
                     verdict = kinds[k % len(kinds)] if options.verdict == "mixed" else options.verdict
                     gold = request.example["label"]
                     word = task.labels[gold if verdict != "wrong" else 1 - gold].word
-                    text = {"none": "a reason", "empty": ""}.get(verdict, f"{request.example['text_a']}: a reason "
-                                                                        f"{task.answer_marker}{word}")
+                    text = {"none": "a reason", "empty": "", "long": "a reason that goes on and on"}.get(
+                        verdict, f"{request.example['text_a']}: a reason {task.answer_marker}{word}")
                     answers.append(TeacherAnswer(text, truncated=verdict == "long"))
                 yield answers
 
