@@ -278,3 +278,22 @@ def test_openai_teacher_problems_are_one_line_before_training(lcqmc, small_train
                                 teacher=f"openai[model=m,base_url={url},api_key_env=STMBENCH_TEST_KEY]"), lcqmc).runs
     assert "sk-secret-value" not in json.dumps(spec.to_dict())  # the key's variable is named, never its value
     assert spec.teacher_runtime["api_key_env"] == "STMBENCH_TEST_KEY"
+
+
+def test_the_leaderboard_names_the_teacher_of_cot_rows(cli, tmp_path):
+    data = tmp_path / "data"
+    from stmbench.core.session import Session, Settings
+
+    write_task(Session(Settings()).get("task", "lcqmc"), data)
+    code, out, err = cli("run", "--plugin", str(TESTS / "plugins" / "fake_plugin.py"), "--data-dir", str(data),
+                         "--tasks", "lcqmc", "--strategies", "cot,generative", "--adapters", "full",
+                         "--train-sizes", "20", "--max-steps", "1", "--max-seq-length", "96",
+                         "--strategy-option", "cot.max_new_tokens=8", "--teacher", "fake_teacher[verdict=right]",
+                         "--results-dir", str(tmp_path / "results"))
+    assert code == 0, err
+    markdown = (tmp_path / "leaderboard" / "README.md").read_text(encoding="utf-8")
+    cot_rows = [line for line in markdown.splitlines() if "cot" in line and line.startswith("| tiny-llama")]
+    assert cot_rows and all("\u2190 fake\\_teacher" in line or "\u2190 fake_teacher" in line for line in cot_rows)
+    generative = [line for line in markdown.splitlines() if "| generative" in line and line.startswith("| tiny-llama")]
+    assert generative and not any("\u2190" in line for line in generative)
+    assert "fake_teacher" in (tmp_path / "leaderboard" / "index.html").read_text(encoding="utf-8")

@@ -63,7 +63,7 @@ class HFTeacher(Teacher):
         try:
             info = context.resolve_model(options.model)
         except StmbenchError as exc:
-            return f"teacher hf: {exc}"
+            return f"teacher hf cannot find its model: {exc}"
         if not info.is_decoder:
             return f"teacher hf: {options.model!r} is a {info.model_type} encoder, not a causal LM that can write text"
         return None

@@ -88,11 +88,10 @@ class Teacher(Plugin):
         after the last chunk).  ``options`` is an instance of :attr:`options_class`."""
 
     def display(self, options: dict[str, Any]) -> str:
-        """A short name for tables: ``hf[model=SmolLM2-135M-Instruct.Q4_1.gguf]``."""
-        model = options.get("model") or options.get("path")
-        if isinstance(model, str) and model:
-            return f"{self.name}[{model.replace(chr(92), '/').rstrip('/').rsplit('/', 1)[-1]}]"
-        return self.name
+        """A short name for tables: ``hf[SmolLM2-135M-Instruct.Q4_1.gguf]``."""
+        from stmbench.spec.run import teacher_label
+
+        return teacher_label(self.name, options)
 
     def set_options(self, options: dict[str, Any]) -> dict[str, Any]:
         """The options that decide what is generated (the rationale set's key): all but ``keep`` (which

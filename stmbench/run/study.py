@@ -354,8 +354,12 @@ def run_study(grid: GridSpec, session: Session, *, rerun: bool = False, dry_run:
     checked = preflight(plan.runs, session, skip_bad_rows=grid.skip_bad_rows)  # raises before anything trains
     say(f"{len(plan.runs)} run(s) planned: {len(todo)} to do, {report.skipped} already done (skipped)"
         + (f", {len(plan.rejected)} combination(s) rejected" if plan.rejected else ""))
+    by_reason: dict[str, list[RunSpec]] = {}
     for spec, reason in plan.rejected:
-        say(f"  rejected: {spec.label()}: {reason}")
+        by_reason.setdefault(reason, []).append(spec)
+    for reason, specs in by_reason.items():  # one line per reason: its first run and how many more
+        more = f" (and {len(specs) - 1} more like it)" if len(specs) > 1 else ""
+        say(f"  rejected: {specs[0].label()}{more}: {reason}")
     for line in checked if dry_run else []:
         say(f"  checked: {line}")
     if dry_run:

@@ -36,7 +36,8 @@ class GridSpec:
     executor: str = "local"
     executor_options: dict[str, Any] = field(default_factory=dict)
     #: who writes the rationales of strategies that train on them (``cot``): teacher entries
-    #: (``hf[model=...]``, ``openai[model=...,base_url=...]``; a list makes it an axis of those runs)
+    #: (``hf[model=...]``, ``openai[model=...,base_url=...]``; a list makes it an axis of those runs;
+    #: ``none``: the data's own rationale column)
     teacher: Any = None
     rationales: str | None = None  #: a folder of rationales a user brings: the ``folder`` teacher
     strategy_entries: list[tuple[str, dict[str, Any]]] = field(init=False, repr=False, compare=False)
@@ -86,7 +87,8 @@ class GridSpec:
         #: the strategy and adapter axes parsed once: ``(name, the entry's own options)`` per entry
         self.strategy_entries = [parse_axis_entry(entry) for entry in self.strategies]
         self.adapter_entries = [parse_axis_entry(entry) for entry in self.adapters]
-        teachers: list[tuple[str | None, dict[str, Any]]] = [parse_axis_entry(e) for e in _as_list(self.teacher)]
+        teachers: list[tuple[str | None, dict[str, Any]]] = [
+            (None, {}) if str(e).strip() == "none" else parse_axis_entry(e) for e in _as_list(self.teacher)]
         if self.rationales is not None:
             if not isinstance(self.rationales, str) or not self.rationales.strip():
                 raise StmbenchError(f"rationales must be the path of a folder, not {self.rationales!r}")

@@ -71,7 +71,8 @@ class RunSpec:
         strategy = variants.get("strategy") or self.strategy
         return {"backbone": self.backbone, "task": self.task,
                 "strategy": (f"{strategy} ({self.shots}-shot)" if self.shots is not None else strategy)
-                + (f" \u2190 {variants.get('teacher') or self.teacher}" if self.teacher else ""),
+                + (f" \u2190 {variants.get('teacher') or teacher_label(self.teacher, self.teacher_options)}"
+                   if self.teacher else ""),
                 "adapter": variants.get("adapter") or self.adapter, "prompt": self.prompt or "-",
                 "train_size": str(self.train_size), "seed": str(self.seed)}
 
@@ -83,3 +84,11 @@ class RunSpec:
             parts.append(n["prompt"])
         return " / ".join([*parts, f"n={n['train_size']}", f"seed={n['seed']}"])
 
+
+def teacher_label(name: str, options: dict[str, Any]) -> str:
+    """A teacher's short name for tables: ``hf[SmolLM2-135M-Instruct.Q4_1.gguf]`` (the last part of its
+    ``model`` or ``path`` option), or its name."""
+    model = options.get("model") or options.get("path")
+    if isinstance(model, str) and model:
+        return f"{name}[{model.replace(chr(92), '/').rstrip('/').rsplit('/', 1)[-1]}]"
+    return name
