@@ -9,7 +9,6 @@ where the package or ``gguf`` is missing.  CPU, offline; about 3 minutes on 2 co
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -17,14 +16,13 @@ import pytest
 
 from stmbench.plan.grid import plan_grid
 from stmbench.run.pipeline import run_spec
-from stmbench.core.session import Session, Settings
 from stmbench.spec.grid_spec import GridSpec
 
 pytestmark = pytest.mark.real_model
 
 SEED = 42
 N_EVAL = 40  # test examples per run (the same seeded sample for every run: ``--limit``)
-from tests.conftest import GGUF_NAME, smollm2_gguf  # noqa: F401 - the fixtures gguf and real live there
+# the fixtures gguf and real (a session with the converted checkpoint) live in tests/conftest.py
 
 
 def run_one(session, **axes):
