@@ -273,6 +273,11 @@ def test_openai_teacher_problems_are_one_line_before_training(lcqmc, small_train
         with pytest.raises(StmbenchError) as caught:
             preflight(runs, lcqmc)
         assert expected in str(caught.value) and len(str(caught.value).splitlines()) == 1
+    monkeypatch.setitem(sys.modules, "openai", None)  # not installed: how to install it, in one line
+    runs = plan_grid(cot_grid(small_training, strategies="cot", teacher=f"openai[model=m,base_url={url}]"), lcqmc).runs
+    with pytest.raises(StmbenchError, match=r'pip install "stmbench\[openai\]"'):
+        preflight(runs, lcqmc)
+    monkeypatch.delitem(sys.modules, "openai")
     monkeypatch.setenv("STMBENCH_TEST_KEY", "sk-secret-value")
     [spec] = plan_grid(cot_grid(small_training, strategies="cot",
                                 teacher=f"openai[model=m,base_url={url},api_key_env=STMBENCH_TEST_KEY]"), lcqmc).runs

@@ -75,12 +75,14 @@ class FolderTeacher(Teacher):
 
     def set_options(self, options: dict[str, Any]) -> dict[str, Any]:
         """The path and a hash of the folder's rationale files (so an edited folder is a new set)."""
+        from stmbench import read_untrusted_bytes
+
         root = Path(options["path"])
         digest = hashlib.sha256()
         for path in sorted(root.rglob("*.jsonl")) if root.is_dir() else []:
             if path.is_file() and not path.is_symlink() and path.resolve().is_relative_to(root.resolve()):
                 digest.update(str(path.relative_to(root)).encode() + b"\0")
-                digest.update(hashlib.sha256(path.read_bytes()).digest())
+                digest.update(hashlib.sha256(read_untrusted_bytes(path, limit=MAX_BYTES, root=root)).digest())
         return {"path": options["path"], "sha256": digest.hexdigest()[:16]}
 
     def preflight(self, options: Any, context: Any) -> str | None:

@@ -81,7 +81,10 @@ class OpenAITeacher(Teacher):
 
     def preflight(self, options: Any, context: Any) -> str | None:
         """The key's variable is set, the server answers, and it serves the model."""
-        import openai
+        try:
+            import openai
+        except ImportError:
+            return INSTALL
 
         try:
             api = client(options, timeout=PREFLIGHT_TIMEOUT, max_retries=1)
@@ -106,9 +109,9 @@ class OpenAITeacher(Teacher):
 
     def generate(self, requests: list[TeacherRequest], *, task: Any, options: Any,
                  context: Any) -> Iterator[list[TeacherAnswer]]:
+        api = client(options)  # says how to install openai where it is missing
         import openai
 
-        api = client(options)
 
         def ask(request: TeacherRequest) -> TeacherAnswer:
             try:

@@ -42,10 +42,11 @@ def _teacher(session: Any, entry: str) -> tuple[str, dict[str, Any]]:
     return name, plugin.options(options)
 
 
-def _sets(session: Any, task: Any, split: str, teacher: tuple[str, dict[str, Any]] | None) -> list[Any]:
+def _sets(session: Any, task: Any, data: Any, split: str, teacher: tuple[str, dict[str, Any]] | None) -> list[Any]:
     from stmbench.run.rationales import cached_sets
 
-    found = [(path, header, rows) for path, header, rows in cached_sets(session, task) if header["split"] == split]
+    found = [(path, header, rows) for path, header, rows in cached_sets(session, task)
+             if header["split"] == split and header.get("data_fingerprint") == data.fingerprint]  # these rows' sets
     if teacher is not None:
         wanted = session.get("teacher", teacher[0]).set_options(teacher[1])
         found = [s for s in found if s[1]["teacher"] == teacher[0] and s[1]["teacher_options"] == wanted]
@@ -92,7 +93,7 @@ def cmd_rationales(args: argparse.Namespace) -> int:
             print(term_text(f"  set {rationale_set.key}: {rationale_set.path}"))
             _print_examples(entries, data, args.examples)
             continue
-        sets = _sets(session, task, args.split, teacher)
+        sets = _sets(session, task, data, args.split, teacher)
         if not sets:
             print(term_text(f"{name}/{args.split}: no cached rationale sets"
                             + (" of that teacher" if teacher else "")))
