@@ -9,8 +9,8 @@ The groups:
 
 - **Markers**: ``hookimpl``, ``hookspec`` (pluggy's, for the project ``stmbench``).
 - **Base classes of the catalogue kinds**: ``Backbone``, ``Adapter``, ``Strategy``, ``Task``,
-  ``Executor``, ``Generator`` (``FunctionGenerator``), ``Metric``, ``Teacher`` (with ``TeacherRequest``,
-  ``TeacherAnswer``), and ``Plugin`` (their common fields).
+  ``Executor``, ``Generator`` (``FunctionGenerator``), ``Metric``, ``Teacher`` (with ``TeacherOptions``,
+  ``TeacherRequest``, ``TeacherAnswer``), and ``Plugin`` (their common fields).
 - **What plugins are handed and return**: ``Context``, ``RunSpec``, ``TrainingSettings``,
   ``BackboneInfo``, ``Combination``, ``Prediction``, ``RunResult``, ``Label``, ``WorkQueue``,
   ``Runner``; the model heads ``HEADS`` and ``HEAD_*``.
@@ -43,7 +43,7 @@ _NAMES: dict[str, tuple[str, str]] = {
         "WorkQueue")},
     "Metric": ("stmbench.core.metrics", "Metric"),
     **{name: ("stmbench.core.teacher", name) for name in (
-        "Teacher", "TeacherAnswer", "TeacherRequest", "parse_answer", "split_rationale")},
+        "Teacher", "TeacherAnswer", "TeacherOptions", "TeacherRequest", "parse_answer", "split_rationale")},
     "Generator": ("stmbench.tasks.generators", "Generator"),
     "FunctionGenerator": ("stmbench.tasks.generators", "FunctionGenerator"),
     "Task": ("stmbench.tasks.task", "Task"),
@@ -97,7 +97,7 @@ if TYPE_CHECKING:  # pragma: no cover - what type checkers and readers see
     from stmbench.core.hookspecs import hookimpl, hookspec
     from stmbench.core.budget import TokenBudget, as_budget
     from stmbench.core.metrics import Metric
-    from stmbench.core.teacher import Teacher, TeacherAnswer, TeacherRequest, parse_answer, split_rationale
+    from stmbench.core.teacher import Teacher, TeacherAnswer, TeacherOptions, TeacherRequest, parse_answer, split_rationale
     from stmbench.common.untrusted import read_bytes as read_untrusted_bytes
     from stmbench.core.modeling import (HEAD_MODULES, IGNORE_INDEX, PaddingMeter, attach_pad_token, choose_pad_token,
                                         head_modules, keeps_logits, model_device, pad_batch, sorted_batches,

@@ -172,7 +172,7 @@ def served(real, gguf):
     info = session.catalogue.backbone_for(gguf).resolve(gguf, session.context)
     folder = session.settings.cache_dir / "gguf" / info.details["file_sha256"][:16]
     if not (folder / "config.json").exists():
-        session.load_model(gguf, head="causal_lm", task=session.get("task", "sample"))  # converts it once
+        session.context.load_model(gguf, head="causal_lm", task=session.get("task", "sample"))  # converts it once
     port = _free_port()
     cli = Path(sys.executable).parent / "transformers"
     command = [str(cli), "serve", str(folder), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
@@ -218,7 +218,7 @@ def test_openai_teacher_through_transformers_serve_retries_resumes_and_checks_th
 
         task = session.get("task", "sample")
         data = session.task_data(task, "train")
-        options = {**spec.teacher_options, **spec.teacher_runtime}
+        options = spec.teacher_settings
         proxy.fail_next = 2  # two 503 answers: the client retries them with backoff
         rationale_set = RationaleSet.of(session, task, data, "train", "openai", options)
         entries = rationale_set.ensure(list(range(6)))

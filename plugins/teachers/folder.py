@@ -18,22 +18,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stmbench import hookimpl, StmbenchError, Teacher, TeacherAnswer, TeacherRequest
+from stmbench import hookimpl, StmbenchError, Teacher, TeacherAnswer, TeacherOptions, TeacherRequest
 
 MAX_BYTES = 512 * 1024 * 1024  #: one rationale file
 
 
 @dataclass
-class FolderTeacherOptions:
+class FolderTeacherOptions(TeacherOptions):
     path: str = field(default="", metadata={"help": "the folder of rationales"})
-    keep: str = field(default="consistent", metadata={"help": "consistent: train only on rationales whose answer "
-                                                              "is the gold label; all: on every one"})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not isinstance(self.path, str) or not self.path.strip():
             raise ValueError("the folder teacher needs path=DIR")
-        if self.keep not in ("consistent", "all"):
-            raise ValueError("keep must be 'consistent' or 'all'")
 
 
 def _files(root: Path, task: str, split: str) -> list[Path]:

@@ -16,21 +16,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stmbench import (
-    HEAD_CAUSAL_LM, hookimpl, pad_batch, sorted_batches, StmbenchError, Teacher, TeacherAnswer, TeacherRequest
+    HEAD_CAUSAL_LM, hookimpl, pad_batch, sorted_batches, StmbenchError, Teacher, TeacherAnswer, TeacherOptions,
+    TeacherRequest
 )
 
+
 @dataclass
-class HFTeacherOptions:
+class HFTeacherOptions(TeacherOptions):
     model: str = field(default="", metadata={"help": "hub id, local folder or .gguf file of a causal LM"})
     max_new_tokens: int = field(default=128, metadata={"help": "length budget of one rationale, in tokens"})
     temperature: float = field(default=0.0, metadata={"help": "0: greedy; above 0: sampling (seeded)"})
     seed: int = field(default=0, metadata={"help": "seed of sampling (temperature > 0)"})
     chunk: int = field(default=64, metadata={"help": "rows generated (in length-sorted batches) before they are "
                                                      "written to the set: what a stopped generation may lose"})
-    keep: str = field(default="consistent", metadata={"help": "consistent: train only on rationales whose answer "
-                                                              "is the gold label; all: on every one"})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not isinstance(self.model, str) or not self.model.strip():
             raise ValueError("the hf teacher needs model=HUB_ID_OR_PATH")
         if not 1 <= self.max_new_tokens <= 4096:
@@ -39,8 +40,6 @@ class HFTeacherOptions:
             raise ValueError("chunk must be at least 1")
         if self.temperature < 0:
             raise ValueError("temperature must not be negative")
-        if self.keep not in ("consistent", "all"):
-            raise ValueError("keep must be 'consistent' or 'all'")
 
 
 def prompt_ids(tokenizer: Any, request: TeacherRequest) -> list[int]:
@@ -79,17 +78,17 @@ class HFTeacher(Teacher):
             stops = {t for t in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None))
                      for t in (t if isinstance(t, list) else [t]) if t is not None}
             budget = context.eval_budget(model, None)
+            sampling = {"do_sample": True, "temperature": options.temperature} if options.temperature > 0 \
+                else {"do_sample": False}
+            if options.temperature > 0:  # seeded once: the draws follow the requests' order
+                torch.manual_seed(options.seed)
             for start in range(0, len(requests), options.chunk):
                 window = requests[start:start + options.chunk]
                 encoded = [prompt_ids(tokenizer, r) for r in window]
                 answers: list[TeacherAnswer | None] = [None] * len(window)
-                if options.temperature > 0:  # seeded per row block, whatever the chunking
-                    torch.manual_seed(options.seed)
                 for idx in sorted_batches([len(ids) + r.max_new_tokens for ids, r in zip(encoded, window)], budget):
                     ids, mask = pad_batch([encoded[i] for i in idx], tokenizer.pad_token_id, "left")
                     new_max = max(window[i].max_new_tokens for i in idx)
-                    sampling = {"do_sample": True, "temperature": options.temperature} if options.temperature > 0 \
-                        else {"do_sample": False}
                     with torch.inference_mode():
                         out = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
                                              max_new_tokens=new_max, pad_token_id=tokenizer.pad_token_id,

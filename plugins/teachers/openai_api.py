@@ -18,14 +18,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from stmbench import hookimpl, StmbenchError, Teacher, TeacherAnswer, TeacherRequest
+from stmbench import hookimpl, StmbenchError, Teacher, TeacherAnswer, TeacherOptions, TeacherRequest
 
 INSTALL = 'the openai teacher needs the openai package: pip install "stmbench[openai]"'
 PREFLIGHT_TIMEOUT = 10.0  #: seconds the pre-flight check waits for the server
 
 
 @dataclass
-class OpenAITeacherOptions:
+class OpenAITeacherOptions(TeacherOptions):
     model: str = field(default="", metadata={"help": "the model name the server knows"})
     base_url: str = field(default="https://api.openai.com/v1", metadata={"help": "the server's /v1 address"})
     api_key_env: str = field(default="OPENAI_API_KEY", metadata={
@@ -35,10 +35,9 @@ class OpenAITeacherOptions:
     concurrency: int = field(default=4, metadata={"help": "requests in flight at once"})
     timeout: float = field(default=60.0, metadata={"help": "seconds one attempt may take"})
     max_retries: int = field(default=5, metadata={"help": "retries (with backoff) on 429, 5xx and dropped connections"})
-    keep: str = field(default="consistent", metadata={"help": "consistent: train only on rationales whose answer "
-                                                              "is the gold label; all: on every one"})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not isinstance(self.model, str) or not self.model.strip():
             raise ValueError("the openai teacher needs model=NAME")
         if not isinstance(self.base_url, str) or not self.base_url.startswith(("http://", "https://")):
@@ -49,8 +48,6 @@ class OpenAITeacherOptions:
             raise ValueError("concurrency must be between 1 and 256")
         if self.timeout <= 0 or self.max_retries < 0 or self.temperature < 0:
             raise ValueError("timeout must be positive, max_retries and temperature not negative")
-        if self.keep not in ("consistent", "all"):
-            raise ValueError("keep must be 'consistent' or 'all'")
 
 
 def _key(options: Any) -> str:
@@ -111,7 +108,6 @@ class OpenAITeacher(Teacher):
                  context: Any) -> Iterator[list[TeacherAnswer]]:
         api = client(options)  # says how to install openai where it is missing
         import openai
-
 
         def ask(request: TeacherRequest) -> TeacherAnswer:
             try:

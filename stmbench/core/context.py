@@ -28,7 +28,7 @@ class Context:
     def __init__(self, *, settings: Settings, task_data: Callable[..., TaskData], hook: Any,
                  names: Callable[[str], list[str]], device: Callable[[], str],
                  eval_budget: Callable[..., TokenBudget], budgets: list[TokenBudget] | None = None,
-                 load_model: Callable[..., tuple[Any, Any]] | None = None):
+                 backbone_for: Callable[[str], Any] | None = None):
         self._settings = settings
         self._task_data = task_data
         self._hook = hook
@@ -36,14 +36,14 @@ class Context:
         self._device = device
         self._eval_budget = eval_budget
         self._budgets = budgets
-        self._load_model = load_model
+        self._backbone_for = backbone_for
 
     def recording_budgets(self, budgets: list[TokenBudget]) -> Context:
         """The same context, but every budget :meth:`eval_budget` plans is appended to ``budgets``
         (the pipeline hands one to a run's ``predict`` and records the budget in its result)."""
         return Context(settings=self._settings, task_data=self._task_data, hook=self._hook, names=self._names,
                        device=self._device, eval_budget=self._eval_budget, budgets=budgets,
-                       load_model=self._load_model)
+                       backbone_for=self._backbone_for)
 
     @property
     def settings(self) -> Settings:
@@ -92,16 +92,19 @@ class Context:
         """``(model, tokenizer)`` of ``name`` (a hub id, a folder, a ``.gguf`` file, a registered name)
         through the backbone that serves it, as ``--backbones`` would load it, on no particular device
         (a teacher plugin loads its model this way)."""
-        if self._load_model is None:
-            from stmbench.common.errors import StmbenchError
-
-            raise StmbenchError("this context cannot load models")
-        return self._load_model(name, head=head, task=task)
+        return self._backbone(name).load(name, head=head, task=task, context=self, load_kwargs={})
 
     def resolve_model(self, name: str) -> Any:
         """The :class:`stmbench.core.types.BackboneInfo` of ``name`` (config only, nothing loaded), or
         a :class:`stmbench.common.errors.StmbenchError` saying why it cannot be found."""
-        return self._load_model(name, head=None, task=None, resolve_only=True)  # type: ignore[misc]
+        return self._backbone(name).resolve(name, self)
+
+    def _backbone(self, name: str) -> Any:
+        if self._backbone_for is None:
+            from stmbench.common.errors import StmbenchError
+
+            raise StmbenchError("this context cannot load models")
+        return self._backbone_for(name)
 
     def eval_budget(self, model: Any, spec: Any, *, full_logits: bool = False) -> TokenBudget:
         """How to batch ``model``'s predictions in run ``spec``: a :class:`stmbench.core.budget.TokenBudget`

@@ -58,15 +58,7 @@ class Session:
         #: what plugins receive: settings, data, cache folder, hooks, logger (not the session itself)
         self.context = Context(settings=settings, task_data=self.task_data, hook=self.pm.hook,
                                names=self.catalogue.names, device=lambda: self.device,
-                               eval_budget=self.eval_budget, load_model=self.load_model)
-
-    def load_model(self, name: str, *, head: str | None, task: Any, resolve_only: bool = False) -> Any:
-        """``(model, tokenizer)`` of ``name`` through the backbone that serves it (no adapter); with
-        ``resolve_only`` its :class:`~stmbench.core.types.BackboneInfo`."""
-        backbone = self.catalogue.backbone_for(name)
-        if resolve_only:
-            return backbone.resolve(name, self.context)
-        return backbone.load(name, head=head, task=task, context=self.context, load_kwargs={})
+                               eval_budget=self.eval_budget, backbone_for=self.catalogue.backbone_for)
 
     def eval_budget(self, model: Any, spec: Any, *, full_logits: bool = False) -> Any:
         """The :class:`stmbench.core.budget.TokenBudget` of ``model``'s prediction batches in run ``spec``

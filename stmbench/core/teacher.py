@@ -37,7 +37,18 @@ DEFAULT_TEACHER_PROMPT: dict[str, Any] = {
               "and end with: {marker}{word}",
     "examples": [],
 }
-TEACHER_PLACEHOLDERS = {"text_a", "text_b", "word", "label", "marker", "prompt"}
+
+
+@dataclass
+class TeacherOptions:
+    """The option every built-in teacher has (subclass it for a teacher's own options): ``keep``."""
+
+    keep: str = field(default="consistent", metadata={"help": "consistent: train only on rationales whose answer "
+                                                              "is the gold label; all: on every one"})
+
+    def __post_init__(self) -> None:
+        if self.keep not in KEEP:
+            raise ValueError(f"keep must be one of {', '.join(map(repr, KEEP))}")
 
 
 @dataclass(frozen=True)
@@ -93,6 +104,12 @@ class Teacher(Plugin):
 
         return teacher_label(self.name, options)
 
+    def split_options(self, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(identity, runtime)``: the options that are part of a run's id, and the
+        :attr:`runtime_options` (stored beside them, never hashed)."""
+        return ({k: v for k, v in options.items() if k not in self.runtime_options},
+                {k: v for k, v in options.items() if k in self.runtime_options})
+
     def set_options(self, options: dict[str, Any]) -> dict[str, Any]:
         """The options that decide what is generated (the rationale set's key): all but ``keep`` (which
         rows train) and the :attr:`runtime_options`."""
@@ -136,30 +153,34 @@ class TeacherPrompt:
         return tuple(out)
 
 
+def _word_after(text: str, at: int, task: Any) -> tuple[int, int]:
+    """The label whose word follows the answer marker found at ``at`` (the longest word that matches,
+    spaces skipped) and where that word ends; ``(-1, -1)`` when no label word follows."""
+    rest = text[at + len(task.answer_marker):]
+    stripped = rest.lstrip()
+    matches = [i for i, w in enumerate(task.label_words) if stripped.startswith(w)]
+    if not matches:
+        return -1, -1
+    label = max(matches, key=lambda i: len(task.label_words[i]))
+    return label, len(text) - len(stripped) + len(task.label_words[label])
+
+
 def parse_answer(text: str, task: Any) -> int:
     """The label whose word follows the last answer marker in ``text``, or -1."""
-    marker = task.answer_marker
-    at = text.rfind(marker)
-    if at < 0:
-        return -1
-    rest = text[at + len(marker):].lstrip()
-    matches = [i for i, w in enumerate(task.label_words) if rest.startswith(w)]
-    return max(matches, key=lambda i: len(task.label_words[i])) if matches else -1
+    at = text.rfind(task.answer_marker)
+    return -1 if at < 0 else _word_after(text, at, task)[0]
 
 
 def end_at_answer(answer: TeacherAnswer, task: Any) -> TeacherAnswer:
     """The answer cut right after its first final answer (the answer marker and a label word): a
     rationale ends in its answer, and what a model writes after it (another question, a second
     answer) is dropped; an answer cut this way did not run out of its length budget."""
-    marker, text, at = task.answer_marker, answer.text, 0
-    while (at := text.find(marker, at)) >= 0:
-        rest = text[at + len(marker):]
-        stripped = rest.lstrip()
-        words = [w for w in task.label_words if stripped.startswith(w)]
-        if words:
-            end = at + len(marker) + (len(rest) - len(stripped)) + len(max(words, key=len))
+    text, at = answer.text, 0
+    while (at := text.find(task.answer_marker, at)) >= 0:
+        label, end = _word_after(text, at, task)
+        if label >= 0:
             return TeacherAnswer(text[:end], truncated=False)
-        at += len(marker)
+        at += len(task.answer_marker)
     return answer
 
 

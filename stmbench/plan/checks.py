@@ -124,7 +124,7 @@ def _teacher_problems(runs: list[RunSpec], session: Any) -> tuple[list[str], lis
     for run in runs:
         if run.teacher is None:
             continue
-        options = {**run.teacher_options, **run.teacher_runtime}
+        options = run.teacher_settings
         key = json.dumps([run.teacher, options], sort_keys=True, default=str)
         if key in seen:
             continue

@@ -151,13 +151,10 @@ def _prepare(raw: RunSpec, info: BackboneInfo, session: Session,
     trains = strategy.trains
     adapter = session.get("adapter", normal.adapter if trains else idle_adapter(normal.adapter, session))
     teacher = session.get("teacher", normal.teacher) if normal.teacher and strategy.uses_rationales else None
-    teacher_options = teacher.options({**normal.teacher_options, **normal.teacher_runtime}) if teacher else {}
+    identity, runtime = teacher.split_options(teacher.options(normal.teacher_settings)) if teacher else ({}, {})
     spec = normal.replace(prompt=normal.prompt if task.prompts else None,  # a tag per token: no prompt axis
                           teacher=teacher.name if teacher else None,  # only where rationales are trained on
-                          teacher_options={k: v for k, v in teacher_options.items()
-                                           if k not in teacher.runtime_options} if teacher else {},
-                          teacher_runtime={k: v for k, v in teacher_options.items()
-                                           if k in teacher.runtime_options} if teacher else {},
+                          teacher_options=identity, teacher_runtime=runtime,
                           adapter=adapter.name, train_size=normal.train_size if trains else 0,
                           adapter_options=adapter.options(normal.adapter_options if trains else {}),
                           strategy_options=strategy.options(normal.strategy_options))

@@ -126,7 +126,6 @@ class Trained:
     outcome: TrainOutcome
     train_examples: int
     features_cache: str  #: ``hit`` or ``miss``
-    rationales: dict[str, Any] | None = None  #: the teacher's rationales trained on (``data.rationales``)
 
 
 @dataclass
@@ -192,7 +191,7 @@ def train_rows(parts: RunParts, data: RunData, session: Session) -> TrainRows:
 
         rows = indices if indices is not None else list(range(len(train_data.dataset)))
         rationales = select(session, task, train_data, "train", rows, teacher=spec.teacher,
-                            options={**spec.teacher_options, **spec.teacher_runtime}, progress=session.show_progress)
+                            options=spec.teacher_settings, progress=session.show_progress)
     return TrainRows(indices=indices, dev=dev, dev_info=dev_info, rationales=rationales)
 
 
@@ -218,8 +217,7 @@ def train_run(parts: RunParts, data: RunData, loaded: Loaded, session: Session) 
                     dev=rows.dev, task=task)
     if outcome.selection is not None:
         outcome.selection.update(rows.dev_info)
-    return Trained(outcome=outcome, train_examples=len(features), features_cache="hit" if hit else "miss",
-                   rationales=None if rows.rationales is None else rows.rationales.record)
+    return Trained(outcome=outcome, train_examples=len(features), features_cache="hit" if hit else "miss")
 
 
 def predict_run(parts: RunParts, data: RunData, loaded: Loaded, session: Session) -> Predicted:
@@ -289,8 +287,8 @@ def execute(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -
     out["prediction_info"] = predicted.prediction.info
     out["counts"] = data.counts
     out["data"] = data_record(parts.task, spec, data.used)
-    if data.train is not None and trained.rationales is not None:
-        out["data"]["rationales"] = trained.rationales
+    if data.rows is not None and data.rows.rationales is not None:
+        out["data"]["rationales"] = data.rows.rationales.record
     out["peak_memory_mb"] = peak.stop()
     out["memory"] = {"peak_method": peak.method}
     if predicted.budget is not None:

@@ -37,6 +37,11 @@ class RunSpec:
     #: variable's name): stored, never part of the run id
     teacher_runtime: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def teacher_settings(self) -> dict[str, Any]:
+        """Every option of the teacher: :attr:`teacher_options` and :attr:`teacher_runtime` together."""
+        return {**self.teacher_options, **self.teacher_runtime}
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["sweep"] = list(self.sweep)
