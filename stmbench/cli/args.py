@@ -64,6 +64,8 @@ def grid_from(args: argparse.Namespace) -> Any:
                      executor_options=dict(_kv(args.executor_option)) or None,
                      skip_bad_rows=True if args.skip_bad_rows else None, limit=args.limit,
                      sweep=_sweep(args) or None, teacher=getattr(args, "teacher", None),
+                     trials=getattr(args, "trials", None), sampler=getattr(args, "sampler", None),
+                     sweep_seed=getattr(args, "sweep_seed", None), pruner=getattr(args, "pruner", None),
                      rationales=getattr(args, "rationales", None))
     return grid.with_overrides(**overrides)
 
@@ -79,7 +81,9 @@ def _sweep(args: argparse.Namespace) -> dict[str, list[str]]:
         name, eq, values = item.partition("=")
         if not (eq and name.strip() and values.strip()):
             raise StmbenchError(f"--sweep {item!r}: expected NAME=V1,V2,..., e.g. num_train_epochs=1,3")
-        out[name.strip()] = _split_top_level(values)
+        from stmbench.spec.search import is_distribution
+
+        out[name.strip()] = values.strip() if is_distribution(values) else _split_top_level(values)
     return out
 
 

@@ -193,6 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
                            "accuracy (every trial is stored; implies --eval-strategy epoch unless given)")
     axes.add_argument("--sweep", action="append", default=[], metavar="SETTING=V1,V2",
                       help="tune any training setting the same way, e.g. num_train_epochs=1,3 (repeatable)")
+    axes.add_argument("--trials", type=int, metavar="N",
+                      help="draw N trials from a sampled search space, e.g. --sweep learning_rate=loguniform:1e-5:1e-3 "
+                           "(also uniform:LO:HI, int:LO:HI, choice:A,B,C); the same seed draws the same trials")
+    axes.add_argument("--sampler", choices=["random", "qmc"], help="who draws them (default random; qmc: Sobol)")
+    axes.add_argument("--sweep-seed", type=int, metavar="N", help="the sampler's seed (default 0)")
+    axes.add_argument("--pruner", metavar="asha[KEY=VALUE,...]",
+                      help="stop a swept cell's losing trials early on dev with Optuna's successive halving (ASHA): "
+                           "asha, or asha[reduction_factor=3,min_resource=1,bootstrap_count=0]; default none")
     axes.add_argument("--teacher", metavar="NAME[KEY=VALUE,...]",
                       help="who writes cot's rationales: 'hf[model=HUB_ID_OR_PATH_OR_GGUF]' or "
                            "'openai[model=NAME,base_url=URL,api_key_env=VAR]' (a comma list: an axis of cot runs)")

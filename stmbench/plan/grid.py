@@ -17,6 +17,7 @@ from typing import Any
 
 from stmbench.common.errors import StmbenchError
 from stmbench.core.session import Session
+from stmbench.plan.search import sweep_trials, trial_count
 from stmbench.spec.grid_spec import GridSpec
 from stmbench.spec.run import RunSpec
 from stmbench.spec.training import TrainingSettings
@@ -39,13 +40,6 @@ def expand(grid: GridSpec) -> Iterator[RunSpec]:
                       adapter_options={**grid.adapter_options.get(adapter, {}), **a_opts},
                       strategy_options={**grid.strategy_options.get(strategy, {}), **s_opts},
                       skip_bad_rows=grid.skip_bad_rows, limit=grid.limit)
-
-
-def sweep_trials(grid: GridSpec) -> list[dict[str, Any]]:
-    """The training settings of each trial of a cell: every combination of the swept values
-    (``[{}]`` without a sweep)."""
-    names = sorted(grid.sweep)
-    return [dict(zip(names, values)) for values in itertools.product(*(grid.sweep[n] for n in names))]
 
 
 @dataclass
@@ -86,8 +80,8 @@ MAX_RUNS = 10_000  #: the largest grid ``stmbench run`` plans unless ``--max-run
 def grid_size(grid: GridSpec) -> int:
     """How many combinations (trials included) ``grid`` expands to, counted without expanding it."""
     axes = (grid.backbones, grid.tasks, grid.strategies, grid.adapters, grid.prompts, grid.train_sizes, grid.shots,
-            grid.seeds, grid.teacher_entries, *grid.sweep.values())
-    return math.prod(len(values) for values in axes)
+            grid.seeds, grid.teacher_entries)
+    return math.prod(len(values) for values in axes) * trial_count(grid)
 
 
 def plan_grid(grid: GridSpec, session: Session, *, max_runs: int = MAX_RUNS) -> Plan:
@@ -109,7 +103,8 @@ def plan_grid(grid: GridSpec, session: Session, *, max_runs: int = MAX_RUNS) -> 
                  "cell keeps the value with the best dev accuracy", ", ".join(grid.sweep))
     for raw, trial in ((r, t) for r in expand(grid) for t in trials):
         if trial:
-            raw = raw.replace(sweep=tuple(sorted(trial)))
+            raw = raw.replace(sweep=tuple(sorted(trial)),
+                              pruner=grid.pruner_spec.text() if grid.pruner_spec else None)
             trial = {"eval_strategy": "epoch", **trial} if "eval_strategy" not in grid.training else trial
         spec, reason = _prepare(raw, plan.backbones[raw.backbone], session, {**grid.training, **trial})
         if reason is not None:
@@ -121,7 +116,45 @@ def plan_grid(grid: GridSpec, session: Session, *, max_runs: int = MAX_RUNS) -> 
         if spec.run_id not in seen:
             seen.add(spec.run_id)
             plan.runs.append(spec)
+    if grid.pruner_spec is not None:
+        plan.runs = place_trials(plan.runs)
     return plan
+
+
+def cell_of(spec: RunSpec) -> str:
+    """What the trials of one swept cell share: the spec without its swept settings (seed included:
+    each seed's trials are tuned, and pruned, on their own)."""
+    import json
+
+    data = spec.to_dict()
+    data["training"] = {k: v for k, v in spec.training.identity().items() if k not in spec.sweep}
+    for name in ("teacher_runtime", "tuning"):
+        data.pop(name, None)
+    return json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def place_trials(runs: list[RunSpec]) -> list[RunSpec]:
+    """Each pruned trial with its cell's tuning study (named by the cell and its trials, so two grids
+    with other trials of one cell never share decisions) and the cell's trials in the order they run."""
+    import hashlib
+
+    cells: dict[str, list[RunSpec]] = {}
+    for spec in runs:
+        if spec.pruner and spec.sweep:
+            cells.setdefault(cell_of(spec), []).append(spec)
+    placed: dict[str, RunSpec] = {}
+    for key, trials in cells.items():
+        ids = [t.run_id for t in trials]
+        study = hashlib.sha256(json_text([key, ids]).encode("utf-8")).hexdigest()[:16]
+        for t in trials:
+            placed[t.run_id] = t.replace(tuning={"study": study, "trials": ids})
+    return [placed.get(s.run_id, s) for s in runs]
+
+
+def json_text(value: Any) -> str:
+    import json
+
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 def idle_adapter(requested: str, session: Session) -> str:
@@ -173,7 +206,8 @@ def _prepare(raw: RunSpec, info: BackboneInfo, session: Session,
         training = TrainingSettings.resolve(*layers)
     except StmbenchError as exc:
         return spec, str(exc)
-    return spec.replace(training=training, sweep=spec.sweep if trains else ()), None
+    return spec.replace(training=training, sweep=spec.sweep if trains else (),
+                        pruner=spec.pruner if trains else None), None
 
 
 def _rationale_problem(spec: RunSpec, strategy: Any, task: Any, session: Session) -> str | None:

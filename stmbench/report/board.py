@@ -37,6 +37,8 @@ def _config_id(result: RunResult) -> str:
     parts = [training, spec.adapter_options, spec.strategy_options, spec.skip_bad_rows]
     if spec.limit:
         parts.append({"limit": spec.limit})
+    if spec.pruner:  # a pruned sweep's cell is not an unpruned one's
+        parts.append({"pruner": spec.pruner})
     blob = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:6]
 
@@ -226,11 +228,13 @@ def _group(ok: list[RunResult], unverified: set[str] = frozenset(), scores: _Sco
         _fill(row, task, r, unverified, scores)
     for row in groups.values():
         for task, trials in row.trials.items():
+            if any(r.spec.pruner for seeds in trials.values() for r in seeds.values()):
+                _choose_pruned(row, task, trials, unverified, scores)
+                continue
             chosen = max(sorted(trials, key=repr), key=lambda values: _dev_score(trials[values]))
             for r in trials[chosen].values():
                 _fill(row, task, r, unverified, scores)
-            row.cells[task].sweep = f"{', '.join(f'{_short_name(n)} {_short_value(v)}' for n, v in chosen)}; " \
-                                    f"{len(trials)} trials"
+            row.cells[task].sweep = f"{_trial_text(chosen)}; {len(trials)} trials"
     for key, variants in configs.items():
         if len({prov for _, prov in variants}) > 1:  # one cell, results from different data
             for row in groups.values():
@@ -263,6 +267,33 @@ def _fill(row: Row, task: str, r: RunResult, unverified: set[str] = frozenset(),
     flags = r.flags + ([UNVERIFIED] if r.run_id in unverified else [])
     if flags:
         cell.flags[seed] = flags
+
+
+def _trial_text(values: tuple[tuple[str, Any], ...]) -> str:
+    return ", ".join(f"{_short_name(n)} {_short_value(v)}" for n, v in values)
+
+
+def _choose_pruned(row: Row, task: str, trials: dict[Any, dict[int, RunResult]], unverified: set[str],
+                   scores: _Scores | None) -> None:
+    """A pruned sweep's cell: each seed's trials were tuned (and pruned) on their own, so each seed
+    keeps its completed trial with the best dev score; a pruned trial is never chosen."""
+    by_seed: dict[int, dict[Any, RunResult]] = {}
+    for values, seeds in trials.items():
+        for seed, r in seeds.items():
+            by_seed.setdefault(seed, {})[values] = r
+    chosen = []
+    for seed, options in sorted(by_seed.items()):
+        done = {values: r for values, r in options.items() if r.pruned_at_step is None and r.score is not None}
+        if done:
+            values = max(sorted(done, key=repr), key=lambda v: _dev_score({seed: done[v]}))
+            _fill(row, task, done[values], unverified, scores)
+            chosen.append(values)
+    pruned = sum(1 for options in by_seed.values() for r in options.values() if r.pruned_at_step is not None)
+    total = sum(len(options) for options in by_seed.values())
+    counts = (f"{len(trials)} trials, {pruned} pruned" if len(by_seed) == 1 else
+              f"{len(trials)} trials x {len(by_seed)} seeds, {pruned} of {total} pruned")
+    if task in row.cells:
+        row.cells[task].sweep = f"{' / '.join(dict.fromkeys(_trial_text(v) for v in chosen))}; {counts}"
 
 
 def _dev_score(runs: dict[int, RunResult]) -> float:
@@ -334,7 +365,8 @@ def aggregate(results: list[RunResult], store: ResultStore | None = None, *, unv
 
     results = [RunResult.from_dict(r) for r in results]
 
-    ok = sorted((r for r in results if r.ok and r.score is not None), key=lambda r: r.run_id)
+    ok = sorted((r for r in results if r.ok and (r.score is not None or r.pruned_at_step is not None)),
+                key=lambda r: r.run_id)  # a pruned trial only counts in its cell's sweep tag
     failed = sorted((r for r in results if not r.ok), key=lambda r: r.run_id)
     partial = [r for r in ok if r.partial]  # evaluated on a --limit sample: never ranked
     ok = [r for r in ok if not r.partial]

@@ -171,6 +171,8 @@ class ResultSet:
         if not result.ok:
             return record if record is not None and isinstance(record[0], dict) else None, "verified", \
                 "a failed run (no metrics to check)"
+        if result.pruned_at_step is not None and record is None:
+            return None, "verified", f"a pruned trial (stopped at step {result.pruned_at_step}; no test metrics)"
         if record is None:
             return None, "unverified", "no predictions file: its metrics cannot be recomputed"
         gold, predicted = check_predictions(record[0], result)

@@ -109,8 +109,12 @@ class Findings:
 # --- which runs, which cells ------------------------------------------------------------------
 
 def eligible(results: Iterable[RunResult]) -> tuple[list[RunResult], dict[str, int]]:
+    """The results a comparison may use, and how many were left out why (a pruned trial has no test
+    score: it counts only in its cell's tuning budget, :func:`pruned_trials`)."""
     kept, excluded = [], {"failed": 0, "partial": 0, "diverged": 0}
     for r in results:
+        if r.ok and r.pruned_at_step is not None:
+            continue
         if not r.ok or r.score is None:
             excluded["failed"] += 1
         elif r.partial:
@@ -251,22 +255,44 @@ def curves(runs: list[tuple[dict[str, Any], RunResult]]) -> tuple[dict[str, list
     return out, ahead
 
 
+def pruned_trials(results: Iterable[RunResult]) -> list[RunResult]:
+    """The trials a pruner stopped (stored ``ok`` with ``pruned_at_step``, full runs only)."""
+    return [r for r in results if r.ok and r.pruned_at_step is not None and not r.partial]
+
+
 def budgets(runs: list[tuple[dict[str, Any], RunResult]]) -> dict[str, dict[str, Any]]:
     """Per strategy: the trials of each swept cell (dev score where selected on dev, else the
-    score), and the expected best after k trials (Dodge et al. 2019) averaged over cells."""
+    score; a pruned trial at the best dev score it reached), the expected best after k trials
+    (Dodge et al. 2019) averaged over cells, and for pruned sweeps the training steps their trials
+    took against the steps of their full budgets (``steps``, ``planned_steps``)."""
     cells: dict[tuple[Any, ...], dict[str, Any]] = {}
     for d, r in runs:
         if not d["trial"]:
             continue
         key = (r.seed, *sorted((k, v) for k, v in d.items() if k != "trial"))  # a cell's trials at one seed
         dev = r.selection.get("dev_metric")
-        cell = cells.setdefault(key, {"strategy": d["strategy"], "scores": []})
+        if dev is None and r.score is None:
+            continue
+        cell = cells.setdefault(key, {"strategy": d["strategy"], "scores": [], "pruned": 0, "steps": 0,
+                                      "planned_steps": 0, "tuned": False})
         cell["scores"].append(100.0 * (dev if dev is not None else r.score))
+        training = r.training or {}
+        if r.spec.pruner:
+            cell["tuned"] = True
+            cell["pruned"] += r.pruned_at_step is not None
+            steps = int(training.get("train_steps") or 0)
+            cell["steps"] += steps
+            cell["planned_steps"] += int(training.get("planned_steps") or steps)
     out: dict[str, dict[str, Any]] = {}
     for cell in cells.values():
-        entry = out.setdefault(cell["strategy"], {"cells": 0, "trials": [], "expected_max": None})
+        entry = out.setdefault(cell["strategy"], {"cells": 0, "trials": [], "expected_max": None, "pruned": 0,
+                                                  "pruned_cells": 0, "steps": 0, "planned_steps": 0})
         entry["cells"] += 1
         entry["trials"].append(sorted(cell["scores"]))
+        if cell["tuned"]:
+            entry["pruned_cells"] += 1
+            for name in ("pruned", "steps", "planned_steps"):
+                entry[name] += cell[name]
     for entry in out.values():
         n = min(len(t) for t in entry["trials"])
         if n >= DODGE_MIN_TRIALS:
@@ -279,6 +305,7 @@ def analyse(results: Iterable[RunResult], *, tasks: Sequence[str] = (), backbone
             only: tuple[str, str, str] | None = None) -> Findings:
     """Every finding of ``results`` (filtered to ``tasks`` / ``backbones`` when given); ``only``:
     ``(axis, a, b)`` to ask one question."""
+    results = list(results)
     kept, excluded = eligible(results)
     runs = [(describe_run(r), r) for r in kept]
     runs = [(d, r) for d, r in runs if (not tasks or d["task"] in tasks) and (not backbones or d["backbone"] in backbones)]
@@ -303,7 +330,9 @@ def analyse(results: Iterable[RunResult], *, tasks: Sequence[str] = (), backbone
         c.verdict = _verdict(c)
     findings.comparisons = comparisons
     findings.curves, findings.ahead = curves(runs)
-    findings.budgets = budgets(runs)
+    pruned = [(describe_run(r), r) for r in pruned_trials(results)]
+    pruned = [(d, r) for d, r in pruned if (not tasks or d["task"] in tasks) and (not backbones or d["backbone"] in backbones)]
+    findings.budgets = budgets(runs + pruned)
     return findings
 
 

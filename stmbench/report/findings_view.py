@@ -66,6 +66,13 @@ def markdown(findings: Findings, *, level: int = 2, figures: bool = True) -> lis
         else:
             trials = "; ".join(", ".join(f"{v:.1f}" for v in t) for t in budget["trials"])
             out.append(f"- tuning budget, {strategy}: fewer than 5 trials per cell; the trials' dev scores: {trials}.")
+        if budget.get("pruned_cells"):
+            planned, steps = budget["planned_steps"], budget["steps"]
+            saved = f"{100.0 * (1 - steps / planned):.0f}%" if planned else "?"
+            out.append(f"- pruning, {strategy}: {budget['pruned']} of {sum(len(t) for t in budget['trials'])} trials "
+                       f"stopped early on dev over {budget['pruned_cells']} pruned cell(s); their trials trained "
+                       f"{steps:,} of the {planned:,} steps their full budgets plan: {saved} of the training compute "
+                       "saved (pruned trials enter the budget curve at the best dev score they reached).")
     if findings.budgets:
         out.append("")
     if figures:
@@ -146,7 +153,10 @@ def figures_of(findings: Findings) -> dict[str, str]:
         plt, fig = _figure()
         ax = fig.add_subplot()
         for strategy, b in budgets.items():
-            ax.plot(range(1, len(b["expected_max"]) + 1), b["expected_max"], marker="o", label=clean_text(strategy))
+            label = clean_text(strategy) + (f" ({b['pruned']} trials pruned, at their best dev score)" if b.get("pruned")
+                                            else "")
+            ax.plot(range(1, len(b["expected_max"]) + 1), b["expected_max"], marker="o",
+                    linestyle="--" if b.get("pruned") else "-", label=label)
         ax.set_xlabel("trials (k)")
         ax.set_ylabel("expected best dev score (%)")
         ax.set_title("Tuning budget (Dodge et al. 2019)")

@@ -167,6 +167,10 @@ def describe(board: Board, metric: str = PRIMARY) -> list[str]:
         lines.append("[lr 0.0005; 3 trials]: a tuned cell: of its trials (one per swept value, every seed), the value "
                      "with the best mean dev accuracy is shown, and significance uses those runs; the test split "
                      "chooses nothing. Every trial is kept in results/.")
+    if any("pruned" in c.sweep for row in board.rows for c in row.cells.values()):
+        lines.append("[...; 6 trials, 4 pruned]: a pruned sweep (--pruner): Optuna's successive halving stopped the "
+                     "trials that fell behind on dev at an evaluation; a pruned trial is never chosen or tested, and "
+                     "each seed keeps its completed trial with the best dev score.")
     if any(f not in (OTHER_DATA, UNVERIFIED) for row in board.rows for c in row.cells.values() for fs in c.flags.values() for f in fs):
         lines.append(f"{FLAG_MARK} a run of the cell finished but is not to be trusted: diverged (its training loss rose "
                      "to over twice its initial loss) or degenerate (it predicts one class where the gold has "

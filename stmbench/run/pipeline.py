@@ -26,6 +26,7 @@ from stmbench.spec.run import RunSpec
 from stmbench.run.splits import dev_rows, limit_sample, report_counts, subsample_indices
 from stmbench.run.splits import gold as gold_answers
 from stmbench.run.training import Diverged, TrainOutcome, precision, train
+from stmbench.run.tuning import Paused
 from stmbench.core.types import Adapter, Backbone, BackboneInfo, Prediction, Strategy
 from stmbench.tasks.task import Task, TaskData
 
@@ -275,6 +276,8 @@ def execute(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -
         data.counts["train_examples"] = 0
         if str(model_device(loaded.model)) != device and not getattr(loaded.model, "hf_device_map", None):
             loaded.model.to(device)
+    if data.train is not None and trained.outcome.pruned_at_step is not None:
+        return _pruned(out, parts, data, peak), None
     predicted = predict_run(parts, data, loaded, session)
     out["times"]["eval_seconds"] = predicted.seconds
     out.setdefault("padding", {})["predict"] = predicted.prediction.padding
@@ -296,6 +299,16 @@ def execute(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -
     predictions = {"run_id": spec.run_id, "eval_split": parts.task.eval_split, "gold": predicted.gold,
                    "predicted": list(predicted.prediction.labels)}
     return out, predictions
+
+
+def _pruned(out: dict[str, Any], parts: RunParts, data: RunData, peak: Any) -> dict[str, Any]:
+    """The result fields of a trial the pruner stopped: its training and dev curve, no test
+    prediction (a pruned trial is never selected, so it is never tested)."""
+    out.update(metrics={}, counts=data.counts, data=data_record(parts.task, parts.spec, data.used),
+               health=health(out.get("training"), [], []), peak_memory_mb=peak.stop())
+    out["memory"] = {"peak_method": peak.method}
+    log.info("trial %s pruned at step %s", parts.spec.label(), out["training"]["pruned_at_step"])
+    return out
 
 
 def data_record(task: Any, spec: RunSpec, splits: dict[str, Any]) -> dict[str, Any]:
@@ -372,6 +385,10 @@ def run_spec(spec: RunSpec, session: Session, info: BackboneInfo | None = None) 
         fields, predictions = execute(spec, session, info)
         result = dataclasses.replace(result, status="ok", **fields)
         shutil.rmtree(session.checkpoint_dir(spec.run_id), ignore_errors=True)
+    except Paused as exc:  # a pruned sweep's trial waits for an earlier one: back into the queue
+        result.status = "paused"
+        result.error = str(exc)
+        log.info("run %s %s", spec.label(), exc)
     except Exception as exc:  # noqa: BLE001 - any failure of a run is recorded, the grid goes on
         result.status = "failed"
         result.error = str(exc) if isinstance(exc, StmbenchError) else f"{type(exc).__name__}: {exc}"

@@ -177,6 +177,7 @@ class WorkQueue:
         self._first_start: float | None = None
         self._waiting_said = False
         self.counts = {"ok": 0, "failed": 0, "elsewhere": 0}
+        self.paused = 0  #: how often a trial went back into the queue to wait for an earlier one
         self.results: list[RunResult] = []
 
     # --- for executors -----------------------------------------------------------------------
@@ -208,6 +209,14 @@ class WorkQueue:
     def done(self, spec: RunSpec, result: RunResult, predictions: dict[str, Any] | None = None) -> Path:
         """Store one outcome, release its claim, say where the grid stands."""
         result = RunResult.from_dict(result, f"result of run {spec.run_id}")
+        if result.status == "paused":  # a pruned sweep's trial waits for an earlier one: later, from its checkpoint
+            with self._lock:
+                self.claims.release(spec.run_id)
+                self._running.pop(spec.run_id, None)
+                self._open.append(spec)
+                self.paused += 1
+            self.progress(f"  [paused] {spec.label()}: {result.error}")
+            return self.store.folder
         try:
             path = self.store.write(result, predictions)
         except OSError as exc:  # a full disk, a folder gone read-only: say so, keep what can be kept, stop

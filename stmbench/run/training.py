@@ -264,6 +264,8 @@ class TrainOutcome:
     logits: str  #: ``labelled positions`` (only those projected onto the vocabulary) or ``all positions``
     loss_curve: list[list[float]] = field(default_factory=list)
     resumed_from_step: int | None = None
+    planned_steps: int | None = None  #: the steps of the full budget (what the schedule was planned for)
+    pruned_at_step: int | None = None  #: where the pruner stopped this trial (``None``: it trained to the end)
     #: dev selection (``metric``, ``selected_step``, ``dev_metric``, ``dev_curve``, ``stopped_early``,
     #: and where the dev rows came from); ``None`` without ``eval_strategy``
     selection: dict[str, Any] | None = None
@@ -272,7 +274,8 @@ class TrainOutcome:
         """The result's ``training`` field."""
         return {"logits": self.logits, "train_loss": self.train_loss, "train_steps": self.train_steps,
                 "epochs": self.epochs, "resumed_from_step": self.resumed_from_step, "loss_curve": self.loss_curve,
-                "selection": self.selection}
+                "selection": self.selection, **({"planned_steps": self.planned_steps} if self.planned_steps else {}),
+                **({"pruned_at_step": self.pruned_at_step} if self.pruned_at_step is not None else {})}
 
 
 def train(model: Any, features: Any, *, strategy: Any, tokenizer: Any, spec: RunSpec, session: Session,
@@ -301,6 +304,14 @@ def train(model: Any, features: Any, *, strategy: Any, tokenizer: Any, spec: Run
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=spec.training.early_stopping_patience))
     device = session.device
     save_steps = session.settings.save_steps
+    reporter = pruning = None
+    if spec.pruner and spec.tuning and selecting:  # a pruned trial: its dev scores go to its cell's study
+        from stmbench.run.tuning import TuningBook, pruning_callback
+
+        reporter = TuningBook(session.settings.results_dir, claim_timeout=session.settings.claim_timeout).trial(spec)
+        pruning = pruning_callback(reporter)
+        callbacks.append(pruning)
+        save_steps = None if save_steps == 0 else save_steps  # a paused trial resumes from its checkpoint
     with contextlib.ExitStack() as stack:
         if save_steps == 0:  # nothing to resume from; selection's checkpoints go to a folder removed with the run
             out = stack.enter_context(tempfile.TemporaryDirectory(prefix="stmbench-trainer-"))
@@ -320,9 +331,15 @@ def train(model: Any, features: Any, *, strategy: Any, tokenizer: Any, spec: Run
         trainer.remove_callback(PrinterCallback)
         if resume is not None:
             log.info("resuming %s from %s (step %d)", spec.label(), resume[0], resume[1])
+        if reporter is not None and resume is not None:
+            stopped = _pending_decision(reporter, resume, spec, out)
+            if stopped is not None:
+                return stopped
         start = time.perf_counter()
         output = trainer.train(resume_from_checkpoint=resume[0] if resume else None)
         seconds = time.perf_counter() - start
+        if pruning is not None and pruning.paused is not None:
+            raise pruning.paused
         curve = loss_curve(trainer.state.log_history)
         selection = None
         if selecting:
@@ -340,11 +357,38 @@ def train(model: Any, features: Any, *, strategy: Any, tokenizer: Any, spec: Run
     epochs = output.metrics.get("epoch") or spec.training.num_train_epochs
     done = 1.0 - (resume[1] / output.global_step if resume and output.global_step else 0.0)
     tokens = sum(lengths) * float(epochs) * done
+    pruned_at = pruning.pruned_at if pruning is not None else None
+    if reporter is not None and pruned_at is None:
+        reporter.finish(selection.get("dev_metric") if selection else None)
     return TrainOutcome(train_loss=float(output.training_loss), train_steps=int(output.global_step),
                         epochs=float(epochs), seconds=seconds, tokens_per_second=tokens / seconds if seconds > 0 else None,
                         real_tokens=meter.real, padding=meter.report(),
                         logits="labelled positions" if keep_labelled else "all positions", loss_curve=curve,
-                        resumed_from_step=resume[1] if resume else None, selection=selection)
+                        resumed_from_step=resume[1] if resume else None, selection=selection,
+                        planned_steps=int(trainer.state.max_steps) or None, pruned_at_step=pruned_at)
+
+
+def _pending_decision(reporter: Any, resume: tuple[str, int], spec: RunSpec, out: str) -> TrainOutcome | None:
+    """A trial resumed from the checkpoint of an evaluation whose decision is still to make (it paused
+    there, or was killed): make it now.  ``continue``: ``None`` (training goes on from the checkpoint);
+    ``prune``: the trial's outcome as its checkpoint recorded it, with nothing trained here."""
+    import json
+
+    pending = reporter.pending()
+    if pending is None or pending[1] != resume[1]:
+        return None
+    if reporter.decide(pending[0], pending[1], None) == "continue":
+        return None
+    state = json.loads((Path(resume[0]) / "trainer_state.json").read_text(encoding="utf-8"))
+    history = state.get("log_history", [])
+    losses = [e["loss"] for e in history if "loss" in e]
+    selection = {"metric": "accuracy", "selected_step": state.get("best_global_step"),
+                 "dev_metric": state.get("best_metric"), "dev_curve": dev_curve(history), "stopped_early": True}
+    return TrainOutcome(train_loss=float(sum(losses) / len(losses)) if losses else 0.0,
+                        train_steps=resume[1], epochs=float(state.get("epoch") or 0.0), seconds=0.0,
+                        tokens_per_second=None, real_tokens=0, padding={}, logits="", loss_curve=loss_curve(history),
+                        resumed_from_step=resume[1], selection=selection,
+                        planned_steps=int(state.get("max_steps") or 0) or None, pruned_at_step=resume[1])
 
 
 class Diverged(StmbenchError):

@@ -9,6 +9,7 @@ from typing import Any
 
 from stmbench.common.errors import StmbenchError
 from stmbench.spec.axes import FULL, _as_list, parse_axis_entry, parse_train_size
+from stmbench.spec.search import SAMPLERS, Distribution, PrunerSpec, parse_pruner, parse_sweep_values
 from stmbench.spec.training import TrainingSettings
 
 AXES = ("backbones", "tasks", "strategies", "adapters", "prompts", "train_sizes", "seeds", "shots")
@@ -32,7 +33,13 @@ class GridSpec:
     strategy_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     skip_bad_rows: bool = False
     limit: int | None = None
-    sweep: dict[str, list[Any]] = field(default_factory=dict)  # training setting -> values tried per cell
+    #: training setting -> the values tried per cell, or a sampled search space (``loguniform:1e-5:1e-3``)
+    sweep: dict[str, Any] = field(default_factory=dict)
+    trials: int | None = None  #: how many trials a sampled search space draws (crossed with value lists)
+    sampler: str = "random"  #: who draws them: ``random`` or ``qmc`` (Sobol), seeded by ``sweep_seed``
+    sweep_seed: int = 0
+    #: stop a swept cell's losing trials early on dev (``asha[reduction_factor=3,min_resource=1]``); off by default
+    pruner: Any = None
     executor: str = "local"
     executor_options: dict[str, Any] = field(default_factory=dict)
     #: who writes the rationales of strategies that train on them (``cot``): teacher entries
@@ -44,6 +51,7 @@ class GridSpec:
     adapter_entries: list[tuple[str, dict[str, Any]]] = field(init=False, repr=False, compare=False)
     #: ``(name, options)`` per teacher entry; ``[(None, {})]`` without one
     teacher_entries: list[tuple[str | None, dict[str, Any]]] = field(init=False, repr=False, compare=False)
+    pruner_spec: PrunerSpec | None = field(init=False, repr=False, compare=False)  #: ``pruner`` parsed
 
     def __post_init__(self) -> None:
         for name in ("training", "adapter_options", "strategy_options", "executor_options", "sweep"):
@@ -95,18 +103,42 @@ class GridSpec:
             teachers.append(("folder", {"path": self.rationales}))
         self.teacher_entries = teachers or [(None, {})]
         TrainingSettings.resolve(self.training)  # validate names and types early
-        sweep = {}
+        sweep: dict[str, Any] = {}
         for name, values in self.sweep.items():
-            values = _as_list(values)
             if name not in TrainingSettings.field_names():
                 raise StmbenchError(f"sweep: unknown training setting {name!r}; known: "
                                     f"{', '.join(TrainingSettings.field_names())}")
-            if not values:
+            values = parse_sweep_values(name, values)
+            if isinstance(values, Distribution):
+                probes = list(values.choices) if values.kind == "choice" else [values.low, values.high]
+            elif not values:
                 raise StmbenchError(f"sweep: no values for {name}")
-            for value in values:
+            else:
+                probes = values
+            for value in probes:
                 TrainingSettings.resolve(self.training, {name: value})  # each trial must be valid
             sweep[name] = values
         self.sweep = sweep
+        sampled = [n for n, v in sweep.items() if isinstance(v, Distribution)]
+        if self.trials is not None:
+            if not isinstance(self.trials, int) or isinstance(self.trials, bool) or self.trials < 1:
+                raise StmbenchError(f"trials {self.trials!r}: a positive number of trials to draw")
+            if not sampled:
+                raise StmbenchError("trials: only a sampled search space draws trials (--sweep "
+                                    "learning_rate=loguniform:1e-5:1e-3); value lists try every value")
+        elif sampled:
+            raise StmbenchError(f"sweep {', '.join(sampled)}: a sampled search space needs the number of trials "
+                                "to draw (--trials N, or trials: N in a grid file)")
+        if self.sampler not in SAMPLERS:
+            raise StmbenchError(f"sampler {self.sampler!r}: known: {', '.join(SAMPLERS)}")
+        if not isinstance(self.sweep_seed, int) or isinstance(self.sweep_seed, bool):
+            raise StmbenchError(f"sweep_seed {self.sweep_seed!r} must be an integer")
+        self.pruner_spec = parse_pruner(self.pruner)
+        if self.pruner_spec is not None and not sweep:
+            raise StmbenchError("pruner: only the trials of a swept cell are pruned; add --sweep (or sweep: in "
+                                "the grid file)")
+        if self.pruner_spec is not None and self.training.get("eval_strategy") == "no":
+            raise StmbenchError("pruner: trials are pruned on their dev scores; eval_strategy no evaluates none")
 
     def with_overrides(self, **overrides: Any) -> GridSpec:
         """A copy with the non-``None`` overrides applied (``training`` is merged, not replaced)."""

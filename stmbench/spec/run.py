@@ -36,6 +36,11 @@ class RunSpec:
     #: the teacher's options that change nothing it writes (concurrency, timeouts, the API-key
     #: variable's name): stored, never part of the run id
     teacher_runtime: dict[str, Any] = field(default_factory=dict)
+    #: the pruner that may stop this trial early on dev (``asha[...]``, canonical); ``None``: never pruned
+    pruner: str | None = None
+    #: where a pruned trial stands in its cell: ``{"study": name, "trials": [run ids in the order they
+    #: run]}`` (the planner's; never part of the run id)
+    tuning: dict[str, Any] = field(default_factory=dict)
 
     @property
     def teacher_settings(self) -> dict[str, Any]:
@@ -57,8 +62,8 @@ class RunSpec:
     @property
     def run_id(self) -> str:
         data = {**self.to_dict(), "training": self.training.identity()}
-        del data["teacher_runtime"]
-        for name in ("limit", "sweep", "teacher", "teacher_options"):  # fields added later: stored runs keep their ids
+        del data["teacher_runtime"], data["tuning"]
+        for name in ("limit", "sweep", "teacher", "teacher_options", "pruner"):  # fields added later: stored runs keep their ids
             if not data[name]:
                 del data[name]
         blob = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))

@@ -23,7 +23,8 @@ from stmbench.spec.run import RunSpec
 
 #: 4: ``memory`` (how the peak was measured, the prediction batch budget); 3: ``data`` (fingerprints, prompt text hash, labels); 2: ``schema_version`` written; 1: unnumbered
 SCHEMA_VERSION = 4
-STATUSES = ("running", "ok", "failed")
+STATUSES = ("running", "ok", "failed", "paused")  #: ``paused``: a pruned sweep's trial back in the queue (never stored)
+STORED = ("running", "ok", "failed")  #: what a results folder holds
 
 
 class ResultSchemaError(StmbenchError):
@@ -96,6 +97,12 @@ class RunResult(Mapping):
     def score(self) -> float | None:
         """The value of :attr:`primary_metric` (accuracy for classification, entity F1 for NER)."""
         return self.metrics.get(self.primary_metric)
+
+    @property
+    def pruned_at_step(self) -> int | None:
+        """Where the pruner stopped this trial of a pruned sweep (``None``: it trained to its end)."""
+        value = (self.training or {}).get("pruned_at_step")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
 
     @property
     def flags(self) -> list[str]:

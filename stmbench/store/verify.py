@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from stmbench.store.result import STATUSES, ResultSchemaError, RunResult
+from stmbench.store.result import STORED, ResultSchemaError, RunResult
 from stmbench.common.untrusted import UntrustedFileError
 
 RUN_ID = re.compile(r"[0-9a-f]{16}")
@@ -77,7 +77,7 @@ def _check_spec(spec: dict[str, Any]) -> None:
 
 
 def _check_fields(data: dict[str, Any]) -> None:
-    _need(data.get("status") in STATUSES, f"status {str(data.get('status'))[:40]!r} is not one of {', '.join(STATUSES)}")
+    _need(data.get("status") in STORED, f"status {str(data.get('status'))[:40]!r} is not one of {', '.join(STORED)}")
     _need(isinstance(data.get("spec"), dict) and data["spec"], "spec must be a non-empty mapping")
     _check_spec(data["spec"])
     _need(data.get("seed") is None or data["seed"] == data["spec"]["seed"], "seed differs from spec.seed")
@@ -125,7 +125,10 @@ def _check_fields(data: dict[str, Any]) -> None:
     _need(isinstance(selection, dict), "training.selection must be a mapping")
     dev = selection.get("dev_metric")
     _need(dev is None or (_number(dev) and 0 <= dev <= 1), "training.selection.dev_metric must be within [0, 1]")
-    if data["status"] == "ok":
+    pruned = (data.get("training") or {}).get("pruned_at_step")
+    _need(pruned is None or _int(pruned), "training.pruned_at_step must be a step")
+    _need(pruned is None or not metrics, "a pruned trial has no test metrics (it was never tested)")
+    if data["status"] == "ok" and pruned is None:
         primary = info.get("primary_metric") or "accuracy"
         _need(primary in metrics, f"an ok result needs metrics.{primary}")
 
