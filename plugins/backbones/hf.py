@@ -208,6 +208,32 @@ class HFBackbone(Backbone):
             raise StmbenchError(f"backbone {name!r}: {exc}") from None
         return info_from_config(name, config, backbone=self.name, source=model_id)
 
+    def empty_model(self, name: str, *, head: str, task: Any, context: Any) -> tuple[Any, Any]:
+        """The model of ``name``'s config on the meta device (no weights read, none allocated), and
+        its tokenizer where one is at hand."""
+        import torch
+        from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification,
+                                  AutoModelForTokenClassification, AutoTokenizer)
+
+        path = name.removeprefix("hf:")
+        trust = context.trust_remote_code
+        config = from_pretrained(AutoConfig, path, what="backbone", trust_remote_code=trust)
+        classes = {HEAD_CAUSAL_LM: AutoModelForCausalLM, HEAD_BASE: AutoModel,
+                   HEAD_SEQUENCE_CLASSIFICATION: AutoModelForSequenceClassification,
+                   HEAD_TOKEN_CLASSIFICATION: AutoModelForTokenClassification}
+        if head not in classes:
+            raise StmbenchError(f"unknown model head {head!r}")
+        if head in (HEAD_SEQUENCE_CLASSIFICATION, HEAD_TOKEN_CLASSIFICATION):
+            config.num_labels = len(task.labels)
+        with torch.device("meta"), quiet_transformers():
+            model = classes[head].from_config(config, trust_remote_code=trust)
+        try:
+            tokenizer = from_pretrained(AutoTokenizer, path, what="tokenizer", trust_remote_code=trust)
+            attach_pad_token(model, tokenizer, choose_pad_token(tokenizer))
+        except (StmbenchError, OSError, ValueError):
+            tokenizer = None
+        return model, tokenizer
+
     def load(self, name: str, *, head: str, task: Any, context: Any, load_kwargs: dict[str, Any]) -> tuple[Any, Any]:
         return load_pretrained(name.removeprefix("hf:"), head=head, task=task, context=context,
                                load_kwargs=load_kwargs)

@@ -38,8 +38,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     session = session_from(args)
     check_leaderboard(session)  # a leaderboard we may not replace is refused before anything runs
+    from stmbench.run.study import BillOptions
+
+    bill = BillOptions(budget_hours=args.budget_hours, device=args.estimate_device, mfu=args.mfu,
+                       tokens_per_example=args.tokens_per_example)
     report = run_study(grid_from(args), session, rerun=args.rerun, dry_run=args.dry_run, max_runs=args.max_runs,
-                       progress=lambda line: print(term_text(line), flush=True))
+                       progress=lambda line: print(term_text(line), flush=True), bill=bill)
     board, paths = (None, []) if args.dry_run else refresh_leaderboard(session)
     if board is not None:
         print()
@@ -220,7 +224,17 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--max-runs", type=int, default=10_000, metavar="N",
                        help="refuse a grid of more than N combinations up front (default 10,000)")
     where.add_argument("--rerun", action="store_true", help="run again even the runs stored as ok")
-    where.add_argument("--dry-run", action="store_true", help="show the plan and stop")
+    where.add_argument("--dry-run", action="store_true", help="show the plan and its estimated cost, and stop")
+    cost = run.add_argument_group("the bill (estimated before anything trains)")
+    cost.add_argument("--budget-hours", type=float, metavar="H",
+                      help="refuse a grid whose training is estimated over H device-hours (with pruning where it prunes)")
+    cost.add_argument("--estimate-device", metavar="NAME",
+                      help="price the grid on this GPU's datasheet bf16 peak (H100, A100, L4, ...) instead of this device")
+    cost.add_argument("--mfu", type=float, metavar="X",
+                      help="the model FLOPs utilisation to price at (default: measured by earlier results of the "
+                           "backbone in the store, else 0.30 on a GPU and 0.10 on a CPU)")
+    cost.add_argument("--tokens-per-example", type=int, metavar="N",
+                      help="tokens per train example where the data is not at hand to count them (default 64)")
     where.add_argument("--limit", type=int, metavar="N",
                        help="evaluate on a seeded sample of N examples of the eval split, for a quick look "
                             "(as lm-eval's --limit); such results are partial: shown apart, never ranked")

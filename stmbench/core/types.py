@@ -195,6 +195,13 @@ class Backbone(Plugin):
         before and after loading, so a fresh head is initialised the same way every time.
         """
 
+    def empty_model(self, name: str, *, head: str, task: Task, context: Context) -> tuple[Any, Any]:
+        """``(model, tokenizer or None)``: the model with the asked ``head`` built without weights
+        (on PyTorch's ``meta`` device, from its config), for counting its parameters before a run
+        (``stmbench run --dry-run``'s bill).  Raise ``NotImplementedError`` (the default) where the
+        backbone cannot; the bill then loads the model with :meth:`load`."""
+        raise NotImplementedError
+
     def default_training(self, adapter: Adapter, strategy: Strategy) -> dict[str, Any]:
         """Training settings this backbone recommends where the user gave none (e.g. a learning
         rate for a tiny random model).  Empty by default: the adapter's defaults apply."""

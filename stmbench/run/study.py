@@ -229,6 +229,9 @@ class WorkQueue:
             self.results.append(result)
         value = result.score
         detail = f"{result.primary_metric.replace('_', ' ')} {100 * value:.1f}" if value is not None else result.error or ""
+        if result.pruned_at_step is not None:
+            dev = result.selection.get("dev_metric")
+            detail = f"pruned at step {result.pruned_at_step}" + (f" (best dev {100 * dev:.1f})" if dev is not None else "")
         self.progress(f"  [{result.status}] {spec.label()}: {detail} -> {path}  ({self.status_line()})")
         if self.on_result is not None:
             self.on_result(result, predictions)
@@ -306,6 +309,7 @@ class StudyReport:
     elsewhere: int = 0  # finished by other workers sharing the results folder
     results: list[RunResult] = field(default_factory=list)
     seconds: float = 0.0
+    bill: Any = None  #: :class:`stmbench.run.bill.Bill` of the runs to do (``None``: not priced)
 
 
 def clean_debris(results_dir: Path, *, age: float = TEMP_FILE_AGE, temp_dir: Path | None = None) -> list[Path]:
@@ -334,9 +338,46 @@ def clean_debris(results_dir: Path, *, age: float = TEMP_FILE_AGE, temp_dir: Pat
     return removed
 
 
+@dataclass
+class BillOptions:
+    """How :func:`run_study` prices a grid before it runs (:mod:`stmbench.run.bill`)."""
+
+    budget_hours: float | None = None  #: refuse a grid estimated over this many device-hours
+    device: str | None = None  #: price it on this datasheet device (``H100``) instead of this one
+    mfu: float | None = None
+    tokens_per_example: int | None = None
+    enabled: bool = True
+
+
+def _bill(todo: list[RunSpec], session: Session, options: BillOptions, say: Callable[[str], None],
+          dry_run: bool) -> Any:
+    """Say what the runs to do will cost; refuse them when over ``budget_hours`` (one line)."""
+    from stmbench.run.bill import estimate
+
+    if not options.enabled and options.budget_hours is None:
+        return None
+    try:
+        bill = estimate(todo, session, device_name=options.device, mfu=options.mfu,
+                        tokens_per_example=options.tokens_per_example)
+    except StmbenchError as exc:
+        if options.budget_hours is not None:
+            raise StmbenchError(f"--budget-hours cannot be checked: {exc}") from None
+        say(f"no cost estimate: {exc}")
+        return None
+    if not bill.runs:
+        return bill
+    for line in bill.lines():
+        say(line)
+    if options.budget_hours is not None and bill.expected_hours > options.budget_hours:
+        raise StmbenchError(f"the grid is estimated at {bill.expected_hours:,.2f} device-hours, over --budget-hours "
+                            f"{options.budget_hours:g}; narrow it, prune it (--pruner asha) or raise the budget")
+    return bill
+
+
 def run_study(grid: GridSpec, session: Session, *, rerun: bool = False, dry_run: bool = False,
               on_result: Callable[[RunResult, dict[str, Any] | None], None] | None = None,
-              progress: Callable[[str], None] | None = None, max_runs: int | None = None) -> StudyReport:
+              progress: Callable[[str], None] | None = None, max_runs: int | None = None,
+              bill: BillOptions | None = None) -> StudyReport:
     """Plan ``grid``, run what is not done yet on its executor, store every outcome, and return the
     :class:`StudyReport` (the caller refreshes the leaderboard: :mod:`stmbench.report.refresh`).  ``progress`` receives one line per planned, started and finished run (default: the
     log); ``on_result(result, predictions)`` is called after each run is stored."""
@@ -371,9 +412,14 @@ def run_study(grid: GridSpec, session: Session, *, rerun: bool = False, dry_run:
         say(f"  rejected: {specs[0].label()}{more}: {reason}")
     for line in checked if dry_run else []:
         say(f"  checked: {line}")
+    report.bill = _bill(todo, session, bill or BillOptions(), say, dry_run) if todo else None
     if dry_run:
+        costs = {c.spec.run_id: c for c in report.bill.runs} if report.bill is not None else {}
         for spec in todo:
-            say(f"  would run {spec.run_id}: {spec.label()}")
+            cost = costs.get(spec.run_id)
+            price = "" if cost is None else f"  [{cost.flops:.3g} FLOPs, {cost.tokens:,.0f} tokens, {cost.steps:,} steps" + (
+                f"; ~{100 * cost.pruned_share:.0f}% with pruning]" if spec.pruner else "]")
+            say(f"  would run {spec.run_id}: {spec.label()}{price}")
         return report
     if todo:
         clean_debris(session.settings.results_dir)

@@ -92,7 +92,9 @@ class RunSpec:
         parts = [n["backbone"], n["task"], n["strategy"], n["adapter"]]
         if self.prompt:
             parts.append(n["prompt"])
-        return " / ".join([*parts, f"n={n['train_size']}", f"seed={n['seed']}"])
+        trial = [f"{name}={getattr(self.training, name):g}" if isinstance(getattr(self.training, name), float)
+                 else f"{name}={getattr(self.training, name)}" for name in self.sweep]
+        return " / ".join([*parts, f"n={n['train_size']}", f"seed={n['seed']}", *trial])
 
 
 def teacher_label(name: str, options: dict[str, Any]) -> str:

@@ -186,6 +186,9 @@ class TaskConfig:
     #: the prompt a teacher writes rationales from (``system``, ``prompt``, few-shot ``examples``);
     #: ``None``: the default teacher prompt (:data:`stmbench.core.teacher.DEFAULT_TEACHER_PROMPT`)
     teacher: dict[str, Any] | None = None
+    #: the published row count of each split (``train: 238766``), what a bill counts where the data is
+    #: not at hand (``stmbench run --dry-run`` offline)
+    sizes: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, config: dict[str, Any], where: str | None = None) -> dict[str, Any]:
@@ -232,7 +235,11 @@ class TaskConfig:
             _check(local.get("format") in formats, where, f"local.format must be {' or '.join(map(repr, formats))}")
         references = [_reference(ref, i, where, eval_split) for i, ref in enumerate(config.get("references") or [], 1)]
         teacher = _teacher_prompt(config.get("teacher"), where, values) if "teacher" in config else None
-        return {"teacher": teacher, "references": references, "name": name, "labels": labels, "prompts": prompts, "description": config.get("description", ""),
+        sizes = config.get("sizes") or {}
+        _check(isinstance(sizes, dict) and all(k in SPLITS and isinstance(v, int) and not isinstance(v, bool)
+                                               and 0 < v <= 10 ** 10 for k, v in sizes.items()),
+               where, f"sizes must map splits ({', '.join(SPLITS)}) to their numbers of rows")
+        return {"teacher": teacher, "sizes": dict(sizes), "references": references, "name": name, "labels": labels, "prompts": prompts, "description": config.get("description", ""),
                 "task_kind": kind, "synthetic": bool(config.get("synthetic", False)),
                 "citation": config.get("citation", ""),
                 "ignore_labels": {str(v) for v in config.get("ignore_labels", [])},
