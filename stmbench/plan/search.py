@@ -22,7 +22,12 @@ def _sampler(name: str, seed: int) -> Any:
     import optuna
 
     if name == "qmc":
-        return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed, warn_independent_sampling=False)
+        import warnings
+
+        with warnings.catch_warnings():  # "experimental": its draws are what the seed says all the same
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed,
+                                              warn_independent_sampling=False)
     return optuna.samplers.RandomSampler(seed=seed)
 
 

@@ -401,7 +401,13 @@ def run_study(grid: GridSpec, session: Session, *, rerun: bool = False, dry_run:
         todo = list(plan.runs)
     report = StudyReport(plan=plan, todo=todo, skipped=len(plan.runs) - len(todo))
     # every setting, device and data split of the grid is checked, also when nothing is left to run
-    checked = preflight(plan.runs, session, skip_bad_rows=grid.skip_bad_rows)  # raises before anything trains
+    problem = None
+    try:
+        checked = preflight(plan.runs, session, skip_bad_rows=grid.skip_bad_rows)  # raises before anything trains
+    except StmbenchError as exc:
+        if not dry_run:
+            raise
+        checked, problem = [], exc  # a dry run still shows its plan and bill, then the problem
     say(f"{len(plan.runs)} run(s) planned: {len(todo)} to do, {report.skipped} already done (skipped)"
         + (f", {len(plan.rejected)} combination(s) rejected" if plan.rejected else ""))
     by_reason: dict[str, list[RunSpec]] = {}
@@ -420,6 +426,8 @@ def run_study(grid: GridSpec, session: Session, *, rerun: bool = False, dry_run:
             price = "" if cost is None else f"  [{cost.flops:.3g} FLOPs, {cost.tokens:,.0f} tokens, {cost.steps:,} steps" + (
                 f"; ~{100 * cost.pruned_share:.0f}% with pruning]" if spec.pruner else "]")
             say(f"  would run {spec.run_id}: {spec.label()}{price}")
+        if problem is not None:
+            raise problem
         return report
     if todo:
         clean_debris(session.settings.results_dir)

@@ -78,6 +78,8 @@ def parse_sweep_values(name: str, values: Any) -> list[Any] | Distribution:
     """A sweep entry: a list of values (or a comma string), or one distribution string."""
     from stmbench.spec.axes import _as_list
 
+    if isinstance(values, Distribution):
+        return values
     if isinstance(values, str) and is_distribution(values):
         return parse_distribution(name, values)
     items = _as_list(values)
