@@ -3,7 +3,6 @@ sampled search spaces, and the bill before the run."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from stmbench.plan.search import sweep_trials
 from stmbench.report.board import aggregate
 from stmbench.report.findings import analyse
 from stmbench.report.findings_view import markdown
-from stmbench.run.study import BillOptions, Runner, run_study
+from stmbench.run.study import Runner, run_study
 from stmbench.spec.grid_spec import GridSpec
 from stmbench.store.results import ResultStore
 
@@ -189,7 +188,7 @@ def test_a_paused_trial_resumes_from_its_checkpoint_as_if_it_had_never_stopped(e
     session = easy()
     grid = planted(sweep={"learning_rate": [BAD, GOOD, 2 * BAD]})  # the good trial second: it waits for the first
     plan = plan_grid(grid, session)
-    first, second = plan.runs[0], plan.runs[1]
+    second = plan.runs[1]
     result, predictions = Runner(session, plan.backbones)(second)  # its earlier trial is held by no one
     assert result.status == "paused" and "earlier trial" in result.error and predictions is None
     assert session.checkpoint_dir(second.run_id).is_dir()
