@@ -124,13 +124,11 @@ def plan_grid(grid: GridSpec, session: Session, *, max_runs: int = MAX_RUNS) -> 
 def cell_of(spec: RunSpec) -> str:
     """What the trials of one swept cell share: the spec without its swept settings (seed included:
     each seed's trials are tuned, and pruned, on their own)."""
-    import json
-
     data = spec.to_dict()
     data["training"] = {k: v for k, v in spec.training.identity().items() if k not in spec.sweep}
     for name in ("teacher_runtime", "tuning"):
         data.pop(name, None)
-    return json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
+    return json_text(data)
 
 
 def place_trials(runs: list[RunSpec]) -> list[RunSpec]:

@@ -108,9 +108,9 @@ def successive_halving_share(trials: int, evaluations: int, reduction_factor: in
     return spent / (trials * evaluations)
 
 
-def _coefficient_from_store(spec: RunSpec, store: Any) -> float | None:
+def _coefficient_from_store(spec: RunSpec, stored: list[Any]) -> float | None:
     """FLOPs per real token of an earlier ok run with the same backbone, task, strategy and adapter."""
-    for r in store.load_all():
+    for r in stored:
         s = r.spec
         if not r.ok or (s.backbone, s.task, s.strategy, s.adapter, s.adapter_options) != \
                 (spec.backbone, spec.task, spec.strategy, spec.adapter, spec.adapter_options):
@@ -129,7 +129,8 @@ class Estimator:
         from stmbench.store.results import ResultStore
 
         self.session = session
-        self.store = ResultStore(session.settings.results_dir)
+        store = ResultStore(session.settings.results_dir)
+        self.stored = store.load_all() if store.folder.is_dir() else []  #: read once for every lookup
         self.tokens_per_example = tokens_per_example
         self._coefficients: dict[tuple[Any, ...], tuple[float, Any, str]] = {}
         self._tokens: dict[tuple[Any, ...], tuple[list[int], str]] = {}
@@ -140,7 +141,7 @@ class Estimator:
         if key not in self._coefficients:
             from stmbench.core.modeling import training_flops
 
-            stored = _coefficient_from_store(spec, self.store) if self.store.folder.is_dir() else None
+            stored = _coefficient_from_store(spec, self.stored)
             head = parts.strategy.head_for(parts.task)
             try:
                 empty, tokenizer = parts.backbone.empty_model(spec.backbone, head=head, task=parts.task,
@@ -164,18 +165,16 @@ class Estimator:
 
     def _lengths(self, spec: RunSpec, parts: Any, tokenizer: Any) -> tuple[list[int] | None, str]:
         """The token count of each train row the run trains on, or ``None`` (not at hand)."""
-        from stmbench.run.pipeline import RunData, train_rows
+        from stmbench.run.pipeline import RunData, train_feature_key, train_rows
         from stmbench.run.splits import sequence_lengths
-        from stmbench.core.session import tokenizer_fingerprint
         from stmbench.tasks.catalogue import at_hand
 
         if tokenizer is None or parts.strategy.uses_rationales or not at_hand(parts.task, self.session):
             return None, ""
         train = self.session.task_data(parts.task, "train", skip_bad_rows=spec.skip_bad_rows)
         encode = parts.strategy.feature_encoder(task=parts.task, tokenizer=tokenizer, spec=spec, context=self.session.context)
-        key = {"task": parts.task.name, "data": train.fingerprint, "split": "train", "strategy": parts.strategy.name,
-               "tokenizer": tokenizer_fingerprint(tokenizer), **parts.strategy.feature_key(spec, self.session.context)}
-        features, _ = self.session.cached_features(key, train.dataset, encode)
+        features, _ = self.session.cached_features(train_feature_key(parts, train, tokenizer, self.session),
+                                                   train.dataset, encode)
         rows = train_rows(parts, RunData(eval=train, train=train, used={}, counts={}, partial=None), self.session)
         if rows.indices is not None:
             features = features.select(rows.indices)
@@ -233,14 +232,9 @@ def _evaluations(cost: RunCost) -> int:
     return max(1, math.ceil(t.num_train_epochs)) if not (t.max_steps and t.max_steps > 0) else 1
 
 
-def _measured_mfu(session: Session, specs: list[RunSpec], kind: str) -> float | None:
-    from stmbench.store.results import ResultStore
-
-    store = ResultStore(session.settings.results_dir)
-    if not store.folder.is_dir():
-        return None
+def _measured_mfu(stored: list[Any], specs: list[RunSpec], kind: str) -> float | None:
     backbones = {s.backbone for s in specs}
-    values = [r.hardware.get("mfu") for r in store.load_all()
+    values = [r.hardware.get("mfu") for r in stored
               if r.ok and r.spec.backbone in backbones and r.hardware and (r.device or {}).get("type", "cpu")
               .startswith("cuda" if kind == "gpu" else "cpu")]
     values = [v for v in values if isinstance(v, (int, float)) and v > 0]
@@ -272,7 +266,7 @@ def estimate(specs: list[RunSpec], session: Session, *, device_name: str | None 
     if mfu is not None:
         mfu_source = "--mfu"
     else:
-        mfu = _measured_mfu(session, trained, kind)
+        mfu = _measured_mfu(estimator.stored, trained, kind)
         mfu_source = "the median of earlier results of these backbones in the store" if mfu else \
             f"a stated default for a {kind.upper()}; set --mfu"
         mfu = mfu or DEFAULT_MFU[kind]

@@ -196,13 +196,18 @@ def train_rows(parts: RunParts, data: RunData, session: Session) -> TrainRows:
     return TrainRows(indices=indices, dev=dev, dev_info=dev_info, rationales=rationales)
 
 
+def train_feature_key(parts: RunParts, train_data: TaskData, tokenizer: Any, session: Session) -> dict[str, Any]:
+    """What the cached training features of a run depend on (the key of :meth:`Session.cached_features`)."""
+    return {"task": parts.task.name, "data": train_data.fingerprint, "split": "train", "strategy": parts.strategy.name,
+            "tokenizer": tokenizer_fingerprint(tokenizer), **parts.strategy.feature_key(parts.spec, session.context)}
+
+
 def train_run(parts: RunParts, data: RunData, loaded: Loaded, session: Session) -> Trained:
     """The cached features of the rows :func:`train_rows` chose, and the Trainer."""
     spec, task, strategy, train_data, rows = parts.spec, parts.task, parts.strategy, data.train, data.rows
     assert train_data is not None and rows is not None
     encode = strategy.feature_encoder(task=task, tokenizer=loaded.tokenizer, spec=spec, context=session.context)
-    key = {"task": task.name, "data": train_data.fingerprint, "split": "train", "strategy": strategy.name,
-           "tokenizer": tokenizer_fingerprint(loaded.tokenizer), **strategy.feature_key(spec, session.context)}
+    key = train_feature_key(parts, train_data, loaded.tokenizer, session)
     if rows.rationales is not None:  # only the rows kept, each with its teacher's rationale
         chosen = train_data.dataset.select(rows.rationales.rows)
         if "rationale" in chosen.column_names:

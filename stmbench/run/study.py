@@ -177,7 +177,6 @@ class WorkQueue:
         self._first_start: float | None = None
         self._waiting_said = False
         self.counts = {"ok": 0, "failed": 0, "elsewhere": 0}
-        self.paused = 0  #: how often a trial went back into the queue to wait for an earlier one
         self.results: list[RunResult] = []
 
     # --- for executors -----------------------------------------------------------------------
@@ -214,7 +213,6 @@ class WorkQueue:
                 self.claims.release(spec.run_id)
                 self._running.pop(spec.run_id, None)
                 self._open.append(spec)
-                self.paused += 1
             self.progress(f"  [paused] {spec.label()}: {result.error}")
             return self.store.folder
         try:
@@ -346,7 +344,6 @@ class BillOptions:
     device: str | None = None  #: price it on this datasheet device (``H100``) instead of this one
     mfu: float | None = None
     tokens_per_example: int | None = None
-    enabled: bool = True
 
 
 def _bill(todo: list[RunSpec], session: Session, options: BillOptions, say: Callable[[str], None],
@@ -354,8 +351,6 @@ def _bill(todo: list[RunSpec], session: Session, options: BillOptions, say: Call
     """Say what the runs to do will cost; refuse them when over ``budget_hours`` (one line)."""
     from stmbench.run.bill import estimate
 
-    if not options.enabled and options.budget_hours is None:
-        return None
     try:
         bill = estimate(todo, session, device_name=options.device, mfu=options.mfu,
                         tokens_per_example=options.tokens_per_example)

@@ -332,7 +332,7 @@ def train(model: Any, features: Any, *, strategy: Any, tokenizer: Any, spec: Run
         if resume is not None:
             log.info("resuming %s from %s (step %d)", spec.label(), resume[0], resume[1])
         if reporter is not None and resume is not None:
-            stopped = _pending_decision(reporter, resume, spec, out)
+            stopped = _pending_decision(reporter, resume)
             if stopped is not None:
                 return stopped
         start = time.perf_counter()
@@ -368,7 +368,7 @@ def train(model: Any, features: Any, *, strategy: Any, tokenizer: Any, spec: Run
                         planned_steps=int(trainer.state.max_steps) or None, pruned_at_step=pruned_at)
 
 
-def _pending_decision(reporter: Any, resume: tuple[str, int], spec: RunSpec, out: str) -> TrainOutcome | None:
+def _pending_decision(reporter: Any, resume: tuple[str, int]) -> TrainOutcome | None:
     """A trial resumed from the checkpoint of an evaluation whose decision is still to make (it paused
     there, or was killed): make it now.  ``continue``: ``None`` (training goes on from the checkpoint);
     ``prune``: the trial's outcome as its checkpoint recorded it, with nothing trained here."""

@@ -108,13 +108,6 @@ class TuningBook:
                 number = trial.number
         return TrialReporter(self, spec, number)
 
-    def decisions(self, spec: RunSpec) -> dict[str, dict[str, Any]]:
-        """``run id -> {"state", "decisions": {evaluation: "continue" | "prune"}}`` of a cell's trials."""
-        with self.locked(spec.tuning["study"]):
-            study = self.study(spec)
-            return {t.user_attrs.get("run_id"): {"state": t.state.name, "decisions": _decisions(t)}
-                    for t in study.get_trials(deepcopy=False)}
-
 
 def _decisions(trial: Any) -> dict[int, str]:
     return {int(k.split("_", 1)[1]): v for k, v in trial.user_attrs.items() if k.startswith("decision_")}
@@ -142,10 +135,6 @@ class TrialReporter:
                 return None
             e = max(waiting)
             return e, int(frozen.user_attrs.get(f"step_{e}", 0))
-
-    def decision(self, evaluation: int) -> str | None:
-        with self.book.locked(self.study_name):
-            return _decisions(self._frozen(self.book.study(self.spec))).get(evaluation)
 
     def _blocker(self, study: Any, evaluation: int) -> str | None:
         """The first earlier trial that has neither decided at ``evaluation`` nor ended."""
