@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import _util  # noqa: F401  (progress bars off before the libraries load)
 
+import _profile
 import argparse
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -34,7 +37,9 @@ COMBOS = [("generative", "full", 1e-3), ("generative", "lora", 2e-3), ("discrimi
           ("discriminative", "lora", 2e-3)]
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
+def timed(cmd: list[str], env: dict[str, str], profile: Path | None = None) -> tuple[float, str]:
+    if profile is not None:
+        cmd = _profile.command(profile) + cmd
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
@@ -51,8 +56,13 @@ def main() -> None:
     parser.add_argument("--grouped", action="store_true", help="also time stmbench with length-grouped batches")
     parser.add_argument("--backbone", help="a real model (.gguf file, folder); default: a 20M random Llama")
     parser.add_argument("--combos", help="strategy:adapter,... (default: all four)")
+    parser.add_argument("--repeats", type=int, help="runs of each process; the median wall time is shown "
+                        "(default 3, 1 with --quick)")
+    parser.add_argument("--profile", action="store_true",
+                        help="sample both processes with py-spy and print where each spent its time")
     args = parser.parse_args()
     train_size, test_size = (64, 100) if args.quick else (args.train_size, None)
+    args.repeats = args.repeats or (1 if args.quick else 3)
     combos = COMBOS if not args.combos else [c for c in COMBOS if f"{c[0]}:{c[1]}" in args.combos.split(",")]
 
     from stmbench.run.splits import limit_sample, subsample_indices
@@ -82,29 +92,38 @@ def main() -> None:
     rows = []
     for strategy, adapter, lr in combos:
         common = ["--learning-rate", str(lr), "--num-train-epochs", str(args.epochs)]
-        plain_wall, out = timed([sys.executable, str(HERE / "plain_trainer.py"), str(model_dir), str(data_dir),
-                                 "--strategy", strategy, "--adapter", adapter, "--seed", str(seed),
-                                 "--output", str(work / "plain-out"), *common], env)
-        plain = json.loads(out.strip().splitlines()[-1])
         variants = [("plain", ["--no-group-by-length"])] + ([("grouped", [])] if args.grouped else [])
+        plain_walls, ours_walls = [], {label: [] for label, _ in variants}
         ours = {}
-        for label, extra in variants:
-            results = work / f"results-{strategy}-{adapter}-{label}"
-            cmd = [sys.executable, "-m", "stmbench.cli.main", "run", "--backbones", backbone, "--tasks", "sample",
-                   "--strategies", strategy, "--adapters", adapter, "--prompts", "concise",
-                   "--train-sizes", str(train_size), "--seeds", str(seed), "--results-dir", str(results),
-                   "--cache-dir", str(work / "cache"), "--no-leaderboard",
-                   "--no-progress", "--per-device-train-batch-size", "16", "--max-seq-length", "128",
-                   "--save-steps", "0", *common, *extra]
-            if test_size:
-                cmd += ["--limit", str(test_size)]
-            wall, _ = timed(cmd, env)
-            [result] = [json.loads(p.read_text()) for p in results.glob("*.json") if not p.name.endswith(".predictions.json")]
-            assert result["status"] == "ok", result.get("error")
-            ours[label] = (wall, result)
-        wall, result = ours["plain"]
-        rows.append((strategy, adapter, plain_wall, plain, wall, result, ours.get("grouped")))
+        for repeat in range(args.repeats):  # alternating, so that a slow spell of the machine hits both
+            profile = args.profile and repeat == 0
+            wall, out = timed([sys.executable, str(HERE / "plain_trainer.py"), str(model_dir), str(data_dir),
+                               "--strategy", strategy, "--adapter", adapter, "--seed", str(seed),
+                               "--output", str(work / "plain-out"), *common], env,
+                              work / f"plain-{strategy}-{adapter}.txt" if profile else None)
+            plain_walls.append(wall)
+            plain = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+            for label, extra in variants:
+                results = work / f"results-{strategy}-{adapter}-{label}"
+                shutil.rmtree(results, ignore_errors=True)  # a fresh run each time (the cache stays warm)
+                cmd = [sys.executable, "-m", "stmbench.cli.main", "run", "--backbones", backbone, "--tasks", "sample",
+                       "--strategies", strategy, "--adapters", adapter, "--prompts", "concise",
+                       "--train-sizes", str(train_size), "--seeds", str(seed), "--results-dir", str(results),
+                       "--cache-dir", str(work / "cache"), "--no-leaderboard",
+                       "--no-progress", "--per-device-train-batch-size", "16", "--max-seq-length", "128",
+                       "--save-steps", "0", *common, *extra]
+                if test_size:
+                    cmd += ["--limit", str(test_size)]
+                wall, _ = timed(cmd, env, work / f"ours-{strategy}-{adapter}-{label}.txt" if profile else None)
+                [result] = [json.loads(p.read_text()) for p in results.glob("*.json")
+                            if not p.name.endswith(".predictions.json")]
+                assert result["status"] == "ok", result.get("error")
+                ours_walls[label].append(wall)
+                ours[label] = (statistics.median(ours_walls[label]), result)
+        rows.append((strategy, adapter, statistics.median(plain_walls), plain, *ours["plain"], ours.get("grouped")))
 
+    print(f"\n  wall times: the median of {args.repeats} process(es) each"
+          + (" (the timers below: the last one's)" if args.repeats > 1 else ""))
     print(f"\n  {'run':<26} {'Trainer':>9} {'stmbench':>9} {'ratio':>6}   {'acc T / s':>11}   {'loss T / s':>15}"
           + ("   grouped" if args.grouped else ""))
     total_plain = total_ours = 0.0
@@ -130,6 +149,10 @@ def main() -> None:
     for strategy, adapter, plain_wall, plain, wall, result, _ in rows:
         print(f"  {strategy + ' + ' + adapter:<26} memory {plain['peak_memory_mb']:7.0f} / {result['peak_memory_mb']:7.0f}"
               f"   tokens/s {plain['tokens_per_second']:7.1f} / {result['times']['tokens_per_second']:7.1f}")
+    if args.profile:
+        print("\n  py-spy profile (seconds sampled per phase, Trainer script / stmbench; profiling slows both):")
+        print(_profile.table([(f"{s} + {a}", _profile.phases(work / f"plain-{s}-{a}.txt"),
+                               _profile.phases(work / f"ours-{s}-{a}-plain.txt")) for s, a, *_ in rows]))
     print()
     print(_util.ratio_line("bench_vs_trainer", total_ours, total_plain))
 

@@ -1,7 +1,8 @@
 """``discriminative``: a sequence-classification head (``AutoModelForSequenceClassification``).
 
 Decoders read the task's prompt and are pooled at the last token that is not padding (the pad token
-is distinct from EOS and set on ``model.config``; inputs are cut from the left so the end survives).
+is distinct from EOS and set on ``model.config``; inputs are cut from the left so the end survives,
+and padded on the tokenizer's side, on the left under a soft prompt).
 Encoders read a real sentence pair (``tokenizer(text_a, text_b)``, so segment ids are right) and
 are pooled at ``[CLS]``; they ignore the prompt axis.  Tasks with a tag per token (kind ``tokens``)
 get a token-classification head (``AutoModelForTokenClassification``), trained and read at the first
@@ -78,11 +79,11 @@ class DiscriminativeStrategy(Strategy):
         return encode
 
     def data_collator(self, tokenizer: Any, spec: Any) -> Any:
-        # Decoders pad on the left so that the last position is the last real token even when a
-        # soft-prompt adapter feeds inputs_embeds (then transformers cannot look for pad ids and pools
-        # position -1).  With rotary positions left padding changes nothing else.  Encoders pad on
-        # the right: their [CLS] must stay at position 0.
-        return PaddingCollator(tokenizer, "right" if spec.prompt is None else "left")
+        # Decoders pad on the tokenizer's side, as transformers' DataCollatorWithPadding does (the
+        # head pools the last token that is not padding); a soft-prompt adapter sets it to the left,
+        # where the last position is a real token even though inputs_embeds hide the pad ids.
+        # Encoders pad on the right: their [CLS] must stay at position 0.
+        return PaddingCollator(tokenizer, "right" if spec.prompt is None else tokenizer.padding_side or "right")
 
     def predict(self, model: Any, *, data: Any, task: Any, tokenizer: Any, spec: Any, context: Any) -> Prediction:
         import torch

@@ -233,12 +233,50 @@ def _measured_matmul_peak(device: str, dtype_name: str) -> float:
 
 
 _PEAKS: dict[tuple[str, str, int], tuple[float, str]] = {}
+PEAKS_FILE = "matmul-peaks.json"  #: in the cache folder: measured peaks, one per machine, device, dtype and threads
 
 
-def peak_flops(device: str, dtype_name: str = "float32") -> tuple[float, str]:
+def _machine_key(device: str, dtype_name: str, threads: int) -> str:
+    """What a measured peak depends on: host, processor (or GPU), torch build, dtype and threads."""
+    import platform
+
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        chip = torch.cuda.get_device_name()
+    else:
+        chip = platform.processor() or platform.machine()
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+                chip = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), chip)
+        except OSError:
+            pass
+    return "|".join([platform.node(), chip, torch.__version__, device, dtype_name, str(threads)])
+
+
+def _cached_peaks(cache_dir: Any) -> dict[str, float]:
+    import json
+    from pathlib import Path
+
+    path = Path(cache_dir) / PEAKS_FILE
+    try:
+        if path.is_symlink() or path.stat().st_size > 1_000_000:
+            return {}
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: float(v) for k, v in data.items()
+            if isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1e18}
+
+
+def peak_flops(device: str, dtype_name: str = "float32", cache_dir: Any = None) -> tuple[float, str]:
     """The device's peak FLOP/s for training in ``dtype_name`` and where the figure comes from: the
-    datasheet's dense bf16 peak for known NVIDIA GPUs in bf16/fp16, else a matmul measured once per
-    process (the best of three bursts of square matmuls with torch's threads)."""
+    datasheet's dense bf16 peak for known NVIDIA GPUs in bf16/fp16, else a matmul measured (the best of
+    three bursts of square matmuls with torch's threads) once per process, and with ``cache_dir``
+    once per machine: kept in ``cache_dir/matmul-peaks.json`` under the host, processor, torch build,
+    dtype and thread count, and read from there by later processes."""
     import torch
 
     key = (device, dtype_name, torch.get_num_threads())
@@ -250,17 +288,39 @@ def peak_flops(device: str, dtype_name: str = "float32") -> tuple[float, str]:
                     _PEAKS[key] = (flops, f"datasheet dense bf16 peak of {name}")
                     break
         if key not in _PEAKS:
-            flops = _measured_matmul_peak(device, dtype_name)
             threads = f", {torch.get_num_threads()} threads" if not device.startswith("cuda") else ""
-            _PEAKS[key] = (flops, f"measured {dtype_name} matmul on {device}{threads}")
+            source = f"measured {dtype_name} matmul on {device}{threads}"
+            machine = _machine_key(device, dtype_name, key[2]) if cache_dir is not None else ""
+            cached = _cached_peaks(cache_dir).get(machine) if cache_dir is not None else None
+            if cached is not None:
+                _PEAKS[key] = (cached, source + " (once on this machine, cached)")
+            else:
+                flops = _measured_matmul_peak(device, dtype_name)
+                _PEAKS[key] = (flops, source)
+                if cache_dir is not None:
+                    _store_peak(cache_dir, machine, flops)
     return _PEAKS[key]
 
 
-def hardware_use(model: Any, *, real_tokens: float, seconds: float, device: str, dtype_name: str) -> dict[str, Any]:
+def _store_peak(cache_dir: Any, machine: str, flops: float) -> None:
+    import json
+    from pathlib import Path
+
+    from stmbench.common.files import atomic_write_text
+
+    peaks = {**_cached_peaks(cache_dir), machine: flops}
+    try:
+        atomic_write_text(Path(cache_dir) / PEAKS_FILE, json.dumps(peaks, indent=1, sort_keys=True))
+    except OSError as exc:  # a read-only cache: measure again next time
+        log.debug("could not cache the matmul peak: %s", exc)
+
+
+def hardware_use(model: Any, *, real_tokens: float, seconds: float, device: str, dtype_name: str,
+                 cache_dir: Any = None) -> dict[str, Any]:
     """Achieved training FLOP/s (:func:`training_flops`) against :func:`peak_flops`: the MFU."""
     flops = training_flops(model, real_tokens)
     achieved = flops / seconds if seconds > 0 else None
-    peak, source = peak_flops(device, dtype_name)
+    peak, source = peak_flops(device, dtype_name, cache_dir)
     return {"train_flops": flops, "achieved_flops_per_second": achieved, "peak_flops_per_second": peak,
             "peak_source": source, "mfu": round(achieved / peak, 5) if achieved and peak else None,
             "flops_estimate": "6 x trainable + 4 x frozen non-embedding parameters x real tokens"}

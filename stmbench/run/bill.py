@@ -261,7 +261,7 @@ def estimate(specs: list[RunSpec], session: Session, *, device_name: str | None 
     else:
         device = session.device
         dtype = precision(trained[0], device)["dtype"] if trained else "float32"
-        peak, peak_source = peak_flops(device, dtype)
+        peak, peak_source = peak_flops(device, dtype, session.settings.cache_dir)
         kind = "gpu" if device.startswith("cuda") else "cpu"
     if mfu is not None:
         mfu_source = "--mfu"

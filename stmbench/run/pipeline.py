@@ -168,7 +168,17 @@ def build_model(parts: RunParts, session: Session) -> Loaded:
     transformers.set_seed(parts.spec.seed)  # the same head / adapter init whatever loading consumed
     model = parts.strategy.prepare_model(model, tokenizer=tokenizer, task=parts.task, options=parts.strategy_options)
     model = parts.adapter.wrap(model, head=head, info=parts.info, options=parts.adapter_options)
+    if _prepends_virtual_tokens(model):
+        # a soft prompt reaches the model as inputs_embeds, where transformers cannot find pad ids and
+        # pools a classification head at the last position: pad on the left so that is a real token
+        tokenizer.padding_side = "left"
     return Loaded(model=model, tokenizer=tokenizer, head=head)
+
+
+def _prepends_virtual_tokens(model: Any) -> bool:
+    """Whether ``model`` is a peft prompt-learning model (prompt, prefix or p-tuning)."""
+    configs = getattr(model, "peft_config", None)
+    return isinstance(configs, dict) and any(getattr(c, "is_prompt_learning", False) for c in configs.values())
 
 
 def train_rows(parts: RunParts, data: RunData, session: Session) -> TrainRows:
@@ -275,7 +285,8 @@ def execute(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -
         out["padding"] = {"train": outcome.padding}
         out["precision"] = precision(spec, device)
         out["hardware"] = hardware_use(loaded.model, real_tokens=outcome.real_tokens, seconds=outcome.seconds,
-                                       device=device, dtype_name=out["precision"]["dtype"])
+                                       device=device, dtype_name=out["precision"]["dtype"],
+                                       cache_dir=session.settings.cache_dir)
         out["training"] = outcome.record()
     else:
         data.counts["train_examples"] = 0

@@ -113,6 +113,7 @@ def health_callback() -> Any:
     class HealthCallback(TrainerCallback):
         def __init__(self) -> None:
             self.diverged: tuple[int, str, float] | None = None
+            self.trainer: Any = None  #: set once the Trainer is built (its gradient norms are read)
 
         def _stop(self, control: Any, step: int, key: str, value: float) -> None:
             if self.diverged is None:
@@ -121,13 +122,21 @@ def health_callback() -> Any:
             control.should_save = False
 
         def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
-            grads = [p.grad for p in model.parameters() if p.grad is not None] if model is not None else []
-            if grads:
-                norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.detach().float())
-                                                             for g in grads]))
-                if not torch.isfinite(norm):
-                    self._stop(control, state.global_step + 1, "grad_norm", float(norm))
+            norm = self.trainer_norm()
+            if norm is None:  # not the Trainer's: one fused pass over the gradients, as clipping does
+                grads = [p.grad for p in model.parameters() if p.grad is not None] if model is not None else []
+                norm = torch.nn.utils.get_total_norm(grads, foreach=True) if grads else None
+            if norm is not None and not math.isfinite(float(norm)):
+                self._stop(control, state.global_step + 1, "grad_norm", float(norm))
             return control
+
+        def trainer_norm(self) -> Any:
+            """The gradient norm the Trainer computed for this step (it clips with it), if it kept it."""
+            trainer = getattr(self, "trainer", None)
+            norm = getattr(trainer, "step_grad_norm", None) if trainer is not None else None
+            if trainer is not None:
+                trainer.step_grad_norm = None
+            return norm
 
         def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
             if state.global_step >= state.max_steps:  # the curve ends at the last step
@@ -228,11 +237,29 @@ def length_grouped_sampler(lengths: list[int], batch_size: int, seed: int) -> An
     return sampler
 
 
+def _norm_keeping(base: Any) -> Any:
+    """``base`` keeping each step's gradient norm (``step_grad_norm``), the one it computes to clip and
+    log, so the health callback checks it without a second pass over the gradients."""
+    if not hasattr(base, "_get_grad_norm"):  # another transformers: the callback computes its own
+        return base
+
+    class NormKeepingTrainer(base):  # type: ignore[misc, valid-type]
+        step_grad_norm: Any = None
+
+        def _get_grad_norm(self, model, grad_norm=None):  # noqa: ANN001
+            norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+            self.step_grad_norm = norm
+            return norm
+
+    return NormKeepingTrainer
+
+
 def _trainer_class(strategy: Any, task: Any, tokenizer: Any, spec: RunSpec, session: Session,
                    lengths: list[int]) -> Any:
     from transformers import Trainer
 
     base = _dev_trainer(strategy, task, tokenizer, spec, session) if spec.training.eval_strategy != "no" else Trainer
+    base = _norm_keeping(base)
     if not spec.training.group_by_length:
         return base
 
@@ -329,6 +356,7 @@ def train(model: Any, features: Any, *, strategy: Any, tokenizer: Any, spec: Run
                                                                keep_labelled),
                                 compute_loss_func=labelled_lm_loss if keep_labelled else None, callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)
+        health.trainer = trainer
         if resume is not None:
             log.info("resuming %s from %s (step %d)", spec.label(), resume[0], resume[1])
         if reporter is not None and resume is not None:
