@@ -31,19 +31,23 @@ class LabelSupervisedOptions:
             raise ValueError("pooling must be 'last' or 'mean'")
 
 
-def bidirectional_mask(config: Any, inputs_embeds: Any, attention_mask: Any) -> Any:
-    """A 4D mask that lets every token attend to every non-pad token."""
+def bidirectional_mask(config: Any, inputs_embeds: Any, attention_mask: Any, sequence_ids: Any = None) -> Any:
+    """A 4D mask that lets every token attend to every non-pad token (of its own sequence, where
+    ``sequence_ids`` number the sequences packed into one row)."""
     import torch
 
     try:
-        from transformers.masking_utils import create_bidirectional_mask
+        from transformers.masking_utils import create_bidirectional_mask, packed_sequence_mask_function
     except ImportError:  # transformers < 5: an additive float mask works for eager and sdpa
         keep = attention_mask[:, None, None, :].to(torch.bool)
         keep = keep.expand(-1, 1, attention_mask.shape[1], -1)
+        if sequence_ids is not None:
+            keep = keep & (sequence_ids[:, None, :, None] == sequence_ids[:, None, None, :])
         mask = torch.zeros(keep.shape, dtype=inputs_embeds.dtype, device=inputs_embeds.device)
         return mask.masked_fill(~keep, torch.finfo(inputs_embeds.dtype).min)
+    within = packed_sequence_mask_function(sequence_ids) if sequence_ids is not None else None
     return create_bidirectional_mask(config=config, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                                      allow_is_bidirectional_skip=False)
+                                      and_mask_function=within, allow_is_bidirectional_skip=False)
 
 
 def _module_class() -> type:
@@ -73,7 +77,10 @@ def _module_class() -> type:
             mask = bidirectional_mask(self.config, embeds, attention_mask) if self.unmask else attention_mask
             return self.backbone(inputs_embeds=embeds, attention_mask=mask, **extra).last_hidden_state
 
-        def forward(self, input_ids: Any = None, attention_mask: Any = None, labels: Any = None, **kwargs: Any) -> Any:
+        def forward(self, input_ids: Any = None, attention_mask: Any = None, labels: Any = None,
+                    position_ids: Any = None, **kwargs: Any) -> Any:
+            if position_ids is not None and attention_mask is None and not self.per_token:
+                return self.forward_packed(input_ids, position_ids, labels, **kwargs)
             if attention_mask is None:
                 attention_mask = torch.ones_like(input_ids)
             extra = {k: v for k, v in kwargs.items() if k == "token_type_ids"}
@@ -96,6 +103,35 @@ def _module_class() -> type:
             loss = None
             if labels is not None:
                 loss = torch.nn.functional.cross_entropy(logits.float(), labels)
+            return SequenceClassifierOutput(loss=loss, logits=logits)
+
+        packs_sequences = True  #: reads a packed row (``position_ids``, no attention mask) itself
+
+        def forward_packed(self, input_ids: Any, position_ids: Any, labels: Any = None, **kwargs: Any) -> Any:
+            """Sequences packed into one row (``position_ids`` restart at 0 for each): attention stays
+            within each sequence (causal through transformers' packed masks, or bidirectional), and
+            each is pooled on its own, as in a padded batch."""
+            sequence_ids = (position_ids == 0).cumsum(-1) - 1  # [1, length]: which sequence a token is in
+            embeds = self.backbone.get_input_embeddings()(input_ids)
+            flash = {k: v for k, v in kwargs.items() if k.startswith(("cu_seq_lens", "max_length_"))}
+            if self.unmask:
+                mask = bidirectional_mask(self.config, embeds, torch.ones_like(input_ids), sequence_ids)
+                hidden = self.backbone(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
+                                       **flash).last_hidden_state[0]
+            else:
+                hidden = self.backbone(inputs_embeds=embeds, position_ids=position_ids, **flash).last_hidden_state[0]
+            seq = sequence_ids[0]
+            count = int(seq[-1]) + 1
+            if self.pooling == "mean":
+                sums = torch.zeros(count, hidden.shape[-1], dtype=hidden.dtype, device=hidden.device)
+                sums.index_add_(0, seq, hidden)
+                pooled = sums / torch.bincount(seq, minlength=count).to(hidden.dtype)[:, None]
+            else:
+                starts = torch.nonzero(position_ids[0] == 0).flatten()
+                ends = torch.cat([starts[1:] - 1, torch.tensor([seq.numel() - 1], device=seq.device)])
+                pooled = hidden[ends]
+            logits = self.head(pooled.to(self.head.weight.dtype))
+            loss = None if labels is None else torch.nn.functional.cross_entropy(logits.float(), labels)
             return SequenceClassifierOutput(loss=loss, logits=logits)
 
         def trainable_head_modules(self) -> list[str]:

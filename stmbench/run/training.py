@@ -216,9 +216,90 @@ class TrainingCollator:
         mask = batch.get("attention_mask")
         if mask is not None:
             self.meter.add_mask(mask)
+        elif "input_ids" in batch:  # packed: every position is a real token
+            self.meter.add(batch["input_ids"].numel(), batch["input_ids"].numel())
         if self.keep_labelled:
             batch["logits_to_keep"] = labelled_positions(batch["labels"])
         return batch
+
+
+class PackingCollator:
+    """Padding-free batches: transformers' ``DataCollatorWithFlattening`` concatenates a batch's
+    sequences into one row of ``input_ids`` with ``position_ids`` restarting at 0 for each and no
+    ``attention_mask``, from which transformers' masks keep attention within each sequence (and,
+    with ``flash``, FlashAttention's ``cu_seq_lens`` kwargs).  Token labels are flattened with the
+    ids (the first label of each sequence becomes -100: it would be predicted from the sequence
+    before); a label per sequence stays one per sequence, in order."""
+
+    def __init__(self, flash: bool = False):
+        from transformers import DataCollatorWithFlattening
+
+        self.flatten = DataCollatorWithFlattening(return_position_ids=True, return_flash_attn_kwargs=flash)
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        if features and isinstance(features[0].get("labels"), list):
+            return self.flatten([{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features])
+        batch = self.flatten([{"input_ids": f["input_ids"]} for f in features])
+        batch["labels"] = torch.tensor([int(f["labels"]) for f in features])
+        return batch
+
+
+def sequence_ends(position_ids: Any) -> Any:
+    """The last position of each sequence packed into the one row of ``position_ids``."""
+    import torch
+
+    row = position_ids[0]
+    starts = torch.nonzero(row == 0).flatten()
+    return torch.cat([starts[1:] - 1, torch.tensor([row.numel() - 1], device=row.device)])
+
+
+def _packing_plan(model: Any, strategy: Any, task: Any, spec: RunSpec) -> tuple[Any, str]:
+    """How a run trains packed: ``(classification head to read per position or None, why not)``;
+    the reason is empty when packing works.  Token labels and models that pack themselves (a head
+    of their own that reads ``position_ids``) need no head; a transformers sequence-classification
+    model is read at its per-position ``score`` head, at each sequence's last token."""
+    if task is not None and task.is_tokens:
+        return None, "a tag per token is not packed (its first sub-token would lose its label)"
+    if spec.prompt is None and strategy.name == "discriminative":
+        return None, "an encoder reads a padded sentence pair; packing is for decoders"
+    config = getattr(model, "active_peft_config", None)
+    if config is not None and getattr(config, "is_prompt_learning", False):
+        return None, "a soft prompt's virtual tokens cannot be packed"
+    if strategy.lm_loss_on_labels:
+        return None, ""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(inner, "packs_sequences", False):
+        return None, ""
+    heads = sorted((name for name, _ in model.named_modules() if name == "score" or name.endswith(".score")), key=len)
+    if not heads:
+        return None, f"{type(inner).__name__} has no per-position 'score' head to read each sequence from"
+    return model.get_submodule(heads[0]), ""
+
+
+def _packed_classification(base: Any, head: Any) -> Any:
+    """``base`` computing a packed batch's classification loss: the model's ``score`` head is read at
+    every position (a forward hook) and taken at each sequence's last token, the token a padded
+    batch pools; cross-entropy over the sequences, as the model's own loss."""
+    import torch
+
+    class PackedClassificationTrainer(base):  # type: ignore[misc, valid-type]
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
+            labels = inputs.pop("labels")
+            ends = sequence_ends(inputs["position_ids"])
+            seen: list[Any] = []
+            handle = head.register_forward_hook(lambda module, args, out: seen.append(out))
+            try:
+                outputs = model(**inputs)
+            finally:
+                handle.remove()
+            logits = seen[-1][0, ends]
+            loss = torch.nn.functional.cross_entropy(logits.float(), labels.to(logits.device))
+            outputs["logits"] = logits
+            return (loss, outputs) if return_outputs else loss
+
+    return PackedClassificationTrainer
 
 
 def length_grouped_sampler(lengths: list[int], batch_size: int, seed: int) -> Any:
@@ -255,11 +336,13 @@ def _norm_keeping(base: Any) -> Any:
 
 
 def _trainer_class(strategy: Any, task: Any, tokenizer: Any, spec: RunSpec, session: Session,
-                   lengths: list[int]) -> Any:
+                   lengths: list[int], packed_head: Any = None) -> Any:
     from transformers import Trainer
 
     base = _dev_trainer(strategy, task, tokenizer, spec, session) if spec.training.eval_strategy != "no" else Trainer
     base = _norm_keeping(base)
+    if packed_head is not None:
+        base = _packed_classification(base, packed_head)
     if not spec.training.group_by_length:
         return base
 
@@ -349,11 +432,17 @@ def train(model: Any, features: Any, *, strategy: Any, tokenizer: Any, spec: Run
         lengths = sequence_lengths(features)
         keep_labelled = strategy.lm_loss_on_labels and keeps_logits(model)
         meter = PaddingMeter()
-        trainer_class = _trainer_class(strategy, task, tokenizer, spec, session, lengths)
+        packed_head, collator = None, strategy.data_collator(tokenizer, spec)
+        if spec.training.packing:
+            packed_head, why_not = _packing_plan(model, strategy, task, spec)
+            if why_not:
+                raise StmbenchError(f"--packing: {why_not}; train this run without it")
+            flash = str(getattr(getattr(model, "config", None), "_attn_implementation", "")).startswith("flash")
+            collator = PackingCollator(flash=flash)
+        trainer_class = _trainer_class(strategy, task, tokenizer, spec, session, lengths, packed_head)
         trainer = trainer_class(model=model, args=_trainer_args(spec, out, device, session.show_progress, save_steps),
                                 train_dataset=features, eval_dataset=dev if selecting else None,
-                                data_collator=TrainingCollator(strategy.data_collator(tokenizer, spec), meter,
-                                                               keep_labelled),
+                                data_collator=TrainingCollator(collator, meter, keep_labelled),
                                 compute_loss_func=labelled_lm_loss if keep_labelled else None, callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)
         health.trainer = trainer

@@ -43,6 +43,9 @@ class TrainingSettings:
     early_stopping_patience: int = _help("stop after N dev evaluations without improvement (0: never)", default=0)
     dev_holdout: float = _help("share of train held out for selection where the eval split is the dev split",
                                default=0.1)
+    packing: bool = _help("padding-free training batches: each batch's sequences concatenated into one row "
+                          "with position ids restarting per sequence and attention kept within each "
+                          "(decoders; measured in benchmarks/bench_packing.py)", default=False)
     group_by_length: bool = _help("training batches of similar lengths (seeded, shuffled in groups of 50 "
                                   "batches) so less of each batch is padding", default=True)
     eval_batch_tokens: int = _help("padded tokens per prediction batch (0: planned from the device's free "
@@ -119,7 +122,7 @@ class TrainingSettings:
 # training settings that do not change what a run computes, or that were added after results were
 # stored: left out of a run's identity while at their defaults (see TrainingSettings.identity)
 _LATER_SETTINGS = frozenset({"logging_steps", "eval_strategy", "eval_steps", "early_stopping_patience",
-                             "dev_holdout", "group_by_length", "auto_bf16",
+                             "dev_holdout", "group_by_length", "auto_bf16", "packing",
                              "eval_batch_tokens"})
 
 
