@@ -33,6 +33,8 @@ def main() -> None:
     parser.add_argument("--shots", default="0,5")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--backbone", help="a real model (.gguf file, folder); default: a 20M random Llama")
+    parser.add_argument("--task", default="sample", help="sample (short synthetic pairs) or sample-long "
+                        "(synthetic reviews of about 260-2,000 tokens)")
     args = parser.parse_args()
     shots = [int(s) for s in args.shots.split(",")]
 
@@ -49,6 +51,7 @@ def main() -> None:
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
     work, session, task, model_dir, params, described = _util.backbone_setup("bench-vs-lm-eval", args.backbone)
     backbone = args.backbone or str(model_dir)
+    task = session.get("task", args.task)
     seed = 1234
     limit = 150 if args.quick else None
     test = session.task_data(task, task.eval_split).dataset
@@ -67,7 +70,7 @@ def main() -> None:
     real_tokens: list[int] = []
 
     def ours(n: int | None, which: list[int]) -> dict[int, list[int]]:
-        grid = GridSpec(backbones=backbone, tasks="sample", strategies="in_context", prompts="concise",
+        grid = GridSpec(backbones=backbone, tasks=args.task, strategies="in_context", prompts="concise",
                         shots=which, seeds=[seed], limit=n,
                         training={"per_device_eval_batch_size": args.batch_size})
         out = {}
@@ -108,7 +111,7 @@ def main() -> None:
     differing = {k: sum(x != y for x, y in zip(a[k], b[k])) for k in shots}
     assert all(len(a[k]) == len(b[k]) == len(test) for k in shots)
     print(f"model: {described}; data: "
-          f"synthetic 'sample' task, {len(test)} test examples, prompt concise, shots {args.shots}, batch "
+          f"synthetic {args.task!r} task, {len(test)} test examples, prompt concise, shots {args.shots}, batch "
           f"{args.batch_size}; CPU, {os.cpu_count()} cores")
     print(f"  lm_eval.simple_evaluate   {theirs_seconds:7.1f}s   1.00x (baseline)   peak RSS {theirs_peak:6.0f} MiB"
           f"   {tokens / theirs_seconds:7.1f} prompt tokens/s")

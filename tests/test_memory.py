@@ -50,17 +50,66 @@ def test_budget_comes_from_free_memory_and_the_model_sizes(session, monkeypatch)
     light = plan_budget(model, device="cpu", max_batch=64)
     full = plan_budget(model, device="cpu", max_batch=64, full_logits=True)
     per_token, attention = bytes_per_token(model.config, 4, full_logits=False)
-    assert light.source == MEMORY_ENV and light.memory_mb == 1000
-    assert light.bytes_per_token == per_token and light.tokens == int(500 * 2**20 // per_token)
+    assert light.source.startswith(MEMORY_ENV) and light.memory_mb == 1000
+    assert light.bytes_per_token == per_token and light.memory_tokens == int(500 * 2**20 // per_token)
+    assert light.tokens == min(light.memory_tokens, light.throughput_tokens or light.memory_tokens)
     assert full.bytes_per_token == per_token + model.config.vocab_size * 12
-    assert full.tokens < light.tokens
+    assert full.memory_tokens < light.memory_tokens
     monkeypatch.setenv(MEMORY_ENV, "4000")
-    assert plan_budget(model, device="cpu", max_batch=64).tokens == pytest.approx(4 * light.tokens, rel=1e-3)
+    assert plan_budget(model, device="cpu", max_batch=64).memory_tokens == pytest.approx(4 * light.memory_tokens,
+                                                                                        rel=1e-3)
     # --eval-batch-tokens wins over the memory
     fixed = plan_budget(model, device="cpu", max_batch=64, tokens=5000)
     assert fixed.tokens == 5000 and fixed.source == "eval_batch_tokens" and fixed.attention_share == 0
     monkeypatch.delenv(MEMORY_ENV)
-    assert plan_budget(model, device="cpu", max_batch=64).source == "free RAM"
+    assert plan_budget(model, device="cpu", max_batch=64).source.startswith("free RAM")
+
+
+def _plateau_model(knee: int, seconds_at_knee: float = 0.02):
+    """A stand-in model whose forward pass takes as long for any batch up to ``knee`` tokens, and
+    longer in proportion past it (a device that is full from ``knee`` tokens on)."""
+    import time
+
+    import torch
+    from transformers import PretrainedConfig
+
+    class Plateau(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.config = PretrainedConfig(vocab_size=100, hidden_size=8)
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+            self.calls = 0
+
+        def forward(self, input_ids=None, attention_mask=None):
+            self.calls += 1
+            time.sleep(seconds_at_knee * max(input_ids.numel(), knee) / knee)
+            return None
+
+    return Plateau()
+
+
+def test_prediction_batches_stop_growing_where_the_throughput_does(tmp_path, monkeypatch):
+    """The budget is capped at the batch where tokens/s stops growing (measured with probe batches),
+    and the measurement is kept per machine: a later process reads it instead of measuring."""
+    import stmbench.core.memory as memory
+
+    monkeypatch.setattr(memory, "_THROUGHPUT", {})
+    model = _plateau_model(knee=2048)
+    monkeypatch.setenv(MEMORY_ENV, "1000")
+    budget = plan_budget(model, device="cpu", max_batch=64, cache_dir=tmp_path)
+    assert budget.throughput_tokens == 2048 and budget.tokens == 2048 < budget.memory_tokens
+    assert "capped where the throughput stops growing (2048 tokens, measured)" in budget.source
+    assert (tmp_path / memory.THROUGHPUT_FILE).is_file() and model.calls > 0
+    monkeypatch.setattr(memory, "_THROUGHPUT", {})  # a new process on the same machine
+    again = _plateau_model(knee=2048)
+    assert plan_budget(again, device="cpu", max_batch=64, cache_dir=tmp_path).tokens == 2048 and again.calls == 0
+    # a model that is still faster at the largest probe gets no cap (memory alone plans)
+    monkeypatch.setattr(memory, "_THROUGHPUT", {})
+    roomy = plan_budget(_plateau_model(knee=10 ** 9, seconds_at_knee=0.0), device="cpu", max_batch=64)
+    assert roomy.throughput_tokens is None and roomy.tokens == roomy.memory_tokens
+    # a hostile cache file is ignored, not trusted
+    (tmp_path / memory.THROUGHPUT_FILE).write_text('{"x": "rm -rf /", "y": [1], "z": -5}', encoding="utf-8")
+    assert memory._read_throughputs(tmp_path) == {}
 
 
 def test_eval_batch_tokens_is_a_setting_that_names_runs_only_when_set():

@@ -29,6 +29,8 @@ class TokenBudget:
     attention_share: float = 0.0
     memory_mb: float | None = None  #: the memory the budget was planned for
     bytes_per_token: int | None = None  #: the estimated cost of one token
+    memory_tokens: int | None = None  #: what the free memory allows
+    throughput_tokens: int | None = None  #: where the measured throughput stops growing
 
     def rows_for(self, length: int) -> int:
         """Rows of ``length`` padded tokens that fit in one batch (at least 1)."""

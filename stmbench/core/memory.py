@@ -5,8 +5,10 @@ peak memory.
 :mod:`stmbench.core.budget`).  The budget is the memory the device has free (free RAM on CPU, free
 GPU memory on CUDA; ``STMBENCH_EVAL_MEMORY_MB`` overrides what is detected) times
 :data:`USABLE_SHARE`, divided by an estimate of the bytes one token costs, from the model's
-vocabulary, hidden, MLP and head sizes.  ``--eval-batch-tokens N`` sets a plain budget instead
-(``rows x padded length <= N``).
+vocabulary, hidden, MLP and head sizes.  That budget is then capped at the batch where the model's
+forward throughput stops growing (:func:`throughput_tokens`: measured once per model shape and
+machine, and cached), since a batch past it only costs memory.  ``--eval-batch-tokens N`` sets a
+plain budget instead (``rows x padded length <= N``).
 
 **Peak memory per run.**  On CUDA, ``torch.cuda.reset_peak_memory_stats`` then
 ``max_memory_allocated``.  On Linux CPU, the kernel's high-water mark of the process's resident
@@ -71,9 +73,10 @@ def bytes_per_token(config: Any, dtype_bytes: int, *, full_logits: bool) -> tupl
 
 
 def plan_budget(model: Any, *, device: str, max_batch: int, tokens: int = 0,
-                full_logits: bool = False) -> TokenBudget:
+                full_logits: bool = False, cache_dir: Any = None) -> TokenBudget:
     """The budget for predicting with ``model`` on ``device``: ``tokens`` when given (> 0), else
-    planned from the free memory (see the module's docstring)."""
+    planned from the free memory and capped where the throughput stops growing (see the module's
+    docstring)."""
     if tokens and tokens > 0:
         return TokenBudget(tokens=int(tokens), max_batch=max_batch, source="eval_batch_tokens")
     config = model_config(model)
@@ -84,9 +87,151 @@ def plan_budget(model: Any, *, device: str, max_batch: int, tokens: int = 0,
     per_token, attention = bytes_per_token(config, dtype_bytes, full_logits=full_logits)
     free, source = free_memory(device)
     usable = free * USABLE_SHARE
-    return TokenBudget(tokens=max(1, int(usable // per_token)), max_batch=max_batch, source=source,
+    by_memory = max(1, int(usable // per_token))
+    fast = throughput_tokens(model, device=device, limit=by_memory, cache_dir=cache_dir)
+    if fast is not None and fast < by_memory:
+        source = f"{source}; capped where the throughput stops growing ({fast} tokens, measured)"
+    return TokenBudget(tokens=min(by_memory, fast or by_memory), max_batch=max_batch, source=source,
                        attention_share=round(attention / per_token, 6), memory_mb=round(free / 2**20, 1),
-                       bytes_per_token=per_token)
+                       bytes_per_token=per_token, memory_tokens=by_memory, throughput_tokens=fast)
+
+
+# --- the batch worth having: where throughput stops growing ---------------------------------------
+
+THROUGHPUT_FILE = "eval-throughput.json"  #: in the cache folder: measured plateaus per model shape and machine
+PROBE_LENGTH = 64  #: tokens per row of the probe batches
+PLATEAU_GAIN = 1.1  #: a doubled batch must be this much faster per token to count as still growing
+PROBE_MAX = 65536  #: the largest probe batch (tokens); still growing there: no cap
+_THROUGHPUT: dict[str, int] = {}
+
+
+def _shape_key(model: Any, device: str) -> str | None:
+    import hashlib
+
+    import torch
+
+    from stmbench.core.modeling import _machine_key
+
+    config = model_config(model)
+    if config is None or not hasattr(config, "to_json_string"):
+        return None
+    try:
+        dtype = str(next(p for p in model.parameters()).dtype).removeprefix("torch.")
+    except (StopIteration, AttributeError):
+        return None
+    shape = hashlib.sha256(config.to_json_string(use_diff=False).encode()).hexdigest()[:16]
+    return f"{type(model).__name__}|{shape}|{_machine_key(device, dtype, torch.get_num_threads())}"
+
+
+def throughput_tokens(model: Any, *, device: str, limit: int, cache_dir: Any = None) -> int | None:
+    """The fewest padded tokens per prediction batch at which ``model``'s forward throughput
+    (tokens/s) stops growing on ``device``: batches of :data:`PROBE_LENGTH`-token rows, doubled
+    from 512 tokens (up to ``limit``) until one is not :data:`PLATEAU_GAIN` times faster per token
+    than the one before, which is then the answer.  Measured once per process and, with
+    ``cache_dir``, once per machine (``cache_dir/eval-throughput.json``, keyed by the model's
+    class, configuration and dtype, the host, processor, torch build and threads).  ``None`` when
+    the model cannot be probed this way (then memory alone plans the batch).
+
+    Past the plateau a bigger batch only costs memory: on a 2-core CPU a batch of 64 prompts of
+    300 tokens took 3x longer in all, and twice the memory, than batches of 4 rows."""
+    key = _shape_key(model, device)
+    if key is None:
+        return None
+    if key in _THROUGHPUT:
+        return min(_THROUGHPUT[key], limit)
+    if cache_dir is not None:
+        cached = _read_throughputs(cache_dir).get(key)
+        if cached is not None:
+            _THROUGHPUT[key] = cached
+            return min(cached, limit)
+    try:
+        found = _probe(model, device, limit)
+    except Exception as exc:  # noqa: BLE001  (a model this probe cannot drive: plan by memory)
+        import logging
+
+        logging.getLogger(__name__).debug("throughput probe failed: %s", exc)
+        return None
+    if found >= min(limit, PROBE_MAX):  # still growing where the probe stopped: no plateau found
+        return None
+    _THROUGHPUT[key] = found
+    if cache_dir is not None:
+        _write_throughput(cache_dir, key, found)
+    return found
+
+
+def _probe(model: Any, device: str, limit: int) -> int:
+    import time
+
+    import torch
+
+    from stmbench.core.modeling import keeps_logits, model_device
+
+    config = model_config(model)
+    vocab = int(getattr(config, "vocab_size", 0) or 1000)
+    where = model_device(model)
+    keep = {"logits_to_keep": 1} if keeps_logits(model) else {}
+    was_training = getattr(model, "training", False)
+    model.eval()
+
+    def sync() -> None:
+        if str(where).startswith("cuda"):
+            torch.cuda.synchronize()
+
+    def rate(tokens: int) -> float:
+        rows = max(1, tokens // PROBE_LENGTH)
+        ids = torch.randint(min(3, vocab - 1), vocab, (rows, PROBE_LENGTH), device=where)
+        mask = torch.ones_like(ids)
+        with torch.inference_mode():
+            model(input_ids=ids, attention_mask=mask, **keep)  # warm
+            sync()
+            best = 0.0
+            for _ in range(2):
+                start = time.perf_counter()
+                model(input_ids=ids, attention_mask=mask, **keep)
+                sync()
+                best = max(best, rows * PROBE_LENGTH / (time.perf_counter() - start))
+        return best
+
+    try:
+        tokens, previous = 512, rate(512)
+        while tokens * 2 <= min(limit, PROBE_MAX):
+            now = rate(tokens * 2)
+            if now < previous * PLATEAU_GAIN:
+                return tokens
+            tokens, previous = tokens * 2, now
+        return tokens
+    finally:
+        model.train(was_training)
+
+
+def _read_throughputs(cache_dir: Any) -> dict[str, int]:
+    import json
+    from pathlib import Path
+
+    path = Path(cache_dir) / THROUGHPUT_FILE
+    try:
+        if path.is_symlink() or path.stat().st_size > 1_000_000:
+            return {}
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: int(v) for k, v in data.items()
+            if isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and 0 < v < 2**40}
+
+
+def _write_throughput(cache_dir: Any, key: str, tokens: int) -> None:
+    import json
+    from pathlib import Path
+
+    from stmbench.common.files import atomic_write_text
+
+    data = {**_read_throughputs(cache_dir), key: tokens}
+    try:
+        atomic_write_text(Path(cache_dir) / THROUGHPUT_FILE, json.dumps(data, indent=1, sort_keys=True))
+    except OSError:
+        pass
 
 
 # --- peak memory per run ----------------------------------------------------------------------

@@ -68,7 +68,8 @@ class Session:
 
         training = spec.training if spec is not None else TrainingSettings()
         budget = plan_budget(model, device=self.device, max_batch=training.per_device_eval_batch_size,
-                             tokens=training.eval_batch_tokens, full_logits=full_logits)
+                             tokens=training.eval_batch_tokens, full_logits=full_logits,
+                             cache_dir=self.settings.cache_dir)
         return budget
 
     def metrics_for(self, task: Task) -> list[Any]:

@@ -70,6 +70,21 @@ def precision(spec: RunSpec, device: str) -> dict[str, Any]:
             "dtype": "bfloat16" if bf16 else "float16" if t.fp16 else "float32"}
 
 
+def optimizer_kernel(optim: str, device: str) -> str:
+    """The ``TrainingArguments.optim`` a run passes: ``adamw_torch`` (torch's AdamW) runs as
+    ``adamw_torch_fused``, the same algorithm in one fused kernel per step, where torch has that
+    kernel for the device (CPU and CUDA here): the Trainer's own default in transformers 5, and on
+    full fine-tuning of a small model 4x faster in the optimizer step than the per-tensor loop
+    (benchmarks/README.md).  The run's id names the algorithm, so stored runs keep their ids."""
+    if optim != "adamw_torch" or not (device.startswith("cpu") or device.startswith("cuda")):
+        return optim
+    import inspect
+
+    import torch
+
+    return "adamw_torch_fused" if "fused" in inspect.signature(torch.optim.AdamW).parameters else optim
+
+
 def _trainer_args(spec: RunSpec, output_dir: str, device: str, show_progress: bool,
                   save_steps: int | None = 0) -> Any:
     from transformers import TrainingArguments
@@ -82,7 +97,7 @@ def _trainer_args(spec: RunSpec, output_dir: str, device: str, show_progress: bo
         max_steps=t.max_steps, per_device_train_batch_size=t.per_device_train_batch_size,
         per_device_eval_batch_size=t.per_device_eval_batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps, weight_decay=t.weight_decay,
-        warmup_steps=t.warmup_steps, lr_scheduler_type=t.lr_scheduler_type, optim=t.optim,
+        warmup_steps=t.warmup_steps, lr_scheduler_type=t.lr_scheduler_type, optim=optimizer_kernel(t.optim, device),
         bf16=mixed["bf16"], fp16=t.fp16, tf32=mixed["tf32"] or None, **_checkpointing(t.gradient_checkpointing),
         seed=spec.seed, data_seed=spec.seed, **saving,
         logging_strategy="steps", logging_steps=t.logging_steps, logging_first_step=True,
@@ -262,7 +277,7 @@ def _packing_plan(model: Any, strategy: Any, task: Any, spec: RunSpec) -> tuple[
     model is read at its per-position ``score`` head, at each sequence's last token."""
     if task is not None and task.is_tokens:
         return None, "a tag per token is not packed (its first sub-token would lose its label)"
-    if spec.prompt is None and strategy.name == "discriminative":
+    if spec.prompt is None:  # strategies clear the prompt for encoders, which read a real sentence pair
         return None, "an encoder reads a padded sentence pair; packing is for decoders"
     config = getattr(model, "active_peft_config", None)
     if config is not None and getattr(config, "is_prompt_learning", False):
@@ -376,6 +391,7 @@ class TrainOutcome:
     resumed_from_step: int | None = None
     planned_steps: int | None = None  #: the steps of the full budget (what the schedule was planned for)
     pruned_at_step: int | None = None  #: where the pruner stopped this trial (``None``: it trained to the end)
+    optimizer: str = ""  #: the ``TrainingArguments.optim`` that ran (:func:`optimizer_kernel`)
     #: dev selection (``metric``, ``selected_step``, ``dev_metric``, ``dev_curve``, ``stopped_early``,
     #: and where the dev rows came from); ``None`` without ``eval_strategy``
     selection: dict[str, Any] | None = None
@@ -385,6 +401,7 @@ class TrainOutcome:
         return {"logits": self.logits, "train_loss": self.train_loss, "train_steps": self.train_steps,
                 "epochs": self.epochs, "resumed_from_step": self.resumed_from_step, "loss_curve": self.loss_curve,
                 "selection": self.selection, **({"planned_steps": self.planned_steps} if self.planned_steps else {}),
+                **({"optimizer": self.optimizer} if self.optimizer else {}),
                 **({"pruned_at_step": self.pruned_at_step} if self.pruned_at_step is not None else {})}
 
 
@@ -482,7 +499,8 @@ def train(model: Any, features: Any, *, strategy: Any, tokenizer: Any, spec: Run
                         real_tokens=meter.real, padding=meter.report(),
                         logits="labelled positions" if keep_labelled else "all positions", loss_curve=curve,
                         resumed_from_step=resume[1] if resume else None, selection=selection,
-                        planned_steps=int(trainer.state.max_steps) or None, pruned_at_step=pruned_at)
+                        planned_steps=int(trainer.state.max_steps) or None, pruned_at_step=pruned_at,
+                        optimizer=str(getattr(trainer.args.optim, "value", trainer.args.optim)))
 
 
 def _pending_decision(reporter: Any, resume: tuple[str, int]) -> TrainOutcome | None:

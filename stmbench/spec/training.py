@@ -29,9 +29,8 @@ class TrainingSettings:
     weight_decay: float = _help("AdamW weight decay", default=0.0)
     warmup_steps: float = _help("warmup steps, or a ratio of all steps when in [0, 1)", default=0.0)
     lr_scheduler_type: str = _help("learning-rate schedule (linear, cosine, constant, ...)", default="linear")
-    # the Trainer's own default (transformers 5): one fused kernel per step, several times faster than
-    # adamw_torch's per-tensor loop where the optimizer step is a large share (full fine-tuning)
-    optim: str = _help("optimizer name as in TrainingArguments", default="adamw_torch_fused")
+    optim: str = _help("optimizer name as in TrainingArguments (adamw_torch runs torch's fused AdamW kernel "
+                       "where the device has one, as the Trainer's own default does)", default="adamw_torch")
     bf16: bool = _help("train in bfloat16 mixed precision", default=False)
     fp16: bool = _help("train in float16 mixed precision", default=False)
     gradient_checkpointing: bool = _help("trade compute for memory", default=False)
