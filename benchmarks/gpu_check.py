@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 import math
 import os
 import random
@@ -132,6 +133,9 @@ def train_once(args, torch, base_state, make_model, *, adapter: str, packed: boo
                                                  report_to="none", use_cpu=not device.startswith("cuda"),
                                                  disable_tqdm=True, dataloader_num_workers=0, seed=0,
                                                  remove_unused_columns=False))
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
         output = trainer.train()
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -168,6 +172,7 @@ def main() -> int:
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     started = time.perf_counter()
+    warnings.filterwarnings("ignore", category=FutureWarning)
     import torch
     import transformers
 
@@ -217,10 +222,11 @@ def main() -> int:
           f"{max(3, args.steps // 8)} untimed); padding share of padded batches {100 * padding_share:.1f}%\n")
     figures: dict = {"device": name, "model": described, "training": {}, "scoring": {}}
     attns = ["sdpa"] + (["flex_attention"] if device == "cuda" else [])
+    precision = "bf16" if dtype == torch.bfloat16 else "fp32"
     print(f"  {'training':<34} {'tokens/s':>10} {'MFU':>7} {'peak MiB':>9} {'loss':>8}")
     for adapter in ("lora", "full"):
         for packed, attn in [(False, "sdpa")] + [(True, a) for a in attns]:
-            label = f"bf16 {adapter}, {'packed, ' + attn if packed else 'padded, sdpa'}"
+            label = f"{precision} {adapter}, {'packed, ' + attn if packed else 'padded, sdpa'}"
             try:
                 r = train_once(args, torch, base_state, make_model, adapter=adapter, packed=packed, attn=attn,
                                device=device, dtype=dtype, peak=peak, features=features)
