@@ -130,7 +130,7 @@ def test_in_context_engines_give_the_same_predictions(make_session, tmp_path, ta
         kwargs = dict(task=task, prompt="concise", shots=shots, seed=5, eval_data=data, train_data=train,
                       batch_size=16, work_dir=tmp_path / "lm")
         ours, theirs = stmbench_predict(model, tok, **kwargs), lm_eval_predict(model, tok, **kwargs)
-        assert ours["scoring"] == ("first_token" if task_name == "sample" else "sequence")
+        assert ours["scoring"] == ("first_token" if task_name == "sample" else "shared_context")
         assert ours["predicted"] == theirs["predicted"]
         margins = {round(row[1] - row[0], 4) for row in ours["logliks"]}
         assert len(margins) > 10  # the scores depend on each example's context: the check has teeth

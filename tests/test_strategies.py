@@ -116,3 +116,24 @@ def test_scoring_modes_agree_for_one_token_answers(session):
     assert (fast_mode, slow_mode) == ("first_token", "sequence")
     for a, b in zip(fast, slow):
         assert a == pytest.approx(b, abs=1e-4)
+
+
+def test_a_shared_context_scores_what_one_pass_per_choice_scores(session):
+    """Several-token answers: each context run once, its continuations on its key/value cache
+    (shared_context), against one full pass per (context, choice) (sequence, lm-eval's way); with
+    examples of two and of three choices in one batch, and contexts of many lengths (left padding)."""
+    from stmbench_plugins.strategies._common import score_requests
+
+    task = session.get("task", "sample")
+    model, tok = session.catalogue.backbone_for("tiny-llama").load("tiny-llama", head="causal_lm", task=task, context=session.context, load_kwargs={})
+    rows = session.task_data(task, "test").dataset.select(range(30))
+    prompts = [task.render("complex" if i % 2 else "concise", ex) for i, ex in enumerate(rows)]
+    words = ["是的", "不是", "也许是吧"]
+    requests = [[(p, w) for w in (words if i % 3 == 0 else words[:2])] for i, p in enumerate(prompts)]
+    shared, mode = score_requests(model, tok, requests, max_len=256, batch_size=8)
+    full, full_mode = score_requests(model, tok, requests, max_len=256, batch_size=8, mode="sequence")
+    assert (mode, full_mode) == ("shared_context", "sequence")
+    margins = {round(a[1] - a[0], 3) for a in full}
+    assert len(margins) > 10  # the scores depend on the context: the comparison has teeth
+    for a, b in zip(shared, full):
+        assert len(a) == len(b) and a == pytest.approx(b, abs=1e-4)

@@ -142,7 +142,7 @@ def test_generative_scoring_agrees_with_lm_eval(make_session, tmp_path, task_nam
     data = session.task_data(task, task.eval_split).dataset
     prompts = [task.render(spec.prompt, ex) for ex in data]
     ours, mode = score_choices(model, tok, prompts, task.label_words, max_len=96, batch_size=32)
-    assert mode == ("first_token" if task_name == "sample" else "sequence")
+    assert mode == ("first_token" if task_name == "sample" else "shared_context")
     theirs = lm_eval_predict(model, tok, task=task, prompt=spec.prompt, shots=0, seed=1, eval_data=data,
                              train_data=None, batch_size=16, work_dir=tmp_path / "lm")
     for a, b in zip(ours, theirs["logliks"]):

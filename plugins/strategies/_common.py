@@ -75,9 +75,26 @@ def score_requests(model: Any, tokenizer: Any, requests: list[list[tuple[str, st
                             [[cont[0] for _, cont in pairs] for pairs in per_example], scores,
                             batch_size=batch_size, meter=meter)
         return scores, "first_token"
+    shared = mode != "sequence" and caches_keys(model) and all(
+        ctx == pairs[0][0] for pairs in per_example for ctx, _ in pairs)
+    if shared:
+        _score_shared_contexts(model, tokenizer.pad_token_id, per_example, scores, batch_size=batch_size, meter=meter)
+        return scores, "shared_context"
     jobs = [(i, k, ctx, cont) for i, pairs in enumerate(per_example) for k, (ctx, cont) in enumerate(pairs)]
     _score_sequences(model, tokenizer.pad_token_id, jobs, scores, batch_size=batch_size, meter=meter)
     return scores, "sequence"
+
+
+def caches_keys(model: Any) -> bool:
+    """Whether ``model`` can run a context once and its continuations on the context's key/value cache:
+    a transformers causal LM (or a LoRA-style adapter on one) that takes ``past_key_values``, not a
+    soft-prompt method (whose virtual tokens are a cache of their own)."""
+    config = getattr(model, "active_peft_config", None)
+    if config is not None and getattr(config, "is_prompt_learning", False):
+        return False
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    can_generate = getattr(inner, "can_generate", None)
+    return keeps_logits(model) and callable(can_generate) and bool(can_generate())
 
 
 def _score_first_tokens(model: Any, pad: int, contexts: list[list[int]], tokens: list[list[int]],
@@ -139,6 +156,68 @@ def _score_sequences(model: Any, pad: int, jobs: list[tuple[int, int, list[int],
                 logp = torch.log_softmax(picked.float(), dim=-1)
                 tok = torch.tensor(cont, device=device)
                 scores[i][k] = float(logp[torch.arange(len(cont), device=device), tok].sum())
+
+
+def _score_shared_contexts(model: Any, pad: int, per_example: list[list[tuple[list[int], list[int]]]],
+                           scores: list[list[float]], *, batch_size: int | TokenBudget,
+                           meter: PaddingMeter | None) -> None:
+    """``scores[i][k]``: the summed log-probability of continuation k after example i's context, with
+    the context run once for all its continuations: a forward pass over the contexts (left-padded,
+    position ids counted from each one's first real token, so every token sits where an unpadded
+    pass puts it) whose key/value cache is then repeated for each continuation, and one pass over
+    the continuations (all but their last token) on it.  The first continuation token is scored at
+    the context's last position, the rest at their own: lm-eval's ``loglikelihood`` with each
+    context computed once instead of once per choice."""
+    import torch
+
+    import inspect
+
+    device = model_device(model)
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cache_arg = "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"  # transformers 5.24+
+    model.eval()
+    with torch.inference_mode():
+        for idx in sorted_batches([len(pairs[0][0]) for pairs in per_example], batch_size):
+            contexts = [per_example[i][0][0] for i in idx]
+            ids, mask = pad_batch(contexts, pad, "left")
+            if meter is not None:
+                meter.add_mask(mask)
+            ids, mask = ids.to(device), mask.to(device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+            first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # [contexts, vocab]
+            choices = [len(per_example[i]) for i in idx]
+            conts = [cont for i in idx for _, cont in per_example[i]]
+            owner = torch.repeat_interleave(torch.arange(len(idx), device=device), torch.tensor(choices, device=device))
+            firsts = first[owner, torch.tensor([c[0] for c in conts], device=device)]
+            rest_scores = torch.zeros(len(conts), device=device)
+            if any(len(c) > 1 for c in conts):
+                cache = getattr(out, "cache", None) or out.past_key_values
+                if choices.count(choices[0]) == len(choices):
+                    cache.batch_repeat_interleave(choices[0])
+                else:  # examples with different numbers of choices: gather the cache rows
+                    cache.batch_select_indices(owner)
+                tails = [c[:-1] for c in conts]  # inputs: every continuation token whose successor is scored
+                width = max(len(t) for t in tails)
+                tail_ids, tail_mask = pad_batch([t if t else [pad] for t in tails], pad, "right")
+                tail_mask[[j for j, t in enumerate(tails) if not t]] = 0
+                tail_ids, tail_mask = tail_ids.to(device), tail_mask.to(device)
+                if meter is not None:
+                    meter.add_mask(tail_mask)
+                full_mask = torch.cat([mask[owner], tail_mask], dim=1)
+                tail_positions = mask.sum(-1)[owner, None] + torch.arange(width, device=device)[None]
+                logits = model(input_ids=tail_ids, attention_mask=full_mask, position_ids=tail_positions,
+                               use_cache=True, **{cache_arg: cache}).logits
+                logp = torch.log_softmax(logits.float(), dim=-1)  # [choices, width, vocab]: short continuations
+                for j, cont in enumerate(conts):
+                    if len(cont) > 1:
+                        targets = torch.tensor(cont[1:], device=device)
+                        rest_scores[j] = logp[j, torch.arange(len(cont) - 1, device=device), targets].sum()
+            totals = (firsts + rest_scores).tolist()
+            at = 0
+            for i, n in zip(idx, choices):
+                scores[i] = totals[at:at + n]
+                at += n
 
 
 def argmax(row: list[float]) -> int:
