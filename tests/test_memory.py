@@ -109,7 +109,7 @@ def test_prediction_batches_stop_growing_where_the_throughput_does(tmp_path, mon
     assert roomy.throughput_tokens is None and roomy.tokens == roomy.memory_tokens
     # a hostile cache file is ignored, not trusted
     (tmp_path / memory.THROUGHPUT_FILE).write_text('{"x": "rm -rf /", "y": [1], "z": -5}', encoding="utf-8")
-    assert memory._read_throughputs(tmp_path) == {}
+    assert memory.machine_measures(tmp_path, memory.THROUGHPUT_FILE) == {}
 
 
 def test_eval_batch_tokens_is_a_setting_that_names_runs_only_when_set():
@@ -218,3 +218,21 @@ def test_peak_memory_falls_back_to_sampling_where_proc_cannot_be_reset(monkeypat
     measured = peak.stop()
     assert peak.method == "resident memory sampled every 50 ms"
     assert measured >= before + 250
+
+
+def test_the_matmul_peak_is_measured_once_per_machine(tmp_path, monkeypatch):
+    """MFU's peak: measured in the first process, read from the cache folder by the next ones."""
+    import stmbench.core.modeling as modeling
+
+    monkeypatch.setattr(modeling, "_PEAKS", {})
+    monkeypatch.setattr(modeling, "_measured_matmul_peak", lambda device, dtype: 1.5e11)
+    flops, source = modeling.peak_flops("cpu", "float32", tmp_path)
+    assert flops == 1.5e11 and "cached" not in source and (tmp_path / modeling.PEAKS_FILE).is_file()
+
+    def no_second_measurement(device, dtype):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(modeling, "_PEAKS", {})  # a new process
+    monkeypatch.setattr(modeling, "_measured_matmul_peak", no_second_measurement)
+    flops, source = modeling.peak_flops("cpu", "float32", tmp_path)
+    assert flops == 1.5e11 and source.endswith("(once on this machine, cached)")

@@ -26,7 +26,7 @@ import threading
 from typing import Any
 
 from stmbench.core.budget import TokenBudget
-from stmbench.core.modeling import transformers_model
+from stmbench.core.modeling import keep_machine_measure, machine_measures, transformers_model
 
 #: share of the free memory that prediction batches may plan to use (the rest: the model, the
 #: allocator's slack, the data, other processes)
@@ -110,7 +110,7 @@ def _shape_key(model: Any, device: str) -> str | None:
 
     import torch
 
-    from stmbench.core.modeling import _machine_key
+    from stmbench.core.modeling import machine_key
 
     config = model_config(model)
     if config is None or not hasattr(config, "to_json_string"):
@@ -120,7 +120,7 @@ def _shape_key(model: Any, device: str) -> str | None:
     except (StopIteration, AttributeError):
         return None
     shape = hashlib.sha256(config.to_json_string(use_diff=False).encode()).hexdigest()[:16]
-    return f"{type(model).__name__}|{shape}|{_machine_key(device, dtype, torch.get_num_threads())}"
+    return f"{type(model).__name__}|{shape}|{machine_key(device, dtype, torch.get_num_threads())}"
 
 
 def throughput_tokens(model: Any, *, device: str, limit: int, cache_dir: Any = None) -> int | None:
@@ -140,10 +140,10 @@ def throughput_tokens(model: Any, *, device: str, limit: int, cache_dir: Any = N
     if key in _THROUGHPUT:
         return min(_THROUGHPUT[key], limit)
     if cache_dir is not None:
-        cached = _read_throughputs(cache_dir).get(key)
+        cached = machine_measures(cache_dir, THROUGHPUT_FILE).get(key)
         if cached is not None:
-            _THROUGHPUT[key] = cached
-            return min(cached, limit)
+            _THROUGHPUT[key] = int(cached)
+            return min(int(cached), limit)
     try:
         found = _probe(model, device, limit)
     except Exception as exc:  # noqa: BLE001  (a model this probe cannot drive: plan by memory)
@@ -155,7 +155,7 @@ def throughput_tokens(model: Any, *, device: str, limit: int, cache_dir: Any = N
         return None
     _THROUGHPUT[key] = found
     if cache_dir is not None:
-        _write_throughput(cache_dir, key, found)
+        keep_machine_measure(cache_dir, THROUGHPUT_FILE, key, found)
     return found
 
 
@@ -202,36 +202,6 @@ def _probe(model: Any, device: str, limit: int) -> int:
         return tokens
     finally:
         model.train(was_training)
-
-
-def _read_throughputs(cache_dir: Any) -> dict[str, int]:
-    import json
-    from pathlib import Path
-
-    path = Path(cache_dir) / THROUGHPUT_FILE
-    try:
-        if path.is_symlink() or path.stat().st_size > 1_000_000:
-            return {}
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    return {k: int(v) for k, v in data.items()
-            if isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and 0 < v < 2**40}
-
-
-def _write_throughput(cache_dir: Any, key: str, tokens: int) -> None:
-    import json
-    from pathlib import Path
-
-    from stmbench.common.files import atomic_write_text
-
-    data = {**_read_throughputs(cache_dir), key: tokens}
-    try:
-        atomic_write_text(Path(cache_dir) / THROUGHPUT_FILE, json.dumps(data, indent=1, sort_keys=True))
-    except OSError:
-        pass
 
 
 # --- peak memory per run ----------------------------------------------------------------------

@@ -236,7 +236,7 @@ _PEAKS: dict[tuple[str, str, int], tuple[float, str]] = {}
 PEAKS_FILE = "matmul-peaks.json"  #: in the cache folder: measured peaks, one per machine, device, dtype and threads
 
 
-def _machine_key(device: str, dtype_name: str, threads: int) -> str:
+def machine_key(device: str, dtype_name: str, threads: int) -> str:
     """What a measured peak depends on: host, processor (or GPU), torch build, dtype and threads."""
     import platform
 
@@ -254,11 +254,14 @@ def _machine_key(device: str, dtype_name: str, threads: int) -> str:
     return "|".join([platform.node(), chip, torch.__version__, device, dtype_name, str(threads)])
 
 
-def _cached_peaks(cache_dir: Any) -> dict[str, float]:
+def machine_measures(cache_dir: Any, name: str) -> dict[str, float]:
+    """The measurements kept in ``cache_dir/name`` (a JSON object of positive numbers keyed by
+    :func:`machine_key`-style strings); anything else in the file (a link, over 1 MB, not numbers)
+    is ignored, never trusted."""
     import json
     from pathlib import Path
 
-    path = Path(cache_dir) / PEAKS_FILE
+    path = Path(cache_dir) / name
     try:
         if path.is_symlink() or path.stat().st_size > 1_000_000:
             return {}
@@ -269,6 +272,20 @@ def _cached_peaks(cache_dir: Any) -> dict[str, float]:
         return {}
     return {k: float(v) for k, v in data.items()
             if isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1e18}
+
+
+def keep_machine_measure(cache_dir: Any, name: str, key: str, value: float) -> None:
+    """Add ``key: value`` to ``cache_dir/name`` (written atomically; a read-only cache: measured again)."""
+    import json
+    from pathlib import Path
+
+    from stmbench.common.files import atomic_write_text
+
+    data = {**machine_measures(cache_dir, name), key: value}
+    try:
+        atomic_write_text(Path(cache_dir) / name, json.dumps(data, indent=1, sort_keys=True))
+    except OSError as exc:
+        log.debug("could not keep %s in %s: %s", key, name, exc)
 
 
 def peak_flops(device: str, dtype_name: str = "float32", cache_dir: Any = None) -> tuple[float, str]:
@@ -290,29 +307,16 @@ def peak_flops(device: str, dtype_name: str = "float32", cache_dir: Any = None) 
         if key not in _PEAKS:
             threads = f", {torch.get_num_threads()} threads" if not device.startswith("cuda") else ""
             source = f"measured {dtype_name} matmul on {device}{threads}"
-            machine = _machine_key(device, dtype_name, key[2]) if cache_dir is not None else ""
-            cached = _cached_peaks(cache_dir).get(machine) if cache_dir is not None else None
+            machine = machine_key(device, dtype_name, key[2]) if cache_dir is not None else ""
+            cached = machine_measures(cache_dir, PEAKS_FILE).get(machine) if cache_dir is not None else None
             if cached is not None:
                 _PEAKS[key] = (cached, source + " (once on this machine, cached)")
             else:
                 flops = _measured_matmul_peak(device, dtype_name)
                 _PEAKS[key] = (flops, source)
                 if cache_dir is not None:
-                    _store_peak(cache_dir, machine, flops)
+                    keep_machine_measure(cache_dir, PEAKS_FILE, machine, flops)
     return _PEAKS[key]
-
-
-def _store_peak(cache_dir: Any, machine: str, flops: float) -> None:
-    import json
-    from pathlib import Path
-
-    from stmbench.common.files import atomic_write_text
-
-    peaks = {**_cached_peaks(cache_dir), machine: flops}
-    try:
-        atomic_write_text(Path(cache_dir) / PEAKS_FILE, json.dumps(peaks, indent=1, sort_keys=True))
-    except OSError as exc:  # a read-only cache: measure again next time
-        log.debug("could not cache the matmul peak: %s", exc)
 
 
 def hardware_use(model: Any, *, real_tokens: float, seconds: float, device: str, dtype_name: str,
