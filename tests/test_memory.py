@@ -65,49 +65,62 @@ def test_budget_comes_from_free_memory_and_the_model_sizes(session, monkeypatch)
     assert plan_budget(model, device="cpu", max_batch=64).source.startswith("free RAM")
 
 
-def _plateau_model(knee: int, seconds_at_knee: float = 0.02):
-    """A stand-in model whose forward pass takes as long for any batch up to ``knee`` tokens, and
-    longer in proportion past it (a device that is full from ``knee`` tokens on)."""
-    import time
-
-    import torch
+def _plateau_model():
     from transformers import PretrainedConfig
+    import torch
 
-    class Plateau(torch.nn.Module):
+    class Model(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.config = PretrainedConfig(vocab_size=100, hidden_size=8)
+            # wide and single-headed: attention's share of a token's cost is negligible, so a batch
+            # of 64-token rows holds about as many tokens as the budget says
+            self.config = PretrainedConfig(vocab_size=100, hidden_size=4096, intermediate_size=16384,
+                                           num_attention_heads=1)
             self.weight = torch.nn.Parameter(torch.zeros(1))
-            self.calls = 0
 
-        def forward(self, input_ids=None, attention_mask=None):
-            self.calls += 1
-            time.sleep(seconds_at_knee * max(input_ids.numel(), knee) / knee)
-            return None
+    return Model()
 
-    return Plateau()
+
+def _predict_with(budget, lengths, knee, seconds_at_knee=0.004):
+    """Batches from ``budget``, each taking as long as a device that is full from ``knee`` padded
+    tokens on would take: the same time for any batch up to ``knee``, longer in proportion past it."""
+    import time
+
+    sizes = []
+    for batch in budget.batches(lengths):
+        padded = len(batch) * lengths[batch[0]]
+        sizes.append(padded)
+        time.sleep(seconds_at_knee * max(padded, knee) / knee)
+    return sizes
 
 
 def test_prediction_batches_stop_growing_where_the_throughput_does(tmp_path, monkeypatch):
-    """The budget is capped at the batch where tokens/s stops growing (measured with probe batches),
-    and the measurement is kept per machine: a later process reads it instead of measuring."""
+    """Batches ramp up from 512 tokens while they get faster per token and stay at the last size
+    that did; the size found is recorded and kept per machine, so the next budget (in this process
+    or a later one) starts there."""
     import stmbench.core.memory as memory
 
     monkeypatch.setattr(memory, "_THROUGHPUT", {})
-    model = _plateau_model(knee=2048)
-    monkeypatch.setenv(MEMORY_ENV, "1000")
-    budget = plan_budget(model, device="cpu", max_batch=64, cache_dir=tmp_path)
-    assert budget.throughput_tokens == 2048 and budget.tokens == 2048 < budget.memory_tokens
-    assert "capped where the throughput stops growing (2048 tokens, measured)" in budget.source
-    assert (tmp_path / memory.THROUGHPUT_FILE).is_file() and model.calls > 0
+    monkeypatch.setenv(MEMORY_ENV, "100000")
+    lengths = [64] * 2000
+    budget = plan_budget(_plateau_model(), device="cpu", max_batch=10**6, cache_dir=tmp_path)
+    assert budget.ramp and budget.throughput_tokens is None and budget.tokens > 65536
+    sizes = _predict_with(budget, lengths, knee=2048)
+    rows = [s // 64 for s in sizes]
+    assert rows[:4] == [7, 15, 31, 63]  # budgets of 512, 1024, 2048, 4096 tokens: 4096 was no faster per token
+    assert set(rows[4:-1]) == {31} and sum(sizes) == 64 * 2000
+    assert budget.record()["throughput_tokens"] == 2048 and "stopped growing" in budget.record()["source"]
+    assert (tmp_path / memory.THROUGHPUT_FILE).is_file()
     monkeypatch.setattr(memory, "_THROUGHPUT", {})  # a new process on the same machine
-    again = _plateau_model(knee=2048)
-    assert plan_budget(again, device="cpu", max_batch=64, cache_dir=tmp_path).tokens == 2048 and again.calls == 0
-    # a model that is still faster at the largest probe gets no cap (memory alone plans)
+    again = plan_budget(_plateau_model(), device="cpu", max_batch=10**6, cache_dir=tmp_path)
+    assert again.throughput_tokens == 2048 and set(_predict_with(again, lengths, knee=2048)[:-1]) == {31 * 64}
+    # a device that keeps getting faster: the batches grow to what the memory (or the rows) allow
     monkeypatch.setattr(memory, "_THROUGHPUT", {})
-    roomy = plan_budget(_plateau_model(knee=10 ** 9, seconds_at_knee=0.0), device="cpu", max_batch=64)
-    assert roomy.throughput_tokens is None and roomy.tokens == roomy.memory_tokens
-    # a hostile cache file is ignored, not trusted
+    roomy = plan_budget(_plateau_model(), device="cpu", max_batch=10**6)
+    sizes = _predict_with(roomy, [64] * 4000, knee=10**6, seconds_at_knee=0.05)
+    assert [s // 64 for s in sizes[:5]] == [7, 15, 31, 63, 127] and "throughput_tokens" not in roomy.record()
+    # a fixed --eval-batch-tokens budget never ramps; a hostile cache file is ignored, not trusted
+    assert not plan_budget(_plateau_model(), device="cpu", max_batch=64, tokens=600).ramp
     (tmp_path / memory.THROUGHPUT_FILE).write_text('{"x": "rm -rf /", "y": [1], "z": -5}', encoding="utf-8")
     assert memory.machine_measures(tmp_path, memory.THROUGHPUT_FILE) == {}
 

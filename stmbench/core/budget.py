@@ -9,13 +9,27 @@ many rows as fit ``rows x padded length x (1 + attention share x length) <= toke
 than ``per_device_eval_batch_size``.
 
 The budget is planned from the device's free memory by :func:`stmbench.core.memory.plan_budget`.
+
+**Batches worth having, not only batches that fit.**  Past some size a bigger batch is no faster per
+token, only heavier (on a 2-core CPU, 64 reviews of 300 tokens per batch took 3x the time and twice
+the memory of batches of 4 rows).  A budget with ``ramp`` finds that size on the real batches, at no
+extra cost: the first batch holds :data:`RAMP_FROM` padded tokens, each next one twice as many while
+the one before was :data:`PLATEAU_GAIN` times faster per token than its predecessor (the time
+between handing a batch out and being asked for the next is the caller's whole work on it); at the
+first that was not, the batches step back to the size before and stay there
+(``throughput_tokens``).  ``on_plateau`` hears the size found, so the next budget for the same
+model starts there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
+
+RAMP_FROM = 512  #: padded tokens of a ramping budget's first batch
+PLATEAU_GAIN = 1.1  #: a doubled batch must be this much faster per token to count as still growing
 
 
 @dataclass(frozen=True)
@@ -30,26 +44,64 @@ class TokenBudget:
     memory_mb: float | None = None  #: the memory the budget was planned for
     bytes_per_token: int | None = None  #: the estimated cost of one token
     memory_tokens: int | None = None  #: what the free memory allows
-    throughput_tokens: int | None = None  #: where the measured throughput stops growing
+    #: where the throughput stopped growing, known before (a budget for a model measured earlier)
+    throughput_tokens: int | None = None
+    ramp: bool = False  #: find where the throughput stops growing on the batches themselves
+    on_plateau: Callable[[int], None] | None = field(default=None, compare=False, repr=False)
+    _found: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
-    def rows_for(self, length: int) -> int:
-        """Rows of ``length`` padded tokens that fit in one batch (at least 1)."""
+    def rows_for(self, length: int, tokens: int | None = None) -> int:
+        """Rows of ``length`` padded tokens that fit in one batch of ``tokens`` (default: the
+        budget's) padded tokens, at least 1."""
         length = max(1, int(length))
         cost = length * (1.0 + self.attention_share * length)
-        return max(1, min(self.max_batch, int(self.tokens // cost)))
+        if tokens is None:  # a known plateau, where batches stop getting faster per token
+            tokens = min(self.tokens, self.throughput_tokens or self._found.get("tokens") or self.tokens)
+        return max(1, min(self.max_batch, int(tokens // cost)))
 
     def batches(self, lengths: Sequence[int]) -> Iterator[list[int]]:
         """Indices in batches, longest first (each batch pads to its first row's length); the caller
-        puts each result back at its index."""
+        puts each result back at its index.  With ``ramp``, batch sizes grow while the throughput
+        does (see the module's docstring)."""
         order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-        start = 0
+        known = self.throughput_tokens or self._found.get("tokens")
+        current = min(known or self.tokens, self.tokens)
+        growing = self.ramp and known is None and RAMP_FROM < self.tokens
+        if growing:
+            current = RAMP_FROM
+        best, start = 0.0, 0
         while start < len(order):
-            size = self.rows_for(lengths[order[start]])
-            yield order[start:start + size]
+            size = self.rows_for(lengths[order[start]], current)
+            batch = order[start:start + size]
+            began = time.perf_counter()
+            yield batch
+            seconds = time.perf_counter() - began
             start += size
+            if not growing:
+                continue
+            rate = len(batch) * max(1, int(lengths[batch[0]])) / max(seconds, 1e-9)
+            if rate >= best * PLATEAU_GAIN:
+                best = rate
+                if size == self.max_batch or start >= len(order) or current * 2 > self.tokens:
+                    growing = False  # rows, rows left or memory end the ramp first: no plateau seen
+                else:
+                    current *= 2
+            else:  # not worth it: back to the size before, for good
+                current //= 2
+                growing = False
+                self._found["tokens"] = current
+                if self.on_plateau is not None:
+                    self.on_plateau(current)
 
     def record(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        out = {k: v for k, v in asdict(self).items() if v is not None and k not in ("on_plateau", "_found")}
+        if not self.ramp:
+            out.pop("ramp")
+        if self._found.get("tokens"):
+            out["throughput_tokens"] = self._found["tokens"]
+            out["source"] = f"{self.source}; batches of {self._found['tokens']} tokens, where the measured " \
+                            "throughput stopped growing"
+        return out
 
 
 def as_budget(size: int | TokenBudget) -> TokenBudget:

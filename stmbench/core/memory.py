@@ -5,9 +5,9 @@ peak memory.
 :mod:`stmbench.core.budget`).  The budget is the memory the device has free (free RAM on CPU, free
 GPU memory on CUDA; ``STMBENCH_EVAL_MEMORY_MB`` overrides what is detected) times
 :data:`USABLE_SHARE`, divided by an estimate of the bytes one token costs, from the model's
-vocabulary, hidden, MLP and head sizes.  That budget is then capped at the batch where the model's
-forward throughput stops growing (:func:`throughput_tokens`: measured once per model shape and
-machine, and cached), since a batch past it only costs memory.  ``--eval-batch-tokens N`` sets a
+vocabulary, hidden, MLP and head sizes.  Within it, the batches grow from 512 tokens only while
+they get faster per token (:class:`stmbench.core.budget.TokenBudget`'s ramp); where that stopped
+is kept per model shape and machine (:func:`known_throughput`) for the next budgets.  ``--eval-batch-tokens N`` sets a
 plain budget instead (``rows x padded length <= N``).
 
 **Peak memory per run.**  On CUDA, ``torch.cuda.reset_peak_memory_stats`` then
@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from stmbench.core.budget import TokenBudget
@@ -88,29 +89,29 @@ def plan_budget(model: Any, *, device: str, max_batch: int, tokens: int = 0,
     free, source = free_memory(device)
     usable = free * USABLE_SHARE
     by_memory = max(1, int(usable // per_token))
-    fast = throughput_tokens(model, device=device, limit=by_memory, cache_dir=cache_dir)
+    fast, remember = known_throughput(model, device, cache_dir)
     if fast is not None and fast < by_memory:
-        source = f"{source}; capped where the throughput stops growing ({fast} tokens, measured)"
-    return TokenBudget(tokens=min(by_memory, fast or by_memory), max_batch=max_batch, source=source,
+        source = f"{source}; batches of {fast} tokens, where the measured throughput stopped growing before"
+    return TokenBudget(tokens=by_memory, max_batch=max_batch, source=source,
                        attention_share=round(attention / per_token, 6), memory_mb=round(free / 2**20, 1),
-                       bytes_per_token=per_token, memory_tokens=by_memory, throughput_tokens=fast)
+                       bytes_per_token=per_token, memory_tokens=by_memory, throughput_tokens=fast,
+                       ramp=True, on_plateau=remember)
 
 
 # --- the batch worth having: where throughput stops growing ---------------------------------------
 
 THROUGHPUT_FILE = "eval-throughput.json"  #: in the cache folder: measured plateaus per model shape and machine
-PROBE_LENGTH = 64  #: tokens per row of the probe batches
-PLATEAU_GAIN = 1.1  #: a doubled batch must be this much faster per token to count as still growing
-PROBE_MAX = 65536  #: the largest probe batch (tokens); still growing there: no cap
 _THROUGHPUT: dict[str, int] = {}
 
 
 def _shape_key(model: Any, device: str) -> str | None:
+    """What a throughput plateau depends on: the transformers model's configuration and dtype, whether
+    only kept positions are projected, the host, processor, torch build and threads."""
     import hashlib
 
     import torch
 
-    from stmbench.core.modeling import machine_key
+    from stmbench.core.modeling import keeps_logits, machine_key
 
     config = model_config(model)
     if config is None or not hasattr(config, "to_json_string"):
@@ -120,88 +121,28 @@ def _shape_key(model: Any, device: str) -> str | None:
     except (StopIteration, AttributeError):
         return None
     shape = hashlib.sha256(config.to_json_string(use_diff=False).encode()).hexdigest()[:16]
-    return f"{type(model).__name__}|{shape}|{machine_key(device, dtype, torch.get_num_threads())}"
+    return f"{shape}|kept={keeps_logits(model)}|{machine_key(device, dtype, torch.get_num_threads())}"
 
 
-def throughput_tokens(model: Any, *, device: str, limit: int, cache_dir: Any = None) -> int | None:
-    """The fewest padded tokens per prediction batch at which ``model``'s forward throughput
-    (tokens/s) stops growing on ``device``: batches of :data:`PROBE_LENGTH`-token rows, doubled
-    from 512 tokens (up to ``limit``) until one is not :data:`PLATEAU_GAIN` times faster per token
-    than the one before, which is then the answer.  Measured once per process and, with
-    ``cache_dir``, once per machine (``cache_dir/eval-throughput.json``, keyed by the model's
-    class, configuration and dtype, the host, processor, torch build and threads).  ``None`` when
-    the model cannot be probed this way (then memory alone plans the batch).
-
-    Past the plateau a bigger batch only costs memory: on a 2-core CPU a batch of 64 prompts of
-    300 tokens took 3x longer in all, and twice the memory, than batches of 4 rows."""
+def known_throughput(model: Any, device: str, cache_dir: Any = None) -> tuple[int | None, Callable[[int], None] | None]:
+    """``(tokens, remember)``: where ``model``'s prediction throughput stopped growing on this machine
+    when it was last measured (this process, or ``cache_dir/eval-throughput.json``), or ``None``;
+    and a function that keeps a newly measured plateau for the next budgets (``None`` when the
+    model's shape cannot be keyed)."""
     key = _shape_key(model, device)
     if key is None:
-        return None
-    if key in _THROUGHPUT:
-        return min(_THROUGHPUT[key], limit)
-    if cache_dir is not None:
+        return None, None
+    if key not in _THROUGHPUT and cache_dir is not None:
         cached = machine_measures(cache_dir, THROUGHPUT_FILE).get(key)
         if cached is not None:
             _THROUGHPUT[key] = int(cached)
-            return min(int(cached), limit)
-    try:
-        found = _probe(model, device, limit)
-    except Exception as exc:  # noqa: BLE001  (a model this probe cannot drive: plan by memory)
-        import logging
 
-        logging.getLogger(__name__).debug("throughput probe failed: %s", exc)
-        return None
-    if found >= min(limit, PROBE_MAX):  # still growing where the probe stopped: no plateau found
-        return None
-    _THROUGHPUT[key] = found
-    if cache_dir is not None:
-        keep_machine_measure(cache_dir, THROUGHPUT_FILE, key, found)
-    return found
+    def remember(tokens: int) -> None:
+        _THROUGHPUT[key] = int(tokens)
+        if cache_dir is not None:
+            keep_machine_measure(cache_dir, THROUGHPUT_FILE, key, int(tokens))
 
-
-def _probe(model: Any, device: str, limit: int) -> int:
-    import time
-
-    import torch
-
-    from stmbench.core.modeling import keeps_logits, model_device
-
-    config = model_config(model)
-    vocab = int(getattr(config, "vocab_size", 0) or 1000)
-    where = model_device(model)
-    keep = {"logits_to_keep": 1} if keeps_logits(model) else {}
-    was_training = getattr(model, "training", False)
-    model.eval()
-
-    def sync() -> None:
-        if str(where).startswith("cuda"):
-            torch.cuda.synchronize()
-
-    def rate(tokens: int) -> float:
-        rows = max(1, tokens // PROBE_LENGTH)
-        ids = torch.randint(min(3, vocab - 1), vocab, (rows, PROBE_LENGTH), device=where)
-        mask = torch.ones_like(ids)
-        with torch.inference_mode():
-            model(input_ids=ids, attention_mask=mask, **keep)  # warm
-            sync()
-            best = 0.0
-            for _ in range(2):
-                start = time.perf_counter()
-                model(input_ids=ids, attention_mask=mask, **keep)
-                sync()
-                best = max(best, rows * PROBE_LENGTH / (time.perf_counter() - start))
-        return best
-
-    try:
-        tokens, previous = 512, rate(512)
-        while tokens * 2 <= min(limit, PROBE_MAX):
-            now = rate(tokens * 2)
-            if now < previous * PLATEAU_GAIN:
-                return tokens
-            tokens, previous = tokens * 2, now
-        return tokens
-    finally:
-        model.train(was_training)
+    return _THROUGHPUT.get(key), remember
 
 
 # --- peak memory per run ----------------------------------------------------------------------
