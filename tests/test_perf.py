@@ -140,7 +140,7 @@ def test_in_context_engines_give_the_same_predictions(make_session, tmp_path, ta
 
 
 @pytest.mark.parametrize("head", ["causal_lm", "sequence_classification", "base"])
-def test_consecutive_loads_read_the_weights_once_and_load_the_same_model(session, head):
+def test_consecutive_loads_read_the_weights_twice_and_load_the_same_model(session, head):
     """The second load of a backbone takes its weights from memory: the very tensors a load from disk
     gives (a fresh head drawn from the same seed included), and training one model leaves the next
     load untouched."""
@@ -159,12 +159,17 @@ def test_consecutive_loads_read_the_weights_once_and_load_the_same_model(session
         return backbone.load("tiny-llama", head=head, task=task, context=session.context, load_kwargs={})[0]
 
     first = load()
-    assert hf.WEIGHTS.reads == reads + 1
+    assert hf.WEIGHTS.reads == reads + 1 and hf.WEIGHTS.tensors is None  # one run: nothing kept
     with torch.no_grad():
         for p in first.parameters():
             p.add_(1.0)  # what training in place would do
+    load()  # a grid's second run: read again, and kept from now on
+    assert hf.WEIGHTS.reads == reads + 2 and hf.WEIGHTS.tensors is not None
+    with torch.no_grad():
+        for p in load().parameters():
+            p.add_(1.0)
     second = load()
-    assert hf.WEIGHTS.reads == reads + 1  # no file read for the second run
+    assert hf.WEIGHTS.reads == reads + 2  # no file read for the third and fourth runs
     hf.WEIGHTS.key = hf.WEIGHTS.tensors = None
     original = hf._from_memo
     try:
