@@ -31,7 +31,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="150 test examples instead of all 300")
     parser.add_argument("--shots", default="0,5")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64, help="rows per batch at most (both engines)")
+    parser.add_argument("--baseline-batch-size", type=int,
+                        help="lm-eval's batch size, where --batch-size would not fit its full-vocabulary logits "
+                        "(64 reviews of 2,000 tokens: 25 GB)")
     parser.add_argument("--backbone", help="a real model (.gguf file, folder); default: a 20M random Llama")
     parser.add_argument("--task", default="sample", help="sample (short synthetic pairs) or sample-long "
                         "(synthetic reviews of about 260-2,000 tokens)")
@@ -86,7 +89,7 @@ def main() -> None:
         for k in which:
             res = lm_eval.simple_evaluate(
                 model="hf", model_args={"pretrained": str(model_dir), "device": "cpu"}, tasks=["stmbench_sample"],
-                num_fewshot=k, batch_size=args.batch_size, log_samples=True, bootstrap_iters=0, limit=n,
+                num_fewshot=k, batch_size=args.baseline_batch_size or args.batch_size, log_samples=True, bootstrap_iters=0, limit=n,
                 task_manager=TaskManager(include_path=str(export), include_defaults=False),
                 random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed)
             samples = sorted(res["samples"]["stmbench_sample"], key=lambda s: s["doc_id"])
@@ -112,7 +115,8 @@ def main() -> None:
     assert all(len(a[k]) == len(b[k]) == len(test) for k in shots)
     print(f"model: {described}; data: "
           f"synthetic {args.task!r} task, {len(test)} test examples, prompt concise, shots {args.shots}, batch "
-          f"{args.batch_size}; CPU, {os.cpu_count()} cores")
+          f"{args.batch_size}" + (f" (lm-eval {args.baseline_batch_size})" if args.baseline_batch_size else "")
+          + f"; CPU, {os.cpu_count()} cores")
     print(f"  lm_eval.simple_evaluate   {theirs_seconds:7.1f}s   1.00x (baseline)   peak RSS {theirs_peak:6.0f} MiB"
           f"   {tokens / theirs_seconds:7.1f} prompt tokens/s")
     print(f"  stmbench in_context       {ours_seconds:7.1f}s   {ours_seconds / theirs_seconds:.2f}x the time   "
