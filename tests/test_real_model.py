@@ -195,7 +195,7 @@ def test_long_inputs_keep_to_the_memory_they_are_given(real, gguf, monkeypatch):
     _, result, _ = run_one(session, backbone=gguf, tasks="sample-long", strategies="in_context[engine=lm_eval]",
                            limit=3)
     plan = result["memory"]["eval_batching"]
-    assert plan["source"] == MEMORY_ENV and plan["max_batch"] == 64
+    assert plan["source"].startswith(MEMORY_ENV) and plan["max_batch"] == 64
     assert plan["tokens"] < 2000  # fewer than one 2,000-token row's worth at 64 rows: batches are cut
     model_mb = result["parameters"]["total"] * 4 / 2**20
     cap = before + model_mb + 1500
