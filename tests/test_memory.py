@@ -249,3 +249,16 @@ def test_the_matmul_peak_is_measured_once_per_machine(tmp_path, monkeypatch):
     monkeypatch.setattr(modeling, "_measured_matmul_peak", no_second_measurement)
     flops, source = modeling.peak_flops("cpu", "float32", tmp_path)
     assert flops == 1.5e11 and source.endswith("(once on this machine, cached)")
+
+
+def test_rows_longer_than_the_first_batches_do_not_end_the_ramp_early(monkeypatch):
+    """Rows of 2,000 tokens fill a 512- and a 1,024-token batch alike (one row each): those batches
+    say nothing about throughput, so the ramp grows on until batches do grow, then judges them."""
+    import stmbench.core.memory as memory
+
+    monkeypatch.setattr(memory, "_THROUGHPUT", {})
+    monkeypatch.setenv(MEMORY_ENV, "100000")
+    budget = plan_budget(_plateau_model(), device="cpu", max_batch=10**6)
+    rows = [s // 2000 for s in _predict_with(budget, [2000] * 200, knee=8000)]
+    assert rows[:3] == [1, 1, 1]  # 512, 1024 and 2048 tokens: one row each, not judged
+    assert max(rows) >= 3  # it went on to batches of several rows

@@ -69,7 +69,7 @@ class TokenBudget:
         growing = self.ramp and known is None and RAMP_FROM < self.tokens
         if growing:
             current = RAMP_FROM
-        best, start = 0.0, 0
+        best, start, judged = 0.0, 0, 0
         while start < len(order):
             size = self.rows_for(lengths[order[start]], current)
             batch = order[start:start + size]
@@ -79,7 +79,15 @@ class TokenBudget:
             start += size
             if not growing:
                 continue
-            rate = len(batch) * max(1, int(lengths[batch[0]])) / max(seconds, 1e-9)
+            padded = len(batch) * max(1, int(lengths[batch[0]]))
+            if padded < judged * 1.5:  # rows too long to grow the batch yet: nothing to compare, grow on
+                if size == self.max_batch or current * 2 > self.tokens:
+                    growing = False
+                else:
+                    current *= 2
+                continue
+            judged = padded
+            rate = padded / max(seconds, 1e-9)
             if rate >= best * PLATEAU_GAIN:
                 best = rate
                 if size == self.max_batch or start >= len(order) or current * 2 > self.tokens:
