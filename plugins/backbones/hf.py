@@ -57,8 +57,8 @@ class WeightsMemo:
     """The last backbone's checkpoint tensors, kept in memory from its second load in a process on:
     consecutive runs of one backbone (the planner orders a grid by backbone first) take a copy from
     memory instead of reading the files again, from the third run on; a process that loads a
-    checkpoint once (one run) reads it once and copies nothing.  Only local safetensors checkpoints (a folder, or a hub snapshot in
-    the cache) up to :data:`MEMO_MAX_MB`, loaded without quantisation or a device map.  It costs a
+    checkpoint once (one run) reads it once and copies nothing.  Only local safetensors checkpoints
+    (a folder, or a hub snapshot in the cache) up to :data:`MEMO_MAX_MB`, loaded without quantisation or a device map.  It costs a
     second copy of the weights in host memory; it saves the file reads (on a local disk with a warm
     page cache they cost about what the copy does: see ``benchmarks/bench_weights.py``)."""
 
@@ -99,16 +99,13 @@ class WeightsMemo:
         if key == self.key and self.tensors is not None:
             return {name: t.clone() for name, t in self.tensors.items()}  # the model may train in place
         tensors: dict[str, Any] = {}
-        if key != self.key:  # a first load: the model takes the tensors as read, nothing is kept
-            self.key, self.tensors = key, None  # (a process that runs once pays no copy)
-            for f in files:
-                tensors.update(load_file(f))
-            self.reads += 1
-            return tensors
-        for f in files:  # a second load of the same checkpoint: a grid; keep a pristine copy from now on
+        for f in files:
             tensors.update(load_file(f))
         self.reads += 1
-        self.tensors = tensors
+        if key != self.key:  # a first load: the model takes the tensors as read, nothing is kept
+            self.key, self.tensors = key, None  # (a process that runs once pays no copy)
+            return tensors
+        self.tensors = tensors  # a second load of the same checkpoint (a grid): kept from now on
         return {name: t.clone() for name, t in tensors.items()}
 
 

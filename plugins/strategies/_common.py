@@ -88,10 +88,7 @@ def score_requests(model: Any, tokenizer: Any, requests: list[list[tuple[str, st
 def caches_keys(model: Any) -> bool:
     """Whether ``model`` can run a context once and its continuations on the context's key/value cache:
     a transformers causal LM (or a LoRA-style adapter on one) that takes ``past_key_values``, not a
-    soft-prompt method (whose virtual tokens are a cache of their own)."""
-    config = getattr(model, "active_peft_config", None)
-    if config is not None and getattr(config, "is_prompt_learning", False):
-        return False
+    soft-prompt method (whose virtual tokens are a cache of their own: ``keeps_logits`` refuses them)."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     can_generate = getattr(inner, "can_generate", None)
     return keeps_logits(model) and callable(can_generate) and bool(can_generate())
@@ -168,9 +165,9 @@ def _score_shared_contexts(model: Any, pad: int, per_example: list[list[tuple[li
     the continuations (all but their last token) on it.  The first continuation token is scored at
     the context's last position, the rest at their own: lm-eval's ``loglikelihood`` with each
     context computed once instead of once per choice."""
-    import torch
-
     import inspect
+
+    import torch
 
     device = model_device(model)
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model

@@ -121,15 +121,13 @@ def _module_class() -> type:
             else:
                 hidden = self.backbone(inputs_embeds=embeds, position_ids=position_ids, **flash).last_hidden_state[0]
             seq = sequence_ids[0]
-            count = int(seq[-1]) + 1
+            counts = torch.bincount(seq)  # tokens per sequence
             if self.pooling == "mean":
-                sums = torch.zeros(count, hidden.shape[-1], dtype=hidden.dtype, device=hidden.device)
+                sums = torch.zeros(len(counts), hidden.shape[-1], dtype=hidden.dtype, device=hidden.device)
                 sums.index_add_(0, seq, hidden)
-                pooled = sums / torch.bincount(seq, minlength=count).to(hidden.dtype)[:, None]
-            else:
-                starts = torch.nonzero(position_ids[0] == 0).flatten()
-                ends = torch.cat([starts[1:] - 1, torch.tensor([seq.numel() - 1], device=seq.device)])
-                pooled = hidden[ends]
+                pooled = sums / counts.to(hidden.dtype)[:, None]
+            else:  # each sequence's last token
+                pooled = hidden[counts.cumsum(0) - 1]
             logits = self.head(pooled.to(self.head.weight.dtype))
             loss = None if labels is None else torch.nn.functional.cross_entropy(logits.float(), labels)
             return SequenceClassifierOutput(loss=loss, logits=logits)

@@ -50,13 +50,18 @@ class TokenBudget:
     on_plateau: Callable[[int], None] | None = field(default=None, compare=False, repr=False)
     _found: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
+    @property
+    def plateau(self) -> int | None:
+        """Where the throughput stopped growing: known when the budget was planned, or found by its ramp."""
+        return self.throughput_tokens or self._found.get("tokens")
+
     def rows_for(self, length: int, tokens: int | None = None) -> int:
-        """Rows of ``length`` padded tokens that fit in one batch of ``tokens`` (default: the
-        budget's) padded tokens, at least 1."""
+        """Rows of ``length`` padded tokens that fit in one batch of ``tokens`` padded tokens (default:
+        the budget's, or less where the throughput stopped growing), at least 1."""
         length = max(1, int(length))
         cost = length * (1.0 + self.attention_share * length)
-        if tokens is None:  # a known plateau, where batches stop getting faster per token
-            tokens = min(self.tokens, self.throughput_tokens or self._found.get("tokens") or self.tokens)
+        if tokens is None:
+            tokens = min(self.tokens, self.plateau or self.tokens)
         return max(1, min(self.max_batch, int(tokens // cost)))
 
     def batches(self, lengths: Sequence[int]) -> Iterator[list[int]]:
@@ -64,11 +69,8 @@ class TokenBudget:
         puts each result back at its index.  With ``ramp``, batch sizes grow while the throughput
         does (see the module's docstring)."""
         order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-        known = self.throughput_tokens or self._found.get("tokens")
-        current = min(known or self.tokens, self.tokens)
-        growing = self.ramp and known is None and RAMP_FROM < self.tokens
-        if growing:
-            current = RAMP_FROM
+        growing = self.ramp and self.plateau is None and RAMP_FROM < self.tokens
+        current = RAMP_FROM if growing else min(self.plateau or self.tokens, self.tokens)
         best, start, judged = 0.0, 0, 0
         while start < len(order):
             size = self.rows_for(lengths[order[start]], current)
@@ -80,26 +82,21 @@ class TokenBudget:
             if not growing:
                 continue
             padded = len(batch) * max(1, int(lengths[batch[0]]))
-            if padded < judged * 1.5:  # rows too long to grow the batch yet: nothing to compare, grow on
-                if size == self.max_batch or current * 2 > self.tokens:
+            if padded >= judged * 1.5:  # a batch that grew (rows too long to grow it yet: nothing to compare)
+                judged = padded
+                rate = padded / max(seconds, 1e-9)
+                if rate < best * PLATEAU_GAIN:  # not worth it: back to the size before, for good
+                    current //= 2
                     growing = False
-                else:
-                    current *= 2
-                continue
-            judged = padded
-            rate = padded / max(seconds, 1e-9)
-            if rate >= best * PLATEAU_GAIN:
+                    self._found["tokens"] = current
+                    if self.on_plateau is not None:
+                        self.on_plateau(current)
+                    continue
                 best = rate
-                if size == self.max_batch or start >= len(order) or current * 2 > self.tokens:
-                    growing = False  # rows, rows left or memory end the ramp first: no plateau seen
-                else:
-                    current *= 2
-            else:  # not worth it: back to the size before, for good
-                current //= 2
-                growing = False
-                self._found["tokens"] = current
-                if self.on_plateau is not None:
-                    self.on_plateau(current)
+            if size == self.max_batch or start >= len(order) or current * 2 > self.tokens:
+                growing = False  # rows, rows left or memory end the ramp first: no plateau seen
+            else:
+                current *= 2
 
     def record(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if v is not None and k not in ("on_plateau", "_found")}

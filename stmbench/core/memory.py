@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from stmbench.core.budget import TokenBudget
-from stmbench.core.modeling import keep_machine_measure, machine_measures, transformers_model
+from stmbench.core.modeling import keep_machine_measure, keeps_logits, machine_key, machine_measures, transformers_model
 
 #: share of the free memory that prediction batches may plan to use (the rest: the model, the
 #: allocator's slack, the data, other processes)
@@ -110,8 +110,6 @@ def _shape_key(model: Any, device: str) -> str | None:
     import hashlib
 
     import torch
-
-    from stmbench.core.modeling import keeps_logits, machine_key
 
     config = model_config(model)
     if config is None or not hasattr(config, "to_json_string"):

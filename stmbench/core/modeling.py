@@ -153,14 +153,20 @@ class PaddingMeter:
         return {"efficiency": self.efficiency(), "real_tokens": self.real, "processed_tokens": self.processed}
 
 
+def prompt_learning(model: Any) -> bool:
+    """Whether ``model`` runs a peft soft-prompt method (prompt, prefix or p-tuning), whose virtual
+    tokens reach the model as embeddings or a key/value prefix before the input."""
+    config = getattr(model, "active_peft_config", None)
+    return config is not None and bool(getattr(config, "is_prompt_learning", False))
+
+
 def keeps_logits(model: Any) -> bool:
     """Whether ``model(..., logits_to_keep=positions)`` projects only the given positions onto the
     vocabulary (transformers' causal LMs).  Not for soft-prompt methods, whose virtual tokens shift
     every position."""
     import inspect
 
-    config = getattr(model, "active_peft_config", None)
-    if config is not None and getattr(config, "is_prompt_learning", False):
+    if prompt_learning(model):
         return False
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     try:

@@ -162,23 +162,19 @@ def read_data(parts: RunParts, session: Session) -> RunData:
 def build_model(parts: RunParts, session: Session) -> Loaded:
     import transformers
 
+    from stmbench.core.modeling import prompt_learning
+
     head = parts.strategy.head_for(parts.task)
     model, tokenizer = parts.backbone.load(parts.spec.backbone, head=head, task=parts.task, context=session.context,
                                            load_kwargs=parts.adapter.load_kwargs(parts.adapter_options, session.context))
     transformers.set_seed(parts.spec.seed)  # the same head / adapter init whatever loading consumed
     model = parts.strategy.prepare_model(model, tokenizer=tokenizer, task=parts.task, options=parts.strategy_options)
     model = parts.adapter.wrap(model, head=head, info=parts.info, options=parts.adapter_options)
-    if _prepends_virtual_tokens(model):
+    if prompt_learning(model):
         # a soft prompt reaches the model as inputs_embeds, where transformers cannot find pad ids and
         # pools a classification head at the last position: pad on the left so that is a real token
         tokenizer.padding_side = "left"
     return Loaded(model=model, tokenizer=tokenizer, head=head)
-
-
-def _prepends_virtual_tokens(model: Any) -> bool:
-    """Whether ``model`` is a peft prompt-learning model (prompt, prefix or p-tuning)."""
-    configs = getattr(model, "peft_config", None)
-    return isinstance(configs, dict) and any(getattr(c, "is_prompt_learning", False) for c in configs.values())
 
 
 def train_rows(parts: RunParts, data: RunData, session: Session) -> TrainRows:

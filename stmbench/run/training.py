@@ -147,10 +147,9 @@ def health_callback() -> Any:
 
         def trainer_norm(self) -> Any:
             """The gradient norm the Trainer computed for this step (it clips with it), if it kept it."""
-            trainer = getattr(self, "trainer", None)
-            norm = getattr(trainer, "step_grad_norm", None) if trainer is not None else None
-            if trainer is not None:
-                trainer.step_grad_norm = None
+            norm = getattr(self.trainer, "step_grad_norm", None)
+            if norm is not None:
+                self.trainer.step_grad_norm = None  # read once: a later step without one computes its own
             return norm
 
         def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
@@ -271,6 +270,8 @@ def sequence_ends(position_ids: Any) -> Any:
 
 
 def _packing_plan(model: Any, strategy: Any, task: Any, spec: RunSpec) -> tuple[Any, str]:
+    from stmbench.core.modeling import prompt_learning
+
     """How a run trains packed: ``(classification head to read per position or None, why not)``;
     the reason is empty when packing works.  Token labels and models that pack themselves (a head
     of their own that reads ``position_ids``) need no head; a transformers sequence-classification
@@ -279,8 +280,7 @@ def _packing_plan(model: Any, strategy: Any, task: Any, spec: RunSpec) -> tuple[
         return None, "a tag per token is not packed (its first sub-token would lose its label)"
     if spec.prompt is None:  # strategies clear the prompt for encoders, which read a real sentence pair
         return None, "an encoder reads a padded sentence pair; packing is for decoders"
-    config = getattr(model, "active_peft_config", None)
-    if config is not None and getattr(config, "is_prompt_learning", False):
+    if prompt_learning(model):
         return None, "a soft prompt's virtual tokens cannot be packed"
     if strategy.lm_loss_on_labels:
         return None, ""
