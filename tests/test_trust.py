@@ -71,6 +71,20 @@ def test_health_flags():
     assert health(None, [1, 1], [1, 1])["flags"] == []  # one gold class: one predicted class is fine
 
 
+def test_near_degenerate_flag():
+    """SmolLM2-135M zero-shot on 600 balanced reviews answered one class 598 times (accuracy 50.0):
+    two stray predictions must not keep such a run unflagged."""
+    gold = [0, 1] * 300
+    out = health(None, gold, [1] * 598 + [0, 0])
+    assert out["flags"] == ["near_degenerate"] and out["top_predicted_share"] == round(598 / 600, 4)
+    assert "99.7% of the predictions are one class" in out["notes"][0]
+    assert health(None, gold, [1] * 560 + [0] * 40)["flags"] == []  # 93%: a strong lean, not flagged
+    # a gold set that is itself 97% one class: answering it 98% of the time is no collapse
+    skewed = [1] * 582 + [0] * 18
+    assert health(None, skewed, [1] * 590 + [0] * 10)["flags"] == []
+    assert health(None, gold, [1] * 600)["flags"] == ["degenerate"]  # one class: the stronger flag only
+
+
 # --- nothing lost by a slip ------------------------------------------------------------------------
 
 def _stored(folder, n=2):
@@ -386,3 +400,16 @@ def test_a_learning_rate_sweep_stores_every_trial_and_shows_one_row_per_cell(cli
     assert f"{mean:.1f} ± " in rows[0]
     assert len(list((board / "results").glob("*[0-9a-f].json"))) == 4  # every trial is evidence
     assert "[lr 0.0005; 2 trials]" in (board / "index.html").read_text(encoding="utf-8")
+
+
+def test_the_board_flags_a_near_degenerate_run_from_its_predictions_whatever_the_result_claims(tmp_path):
+    from stmbench.report.board import aggregate
+    from tests.test_leaderboard import GOLD, add
+
+    store = ResultStore(tmp_path / "results")
+    # predicts class 1 for 98 of 100 examples (gold: 50 / 50); the stored result claims no flags
+    add(store, run_id="lean", correct=[g == 1 or i in (0, 2) for i, g in enumerate(GOLD)])
+    add(store, run_id="fine", correct=[i % 3 > 0 for i in range(100)], strategy="discriminative")
+    board = aggregate(store.load_all(), store)
+    flags = {row.key["strategy"]: row.cells["t1"].flag_text() for row in board.rows}
+    assert "near_degenerate" in flags["generative"] and flags["discriminative"] == ""

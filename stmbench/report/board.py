@@ -264,7 +264,8 @@ def _fill(row: Row, task: str, r: RunResult, unverified: set[str] = frozenset(),
     if scores is not None:
         cell.aggregators.update(scores.by_name)
     cell.run_ids[seed] = r.run_id
-    flags = r.flags + ([UNVERIFIED] if r.run_id in unverified else [])
+    flags = list(dict.fromkeys(r.flags + (scores.class_flags(r) if scores else [])))
+    flags += [UNVERIFIED] if r.run_id in unverified else []
     if flags:
         cell.flags[seed] = flags
 
@@ -331,6 +332,20 @@ class _Scores:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 out[name] = float(value)
         return out
+
+    def class_flags(self, r: RunResult) -> list[str]:
+        """The health flags that the stored predictions show (``degenerate``, ``near_degenerate``),
+        recomputed from them whatever the result claims."""
+        from stmbench.run.scoring import health
+
+        data = self.store.predictions(r.run_id) if self.store is not None else None
+        gold, predicted = (data.get("gold"), data.get("predicted")) if isinstance(data, dict) else (None, None)
+        if not isinstance(gold, list) or not isinstance(predicted, list) or not gold or len(predicted) != len(gold):
+            return []
+        try:
+            return health(None, gold, predicted)["flags"]
+        except TypeError:  # unhashable labels in a malformed file: verification refuses it elsewhere
+            return []
 
     def _evidence(self, r: RunResult) -> tuple[list[Any], list[Any], list[str], str] | tuple[()]:
         data = self.store.predictions(r.run_id) if self.store is not None else None

@@ -173,8 +173,9 @@ def describe(board: Board, metric: str = PRIMARY) -> list[str]:
                      "each seed keeps its completed trial with the best dev score.")
     if any(f not in (OTHER_DATA, UNVERIFIED) for row in board.rows for c in row.cells.values() for fs in c.flags.values() for f in fs):
         lines.append(f"{FLAG_MARK} a run of the cell finished but is not to be trusted: diverged (its training loss rose "
-                     "to over twice its initial loss) or degenerate (it predicts one class where the gold has "
-                     "several); the run's `health` says more.")
+                     "to over twice its initial loss), degenerate (it predicts one class where the gold has "
+                     "several) or near_degenerate (over 95% of its predictions are one class, which holds under "
+                     "60% of the gold); the run's `health` says more.")
     if any(OTHER_DATA in f for row in board.rows for c in row.cells.values() for f in c.flags.values()):
         lines.append(f"{FLAG_MARK} other data: the results of this cell came from different data, prompt text or "
                      "labels (their data fingerprints differ, see `data` in each result), so they are never pooled: "
