@@ -158,6 +158,10 @@ class GGUFBackbone(Backbone):
     description = ("a GGUF file, local (path/to/model.gguf) or on the hub (org/repo::file.gguf), dequantised "
                    "once into a cached checkpoint (needs the gguf package)")
 
+    def display_name(self, name: str) -> str:
+        """The GGUF file's name (``SmolLM2-135M-Instruct.Q4_1.gguf``), for a path or a hub file."""
+        return name.partition(HUB_SEPARATOR)[2] if HUB_SEPARATOR in name else Path(name).name
+
     def claims(self, name: str) -> bool:
         return is_gguf_name(name)
 

@@ -25,8 +25,33 @@ def settings_from(args: argparse.Namespace) -> Any:
         debug=args.debug,
         progress=args.progress,
         force=getattr(args, "force", False),
+        backbone_names=_backbone_names(getattr(args, "backbone_name", None) or [], getattr(args, "backbones", None)),
         **{k: getattr(args, k) for k in ("save_steps", "claim_timeout") if getattr(args, k, None) is not None},
     )
+
+
+#: the longest name ``--backbone-name`` may give (it is shown in tables and figure file names)
+MAX_BACKBONE_NAME = 80
+
+
+def _backbone_names(items: list[str], backbones: str | None) -> dict[str, str]:
+    """``--backbone-name path/model.gguf=SmolLM2`` (or ``SmolLM2`` alone with one ``--backbones``)."""
+    from stmbench.spec.axes import _split_top_level
+
+    given = _split_top_level(backbones) if backbones else []
+    out: dict[str, str] = {}
+    for item in items:
+        backbone, eq, name = item.rpartition("=")
+        if not eq:
+            if len(given) != 1:
+                raise StmbenchError(f"--backbone-name {item!r}: with {len(given) or 'no'} --backbones, write "
+                                    "BACKBONE=NAME")
+            backbone, name = given[0], item
+        name = name.strip()
+        if not name or len(name) > MAX_BACKBONE_NAME or not name.isprintable():
+            raise StmbenchError(f"--backbone-name {item!r}: a name of 1 to {MAX_BACKBONE_NAME} printable characters")
+        out[backbone.strip()] = name
+    return out
 
 
 def _first(value: Any) -> Any:

@@ -251,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="another worker's claim on a run is stale after this long without a heartbeat "
                             "(default 300)")
     where.add_argument("--trust-remote-code", action="store_true", help="allow hub models' own code")
+    where.add_argument("--backbone-name", action="append", default=[], metavar="[BACKBONE=]NAME",
+                       help="the name shown for a backbone on the leaderboard, in figure names and these lines "
+                            "(default: a .gguf file's name, a hub id, a folder's name; the full name stays in each "
+                            "result); BACKBONE=NAME, or NAME alone with one backbone; repeatable")
     run.set_defaults(func=cmd_run)
 
     lb = sub.add_parser("leaderboard", parents=[common], help="write the leaderboard from stored results")

@@ -37,9 +37,12 @@ class Settings:
     save_steps: int | None = None  # checkpoint every N steps; None: every epoch; 0: never
     claim_timeout: float = 300.0  # seconds without a heartbeat after which another worker's claim is stale
     force: bool = False  # replace a leaderboard that was built from another results folder
+    #: ``--backbone-name``: backbone (as given to ``--backbones``) -> the name shown for it
+    backbone_names: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if isinstance(v, list) else v)
+        return {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if isinstance(v, list)
+                    else dict(v) if isinstance(v, dict) else v)
                 for k, v in self.__dict__.items()}
 
     @classmethod

@@ -129,6 +129,17 @@ class Session:
     def get(self, kind: str, name: str) -> Any:
         return self.catalogue.get(kind, name)
 
+    def backbone_display(self, name: str) -> str:
+        """The name shown for backbone ``name``: ``--backbone-name``'s, else its backbone plugin's
+        :meth:`~stmbench.core.types.Backbone.display_name`."""
+        given = self.settings.backbone_names.get(name)
+        if given:
+            return given
+        try:
+            return self.catalogue.backbone_for(name).display_name(name) or name
+        except Exception:  # noqa: BLE001 - an unknown or broken backbone keeps its full name
+            return name
+
     def task_data(self, task: Task, split: str, *, skip_bad_rows: bool = False) -> TaskData:
         """A task split, loaded and validated once per session."""
         key = (task.name, split, str(self.settings.data_dir), skip_bad_rows)

@@ -195,6 +195,18 @@ class Backbone(Plugin):
         before and after loading, so a fresh head is initialised the same way every time.
         """
 
+    def display_name(self, name: str) -> str:
+        """The name people read for ``name`` on leaderboards, in figure names and CLI lines (the full
+        name stays in each result's spec).  By default a hub id or registered name as given, and a
+        local path's last component (``models/my-model`` -> ``my-model``); ``--backbone-name``
+        overrides it."""
+        import os
+
+        if os.sep in name or (os.altsep and os.altsep in name):
+            if os.path.exists(os.path.expanduser(name)):
+                return os.path.basename(os.path.normpath(name)) or name
+        return name
+
     def empty_model(self, name: str, *, head: str, task: Task, context: Context) -> tuple[Any, Any]:
         """``(model, tokenizer or None)``: the model with the asked ``head`` built without weights
         (on PyTorch's ``meta`` device, from its config), for counting its parameters before a run

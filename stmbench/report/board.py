@@ -15,7 +15,7 @@ from typing import Any
 
 from stmbench.core.metrics import Metric
 from stmbench.report.significance import compare
-from stmbench.store.result import RunResult
+from stmbench.store.result import RunResult, shown_backbones
 from stmbench.store.results import ResultStore
 
 log = logging.getLogger(__name__)
@@ -207,9 +207,10 @@ def _group(ok: list[RunResult], unverified: set[str] = frozenset(), scores: _Sco
     configs: dict[tuple[str, ...], set[tuple[str, str]]] = {}
     tasks: set[str] = set()
     dev_tasks: set[str] = set()
+    shown = shown_backbones(ok)
     for r in ok:
         spec = r.spec
-        names = spec.names(r.labels)
+        names = spec.names({**r.labels, "backbone": shown[spec.backbone]})
         key = {name: names[name] for name in ("backbone", "adapter", "strategy", "prompt", "train_size")}
         cfg = _config_id(r)
         configs.setdefault(tuple(key.values()) + (spec.task,), set()).add((cfg, r.provenance))

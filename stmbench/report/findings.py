@@ -36,7 +36,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from stmbench.store.result import RunResult
+from stmbench.store.result import RunResult, shown_backbones
 from stmbench.report.significance import (ROPE, bayesian_signed_rank, expected_max, holm,  # noqa: F401 - re-exported
                                    probability_of_improvement, stratified_bootstrap, wilcoxon_p)
 
@@ -126,11 +126,12 @@ def eligible(results: Iterable[RunResult]) -> tuple[list[RunResult], dict[str, i
     return kept, {k: v for k, v in excluded.items() if v}
 
 
-def describe_run(r: RunResult) -> dict[str, Any]:
+def describe_run(r: RunResult, shown: dict[str, str] | None = None) -> dict[str, Any]:
     """The run's coordinates: every axis, every option (``strategy.KEY`` / ``adapter.KEY``) and its
-    trial of a sweep (the swept settings' values)."""
+    trial of a sweep (the swept settings' values); the backbone by the name ``shown`` gives it
+    (:func:`~stmbench.store.result.shown_backbones`), else by its full name."""
     spec = r.spec
-    out: dict[str, Any] = {"backbone": spec.backbone, "task": spec.task,
+    out: dict[str, Any] = {"backbone": (shown or {}).get(spec.backbone, spec.backbone), "task": spec.task,
                            "strategy": r.labels.get("strategy", spec.strategy), "strategy_name": spec.strategy,
                            "adapter": spec.names(r.labels)["adapter"], "adapter_name": spec.adapter,
                            "prompt": str(spec.prompt), "shots": str(spec.shots or 0),
@@ -307,8 +308,9 @@ def analyse(results: Iterable[RunResult], *, tasks: Sequence[str] = (), backbone
     ``(axis, a, b)`` to ask one question."""
     results = list(results)
     kept, excluded = eligible(results)
-    runs = [(describe_run(r), r) for r in kept]
-    runs = [(d, r) for d, r in runs if (not tasks or d["task"] in tasks) and (not backbones or d["backbone"] in backbones)]
+    shown = shown_backbones(results)
+    runs = [(describe_run(r, shown), r) for r in kept]
+    runs = [(d, r) for d, r in runs if _wanted(d, r, tasks, backbones)]
     findings = Findings(excluded=excluded)
     descs = [d for d, _ in runs]
     if only is not None:
@@ -330,10 +332,15 @@ def analyse(results: Iterable[RunResult], *, tasks: Sequence[str] = (), backbone
         c.verdict = _verdict(c)
     findings.comparisons = comparisons
     findings.curves, findings.ahead = curves(runs)
-    pruned = [(describe_run(r), r) for r in pruned_trials(results)]
-    pruned = [(d, r) for d, r in pruned if (not tasks or d["task"] in tasks) and (not backbones or d["backbone"] in backbones)]
+    pruned = [(describe_run(r, shown), r) for r in pruned_trials(results)]
+    pruned = [(d, r) for d, r in pruned if _wanted(d, r, tasks, backbones)]
     findings.budgets = budgets(runs + pruned)
     return findings
+
+
+def _wanted(d: dict[str, Any], r: RunResult, tasks: Sequence[str], backbones: Sequence[str]) -> bool:
+    """A run of the asked tasks and backbones (a backbone asked by its shown or its full name)."""
+    return (not tasks or d["task"] in tasks) and (not backbones or bool({d["backbone"], r.spec.backbone} & set(backbones)))
 
 
 def _flip(c: Comparison) -> Comparison:  # the same comparison read the other way round (B vs A)

@@ -285,5 +285,6 @@ def estimate(specs: list[RunSpec], session: Session, *, device_name: str | None 
                                          o["reduction_factor"], o["min_resource"], o["min_early_stopping_rate"])
         for cost in members:
             cost.pruned_share = share
-    notes = sorted({f"{c.spec.backbone}: {c.how[0]}; {c.spec.task}: {c.how[1]}" for c in costs})
+    notes = sorted({f"{session.backbone_display(c.spec.backbone)}: {c.how[0]}; {c.spec.task}: {c.how[1]}"
+                    for c in costs})
     return Bill(runs=costs, peak=peak, peak_source=peak_source, mfu=float(mfu), mfu_source=mfu_source, notes=notes)

@@ -340,10 +340,11 @@ def data_record(task: Any, spec: RunSpec, splits: dict[str, Any]) -> dict[str, A
 
 
 def variant_labels(spec: RunSpec, session: Session) -> dict[str, str]:
-    """Display names of the strategy and adapter with their non-default options (for tables)."""
+    """Display names of the backbone, and of the strategy and adapter with their non-default options
+    (for tables)."""
     from stmbench.spec.axes import axis_label
 
-    out = {}
+    out = {"backbone": session.backbone_display(spec.backbone)}
     for kind, name, options in (("strategy", spec.strategy, spec.strategy_options),
                                 ("adapter", spec.adapter, spec.adapter_options)):
         entry = session.catalogue.entries[kind].get(name)

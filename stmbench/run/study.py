@@ -162,8 +162,10 @@ class WorkQueue:
 
     def __init__(self, specs: list[RunSpec], store: ResultStore, claims: ClaimBook, *, rerun: bool = False,
                  poll: float = 2.0, progress: Callable[[str], None] | None = None,
-                 on_result: Callable[[RunResult, dict[str, Any] | None], None] | None = None):
+                 on_result: Callable[[RunResult, dict[str, Any] | None], None] | None = None,
+                 display: Callable[[str], str] | None = None):
         self.total = len(specs)
+        self.display = display  #: backbone -> the name its lines show (``Session.backbone_display``)
         self.store = store
         self.claims = claims
         self.rerun = rerun
@@ -178,6 +180,9 @@ class WorkQueue:
         self._waiting_said = False
         self.counts = {"ok": 0, "failed": 0, "elsewhere": 0}
         self.results: list[RunResult] = []
+
+    def label(self, spec: RunSpec) -> str:
+        return spec.label({"backbone": self.display(spec.backbone)} if self.display else None)
 
     # --- for executors -----------------------------------------------------------------------
 
@@ -201,7 +206,7 @@ class WorkQueue:
                 self._running[spec.run_id] = (spec, now)
                 self._waiting_said = False
                 started = self.total - len(self._open)
-                self.progress(f"  [{started}/{self.total}] started {spec.label()}")
+                self.progress(f"  [{started}/{self.total}] started {self.label(spec)}")
                 return spec
             return None
 
@@ -213,7 +218,7 @@ class WorkQueue:
                 self.claims.release(spec.run_id)
                 self._running.pop(spec.run_id, None)
                 self._open.append(spec)
-            self.progress(f"  [paused] {spec.label()}: {result.error}")
+            self.progress(f"  [paused] {self.label(spec)}: {result.error}")
             return self.store.folder
         try:
             path = self.store.write(result, predictions)
@@ -230,7 +235,7 @@ class WorkQueue:
         if result.pruned_at_step is not None:
             dev = result.selection.get("dev_metric")
             detail = f"pruned at step {result.pruned_at_step}" + (f" (best dev {100 * dev:.1f})" if dev is not None else "")
-        self.progress(f"  [{result.status}] {spec.label()}: {detail} -> {path}  ({self.status_line()})")
+        self.progress(f"  [{result.status}] {self.label(spec)}: {detail} -> {path}  ({self.status_line()})")
         if self.on_result is not None:
             self.on_result(result, predictions)
         return path
@@ -249,7 +254,7 @@ class WorkQueue:
             self.claims.release(spec.run_id)
             self._running.pop(spec.run_id, None)
             self.counts["failed"] += 1
-        raise StmbenchError(f"run {spec.run_id} ({spec.label()}) finished, but {reason} in {self.store.folder} "
+        raise StmbenchError(f"run {spec.run_id} ({self.label(spec)}) finished, but {reason} in {self.store.folder} "
                             f"({stored}); the grid stops here: {self.status_line()}") from exc
 
     def finished(self) -> bool:
@@ -410,7 +415,7 @@ def run_study(grid: GridSpec, session: Session, *, rerun: bool = False, dry_run:
         by_reason.setdefault(reason, []).append(spec)
     for reason, specs in by_reason.items():  # one line per reason: its first run and how many more
         more = f" (and {len(specs) - 1} more like it)" if len(specs) > 1 else ""
-        say(f"  rejected: {specs[0].label()}{more}: {reason}")
+        say(f"  rejected: {specs[0].label(_shown(specs[0], session))}{more}: {reason}")
     for line in checked if dry_run else []:
         say(f"  checked: {line}")
     report.bill = _bill(todo, session, bill or BillOptions(), say, dry_run) if todo else None
@@ -420,14 +425,15 @@ def run_study(grid: GridSpec, session: Session, *, rerun: bool = False, dry_run:
             cost = costs.get(spec.run_id)
             price = "" if cost is None else f"  [{cost.flops:.3g} FLOPs, {cost.tokens:,.0f} tokens, {cost.steps:,} steps" + (
                 f"; ~{100 * cost.pruned_share:.0f}% with pruning]" if spec.pruner else "]")
-            say(f"  would run {spec.run_id}: {spec.label()}{price}")
+            say(f"  would run {spec.run_id}: {spec.label(_shown(spec, session))}{price}")
         if problem is not None:
             raise problem
         return report
     if todo:
         clean_debris(session.settings.results_dir)
         claims = ClaimBook(session.settings.results_dir, timeout=session.settings.claim_timeout)
-        queue = WorkQueue(todo, store, claims, rerun=rerun, progress=say, on_result=on_result)
+        queue = WorkQueue(todo, store, claims, rerun=rerun, progress=say, on_result=on_result,
+                          display=session.backbone_display)
         try:
             executor.execute(queue, run=Runner(session, plan.backbones), options=options)
         finally:
@@ -438,3 +444,7 @@ def run_study(grid: GridSpec, session: Session, *, rerun: bool = False, dry_run:
     say(f"done in {report.seconds:.1f} s: {report.ok} ok, {report.failed} failed, {report.skipped} skipped"
         + (f", {report.elsewhere} run by other workers" if report.elsewhere else ""))
     return report
+
+
+def _shown(spec: RunSpec, session: Session) -> dict[str, str]:
+    return {"backbone": session.backbone_display(spec.backbone)}

@@ -75,11 +75,11 @@ class RunSpec:
     def names(self, variants: dict[str, str] | None = None) -> dict[str, str]:
         """The display name of each axis of this run, the one place runs are named: ``strategy`` and
         ``adapter`` are ``variants``' names where given (a result's ``labels``: with their non-default
-        options, ``lora[r=4]``), the strategy with its shots (``in_context (5-shot)``) and its teacher
+        options, ``lora[r=4]``), and so is ``backbone`` (its display name: a GGUF file's name), the strategy with its shots (``in_context (5-shot)``) and its teacher
         (``cot ← hf[model.gguf]``)."""
         variants = variants or {}
         strategy = variants.get("strategy") or self.strategy
-        return {"backbone": self.backbone, "task": self.task,
+        return {"backbone": variants.get("backbone") or self.backbone, "task": self.task,
                 "strategy": (f"{strategy} ({self.shots}-shot)" if self.shots is not None else strategy)
                 + (f" \u2190 {variants.get('teacher') or teacher_label(self.teacher, self.teacher_options)}"
                    if self.teacher else ""),

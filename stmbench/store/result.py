@@ -187,3 +187,18 @@ class RunResult(Mapping):
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(RunResult))
+
+
+def shown_backbones(results: list[RunResult]) -> dict[str, str]:
+    """Each backbone of ``results`` (as its spec names it: a path, a hub id) -> the name to show for
+    it: its display name (``labels.backbone``) where that names no other backbone of these results,
+    else the full name, so two models never share a row because their files share a name."""
+    shown: dict[str, str] = {}
+    for r in results:
+        shown.setdefault(r.spec.backbone, r.labels.get("backbone") or r.spec.backbone)
+    owners: dict[str, set[str]] = {}
+    for real, name in shown.items():
+        owners.setdefault(name, set()).add(real)
+    for real in shown:  # a display name equal to another backbone's full name is no name either
+        owners.setdefault(real, set()).add(real)
+    return {real: name if len(owners[name]) == 1 else real for real, name in shown.items()}
