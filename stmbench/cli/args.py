@@ -25,6 +25,7 @@ def settings_from(args: argparse.Namespace) -> Any:
         debug=args.debug,
         progress=args.progress,
         force=getattr(args, "force", False),
+        save_models=getattr(args, "save_models", None) or "auto",
         backbone_names=_backbone_names(getattr(args, "backbone_name", None) or [], getattr(args, "backbones", None)),
         **{k: getattr(args, k) for k in ("save_steps", "claim_timeout") if getattr(args, k, None) is not None},
     )

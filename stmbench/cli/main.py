@@ -1,4 +1,4 @@
-"""``stmbench run | leaderboard | results | findings | rationales | plugins | tasks | export-lm-eval``."""
+"""``stmbench run | leaderboard | results | findings | rationales | plugins | tasks | export | export-lm-eval``."""
 
 from __future__ import annotations
 
@@ -44,6 +44,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                        tokens_per_example=args.tokens_per_example)
     report = run_study(grid_from(args), session, rerun=args.rerun, dry_run=args.dry_run, max_runs=args.max_runs,
                        progress=lambda line: print(term_text(line), flush=True), bill=bill)
+    if not args.dry_run:
+        from stmbench.report.winners import keep_winners
+
+        keep_winners(session.settings.results_dir, say=lambda line: print(term_text(line), flush=True))
     board, paths = (None, []) if args.dry_run else refresh_leaderboard(session)
     if board is not None:
         print()
@@ -78,6 +82,16 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     print(term_text(f"{board.meta['ok']} ok result(s){checked} in {', '.join(args.results_dir or ['results'])} -> "
                     f"{len(paths)} files in {args.out}: {', '.join(p.name for p in paths[:2])}"
                     f"{' and figures' if len(paths) > 2 else ''}"))
+    return 0
+
+
+def cmd_export_model(args: argparse.Namespace) -> int:
+    from stmbench.report.winners import export
+
+    out = export(args.run_id, Path(args.results_dir), Path(args.out), push_to_hub=args.push_to_hub)
+    files = sorted(p.name for p in out.iterdir())
+    print(term_text(f"{args.run_id} -> {out}: {', '.join(files)}"
+                    + (f"; uploaded to {args.push_to_hub}" if args.push_to_hub else "")))
     return 0
 
 
@@ -251,6 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="another worker's claim on a run is stale after this long without a heartbeat "
                             "(default 300)")
     where.add_argument("--trust-remote-code", action="store_true", help="allow hub models' own code")
+    where.add_argument("--save-models", choices=["none", "best", "all"],
+                       help="keep trained weights under <results>/models/<run_id>/ with a model card: best (the "
+                            "cell-best run of each leaderboard cell, chosen on dev), all, or none (default: best "
+                            "for adapters that train at most 10%% of the weights, none for full fine-tuning)")
     where.add_argument("--backbone-name", action="append", default=[], metavar="[BACKBONE=]NAME",
                        help="the name shown for a backbone on the leaderboard, in figure names and these lines "
                             "(default: a .gguf file's name, a hub id, a folder's name; the full name stays in each "
@@ -273,6 +291,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="let results without predictions (their metrics cannot be recomputed) take part in the "
                          "bold / ≈ marks and the findings; they are flagged either way")
     lb.set_defaults(func=cmd_leaderboard)
+
+    xp = sub.add_parser("export", parents=[common], help="copy a kept model (--save-models) out, or push it to the hub",
+                        description="Copy <results>/models/RUN_ID/ (the adapter or model, its tokenizer and model "
+                                    "card) to a new folder; --push-to-hub uploads it where the hub is reachable.")
+    xp.add_argument("run_id", metavar="RUN_ID")
+    xp.add_argument("--out", required=True, help="a new (or empty) folder")
+    xp.add_argument("--results-dir", default="results", help="default ./results")
+    xp.add_argument("--push-to-hub", metavar="REPO", help="upload the folder to this hub repository (org/name)")
+    xp.set_defaults(func=cmd_export_model)
 
     pl = sub.add_parser("plugins", parents=[common], help="list loaded plugins by kind, or show one with its options")
     pl.add_argument("name", nargs="?", help="show this registered object: its plugin, capabilities and options")

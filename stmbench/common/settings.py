@@ -39,6 +39,8 @@ class Settings:
     force: bool = False  # replace a leaderboard that was built from another results folder
     #: ``--backbone-name``: backbone (as given to ``--backbones``) -> the name shown for it
     backbone_names: dict[str, str] = field(default_factory=dict)
+    #: ``--save-models``: ``auto`` | ``none`` | ``best`` | ``all`` (:mod:`stmbench.run.keep`)
+    save_models: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if isinstance(v, list)

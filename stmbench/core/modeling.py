@@ -80,6 +80,21 @@ def transformers_model(model: Any) -> Any:
     return inner() if callable(inner) else model
 
 
+def auto_class(head: str) -> Any:
+    """The transformers ``AutoModel*`` class that loads a model with ``head`` (one of
+    :data:`~stmbench.core.types.HEADS`)."""
+    import transformers
+
+    from stmbench.common.errors import StmbenchError
+    from stmbench.core.types import HEAD_BASE, HEAD_CAUSAL_LM, HEAD_SEQUENCE_CLASSIFICATION, HEAD_TOKEN_CLASSIFICATION
+
+    names = {HEAD_CAUSAL_LM: "AutoModelForCausalLM", HEAD_SEQUENCE_CLASSIFICATION: "AutoModelForSequenceClassification",
+             HEAD_TOKEN_CLASSIFICATION: "AutoModelForTokenClassification", HEAD_BASE: "AutoModel"}
+    if head not in names:
+        raise StmbenchError(f"unknown model head {head!r}")
+    return getattr(transformers, names[head])
+
+
 def model_device(model: Any) -> Any:
     import torch
 

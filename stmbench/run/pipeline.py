@@ -310,7 +310,26 @@ def execute(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -
         out["memory"]["eval_batching"] = predicted.budget.record()
     predictions = {"run_id": spec.run_id, "eval_split": parts.task.eval_split, "gold": predicted.gold,
                    "predicted": list(predicted.prediction.labels)}
+    if data.train is not None:
+        keep_model(parts, loaded, session, trainable=trainable, total=total)
     return out, predictions
+
+
+def keep_model(parts: RunParts, loaded: Loaded, session: Session, *, trainable: int, total: int) -> None:
+    """Save what the run trained where ``--save-models`` asks (:mod:`stmbench.run.keep`); a save
+    that fails is a warning, never the run's failure (its result is what the grid needs)."""
+    from stmbench.run.keep import models_dir, policy_for, save_trained
+
+    policy = policy_for(session.settings.save_models, trainable=trainable, total=total)
+    if policy == "none":
+        return
+    spec = parts.spec
+    try:
+        save_trained(loaded.model, loaded.tokenizer, models_dir(session.settings.results_dir) / spec.run_id,
+                     {"run_id": spec.run_id, "spec": spec.to_dict(), "keep": policy,
+                      "head": loaded.head, "backbone": session.backbone_display(spec.backbone)})
+    except Exception as exc:  # noqa: BLE001 - a full disk costs the saved model, not the result
+        log.warning("run %s: its trained model could not be saved: %s: %s", spec.label(), type(exc).__name__, exc)
 
 
 def _pruned(out: dict[str, Any], parts: RunParts, data: RunData, peak: Any) -> dict[str, Any]:
