@@ -265,6 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="another worker's claim on a run is stale after this long without a heartbeat "
                             "(default 300)")
     where.add_argument("--trust-remote-code", action="store_true", help="allow hub models' own code")
+    where.add_argument("--report-to", metavar="TRACKER,...",
+                       help="log each run's training curves, its spec (as config) and at its end its test metrics, "
+                            "health and cost to these Trainer integrations: tensorboard (under "
+                            "<results>/tensorboard/<run_id>/), mlflow (MLFLOW_TRACKING_URI), wandb, ... (default none)")
     where.add_argument("--save-models", choices=["none", "best", "all"],
                        help="keep trained weights under <results>/models/<run_id>/ with a model card: best (the "
                             "cell-best run of each leaderboard cell, chosen on dev), all, or none (default: best "

@@ -41,6 +41,8 @@ class Settings:
     backbone_names: dict[str, str] = field(default_factory=dict)
     #: ``--save-models``: ``auto`` | ``none`` | ``best`` | ``all`` (:mod:`stmbench.run.keep`)
     save_models: str = "auto"
+    #: ``--report-to``: the Trainer integrations each run logs to (``tensorboard``, ``mlflow``, ``wandb``, ...)
+    report_to: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if isinstance(v, list)

@@ -146,6 +146,9 @@ def preflight(runs: list[RunSpec], session: Any, *, skip_bad_rows: bool = False)
     problems, device = _device_problems(session.settings.device, runs)
     problems += _name_problems(runs)
     problems += _folder_problems(session.settings.results_dir)
+    from stmbench.core.trackers import check_trackers
+
+    problems += check_trackers(list(session.settings.report_to))
     data_problems, checked = _data_problems(runs, session, skip_bad_rows)
     problems += data_problems
     teacher_problems, teachers_checked = _teacher_problems(runs, session)

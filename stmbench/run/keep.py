@@ -113,21 +113,23 @@ def load_saved(folder: Path, session: Any) -> tuple[Any, Any, Any]:
     with ``AutoModelFor*.from_pretrained``, a strategy's own head around it from its weights."""
     from transformers import AutoTokenizer
 
-    from stmbench.run.pipeline import RunParts
     from stmbench.spec.run import RunSpec
 
     folder = Path(folder)
     record = read_record(folder)
     spec = RunSpec.from_dict(record["spec"])
-    parts = RunParts.of(spec, session)
-    head = parts.strategy.head_for(parts.task)
+    task, strategy, adapter = (session.get(kind, name) for kind, name in
+                               (("task", spec.task), ("strategy", spec.strategy), ("adapter", spec.adapter)))
+    backbone = session.catalogue.backbone_for(spec.backbone)
+    strategy_options = strategy.typed_options(spec.strategy_options)
+    head = strategy.head_for(task)
     if record["kind"] == KIND_PEFT:
         from peft import PeftModel
 
-        model, tokenizer = parts.backbone.load(spec.backbone, head=head, task=parts.task, context=session.context,
-                                               load_kwargs=parts.adapter.load_kwargs(parts.adapter_options,
-                                                                                     session.context))
-        model = parts.strategy.prepare_model(model, tokenizer=tokenizer, task=parts.task, options=parts.strategy_options)
+        load_kwargs = adapter.load_kwargs(adapter.typed_options(spec.adapter_options), session.context)
+        model, tokenizer = backbone.load(spec.backbone, head=head, task=task, context=session.context,
+                                         load_kwargs=load_kwargs)
+        model = strategy.prepare_model(model, tokenizer=tokenizer, task=task, options=strategy_options)
         model = PeftModel.from_pretrained(model, str(folder))
     else:
         from stmbench.core.modeling import auto_class
@@ -137,8 +139,7 @@ def load_saved(folder: Path, session: Any) -> tuple[Any, Any, Any]:
             from safetensors.torch import load_file
 
             tokenizer = AutoTokenizer.from_pretrained(str(folder))
-            model = parts.strategy.prepare_model(model, tokenizer=tokenizer, task=parts.task,
-                                                 options=parts.strategy_options)
+            model = strategy.prepare_model(model, tokenizer=tokenizer, task=task, options=strategy_options)
             missing, unexpected = model.load_state_dict(load_file(str(folder / HEAD_FILE)), strict=False)
             prefix = record.get("inner_prefix", "")
             if unexpected or any(not k.startswith(prefix + ".") for k in missing):

@@ -288,8 +288,26 @@ def execute(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -
         data.counts["train_examples"] = 0
         if str(model_device(loaded.model)) != device and not getattr(loaded.model, "hf_device_map", None):
             loaded.model.to(device)
-    if data.train is not None and trained.outcome.pruned_at_step is not None:
-        return _pruned(out, parts, data, peak), None
+    tracking = trained.outcome.tracking if data.train is not None else None
+    try:
+        return _tested(out, parts, data, loaded, session, peak, tracking, trainable=trainable, total=total)
+    finally:
+        if tracking is not None:
+            tracking.finish()  # a run that failed after training still closes its tracker runs
+
+
+def _tested(out: dict[str, Any], parts: RunParts, data: RunData, loaded: Loaded, session: Session, peak: Any,
+            tracking: Any, *, trainable: int, total: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The stages after training: prediction, scoring, health, the trackers' last entries and the
+    trained model kept (a pruned trial: its record only)."""
+    spec = parts.spec
+    if out.get("training", {}).get("pruned_at_step") is not None:
+        pruned = _pruned(out, parts, data, peak)
+        if tracking is not None:
+            from stmbench.run.tracking import final_metrics
+
+            tracking.finish(final_metrics(pruned))
+        return pruned, None
     predicted = predict_run(parts, data, loaded, session)
     out["times"]["eval_seconds"] = predicted.seconds
     out.setdefault("padding", {})["predict"] = predicted.prediction.padding
@@ -310,6 +328,10 @@ def execute(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -
         out["memory"]["eval_batching"] = predicted.budget.record()
     predictions = {"run_id": spec.run_id, "eval_split": parts.task.eval_split, "gold": predicted.gold,
                    "predicted": list(predicted.prediction.labels)}
+    if tracking is not None:
+        from stmbench.run.tracking import final_metrics
+
+        tracking.finish(final_metrics(out))
     if data.train is not None:
         keep_model(parts, loaded, session, trainable=trainable, total=total)
     return out, predictions

@@ -86,7 +86,7 @@ def optimizer_kernel(optim: str, device: str) -> str:
 
 
 def _trainer_args(spec: RunSpec, output_dir: str, device: str, show_progress: bool,
-                  save_steps: int | None = 0) -> Any:
+                  save_steps: int | None = 0, report_to: list[str] | None = None, run_name: str | None = None) -> Any:
     from transformers import TrainingArguments
 
     t = spec.training
@@ -102,7 +102,7 @@ def _trainer_args(spec: RunSpec, output_dir: str, device: str, show_progress: bo
         seed=spec.seed, data_seed=spec.seed, **saving,
         logging_strategy="steps", logging_steps=t.logging_steps, logging_first_step=True,
         logging_nan_inf_filter=False,
-        report_to="none", use_cpu=device.startswith("cpu"),
+        report_to=list(report_to) if report_to else "none", run_name=run_name, use_cpu=device.startswith("cpu"),
         dataloader_num_workers=0, disable_tqdm=not show_progress,
     )
 
@@ -395,6 +395,9 @@ class TrainOutcome:
     #: dev selection (``metric``, ``selected_step``, ``dev_metric``, ``dev_curve``, ``stopped_early``,
     #: and where the dev rows came from); ``None`` without ``eval_strategy``
     selection: dict[str, Any] | None = None
+    #: the run's :class:`stmbench.run.tracking.Tracking` (``--report-to``), closed by the pipeline
+    #: once the run is tested; not stored
+    tracking: Any = None
 
     def record(self) -> dict[str, Any]:
         """The result's ``training`` field."""
@@ -457,22 +460,40 @@ def train(model: Any, features: Any, *, strategy: Any, tokenizer: Any, spec: Run
             flash = str(getattr(getattr(model, "config", None), "_attn_implementation", "")).startswith("flash")
             collator = PackingCollator(flash=flash)
         trainer_class = _trainer_class(strategy, task, tokenizer, spec, session, lengths, packed_head)
-        trainer = trainer_class(model=model, args=_trainer_args(spec, out, device, session.show_progress, save_steps),
+        report_to = session.settings.report_to
+        run_name = f"{spec.label({'backbone': session.backbone_display(spec.backbone)})} [{spec.run_id}]"
+        trainer = trainer_class(model=model, args=_trainer_args(spec, out, device, session.show_progress, save_steps,
+                                                                report_to, run_name),
                                 train_dataset=features, eval_dataset=dev if selecting else None,
                                 data_collator=TrainingCollator(collator, meter, keep_labelled),
                                 compute_loss_func=labelled_lm_loss if keep_labelled else None, callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)
         health.trainer = trainer
+        tracking = None
+        if report_to:
+            from stmbench.run.tracking import Tracking
+
+            tracking = Tracking(trainer, spec, session.settings.results_dir, model)
+            stack.callback(lambda: tracking.forget_spec())  # nothing trained or saved keeps the spec in its config
         if resume is not None:
             log.info("resuming %s from %s (step %d)", spec.label(), resume[0], resume[1])
         if reporter is not None and resume is not None:
             stopped = _pending_decision(reporter, resume)
             if stopped is not None:
+                if tracking is not None:
+                    tracking.finish()
                 return stopped
         start = time.perf_counter()
-        output = trainer.train(resume_from_checkpoint=resume[0] if resume else None)
+        try:
+            output = trainer.train(resume_from_checkpoint=resume[0] if resume else None)
+        except BaseException:
+            if tracking is not None:
+                tracking.finish()
+            raise
         seconds = time.perf_counter() - start
         if pruning is not None and pruning.paused is not None:
+            if tracking is not None:
+                tracking.finish()
             raise pruning.paused
         curve = loss_curve(trainer.state.log_history)
         selection = None
@@ -484,6 +505,8 @@ def train(model: Any, features: Any, *, strategy: Any, tokenizer: Any, spec: Run
     if health.diverged is None and not math.isfinite(output.training_loss):
         health.diverged = (int(output.global_step), "loss", float(output.training_loss))
     if health.diverged is not None:
+        if tracking is not None:
+            tracking.finish({"test_health_diverged": 1.0})
         step, key, value = health.diverged
         shutil.rmtree(session.checkpoint_dir(spec.run_id), ignore_errors=True)  # resuming would diverge again
         raise Diverged(f"diverged at step {step}: {'loss' if key == 'loss' else 'gradient norm'} {value}",
@@ -500,7 +523,7 @@ def train(model: Any, features: Any, *, strategy: Any, tokenizer: Any, spec: Run
                         logits="labelled positions" if keep_labelled else "all positions", loss_curve=curve,
                         resumed_from_step=resume[1] if resume else None, selection=selection,
                         planned_steps=int(trainer.state.max_steps) or None, pruned_at_step=pruned_at,
-                        optimizer=str(getattr(trainer.args.optim, "value", trainer.args.optim)))
+                        optimizer=str(getattr(trainer.args.optim, "value", trainer.args.optim)), tracking=tracking)
 
 
 def _pending_decision(reporter: Any, resume: tuple[str, int]) -> TrainOutcome | None:
