@@ -37,6 +37,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from stmbench.run.study import run_study
 
     session = session_from(args)
+    if args.check_reproducible:
+        from stmbench.run.reproduce import check_reproducible
+
+        reproduction = check_reproducible(args.check_reproducible, session)
+        for line in reproduction.lines():
+            print(term_text(line), flush=True)
+        return 0 if reproduction.reproduced else 1
     check_leaderboard(session)  # a leaderboard we may not replace is refused before anything runs
     from stmbench.run.study import BillOptions
 
@@ -239,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="refuse a grid of more than N combinations up front (default 10,000)")
     where.add_argument("--rerun", action="store_true", help="run again even the runs stored as ok")
     where.add_argument("--dry-run", action="store_true", help="show the plan and its estimated cost, and stop")
+    where.add_argument("--check-reproducible", metavar="RUN_ID",
+                       help="rerun one stored run (of --results-dir) in a temporary folder and report whether its loss "
+                            "curve, predictions and metrics repeat, and what of the environment differs; exit 1 if not")
     cost = run.add_argument_group("the bill (estimated before anything trains)")
     cost.add_argument("--budget-hours", type=float, metavar="H",
                       help="refuse a grid whose training is estimated over H device-hours (with pruning where it prunes)")

@@ -158,6 +158,11 @@ def describe(board: Board, metric: str = PRIMARY) -> list[str]:
                      "tests and demos; its scores say nothing about real-world accuracy.")
     lines.append(f"Cells: {board.title(metric)} in % on the evaluation split, mean ± sample std over seeds "
                  "(number of seeds). Average: the mean over tasks, for rows that have every task.")
+    lines.append("Reproducibility: a run repeats exactly (the same loss curve and predictions) on the same machine "
+                 "with the same thread count and library versions; on another CPU, thread count or library build "
+                 "floating-point sums are taken in another order, curves agree to about six digits and then drift, "
+                 "and a long run of a small model can end elsewhere: the ± over seeds is the scale of that. "
+                 "`stmbench run --check-reproducible RUN_ID` reruns one run here and compares.")
     if m.get("task_metrics"):
         lines.append("A task whose header names a metric is scored by it instead: entity F1 is seqeval's entity-level "
                      "F1 (an entity counts when its type and both ends match), for tasks that tag every token.")
