@@ -22,9 +22,9 @@ def test_embedded_default_end_to_end(cli, tmp_path):
     code, out, err = cli("run", "--results-dir", str(results), "--leaderboard-dir", str(board))
     assert code == 0, err
     runs = stored(results)
-    assert len(runs) == 4 and all(r["status"] == "ok" for r in runs)
-    assert {(r["spec"]["strategy"], r["spec"]["adapter"]) for r in runs} == {
-        ("generative", "full"), ("generative", "lora"), ("discriminative", "full"), ("discriminative", "lora")}
+    assert len(runs) == 8 and all(r["status"] == "ok" for r in runs)
+    assert {(r["spec"]["strategy"], r["spec"]["adapter"], r["spec"]["train_size"]) for r in runs} == {
+        (s, a, n) for s in ("generative", "discriminative") for a in ("full", "lora") for n in (1000, "full")}
     assert all(r["spec"]["backbone"] == "tiny-llama" and r["spec"]["task"] == "sample" for r in runs)
     best = max(r["metrics"]["accuracy"] for r in runs)
     # chance is 50.  The same four run ids score differently on different CPUs (float sums drift after
@@ -36,18 +36,23 @@ def test_embedded_default_end_to_end(cli, tmp_path):
         assert {"trainable", "total"} <= set(r["parameters"])
         assert {"train_seconds", "eval_seconds"} <= set(r["times"])
         assert {"stmbench", "torch", "transformers", "peft", "lm_eval"} <= set(r["versions"])
-        assert r["device"]["type"] == "cpu" and r["counts"]["train_examples"] == 6000
+        assert r["device"]["type"] == "cpu" and r["counts"]["train_examples"] == (6000 if r["spec"]["train_size"] == "full" else 1000)
     markdown = (board / "README.md").read_text(encoding="utf-8")
     rows = [line for line in markdown.splitlines() if line.startswith("| tiny-llama")]
-    assert len(rows) == 4
+    assert len(rows) == 8
+    # it opens with findings that have a verdict and an interval (issue 27), not "too few paired cells"
+    findings = [line for line in markdown.split("## Findings")[1].split("## Results")[0].splitlines()
+                if line.startswith("- ") and " vs " in line]
+    assert len(findings) == 3 and all("too few" not in line and " points [" in line for line in findings), findings
+    assert any(line.startswith("- train size full vs 1000: ") for line in findings)
     assert "SYNTHETIC" in markdown and "sample (synthetic)" in markdown
     assert f"{100 * best:.1f}" in rows[0]  # sorted best first
-    assert "| tiny-llama" in out and "4 ok, 0 failed" in out
+    assert "| tiny-llama" in out and "8 ok, 0 failed" in out
     html = (board / "index.html").read_text(encoding="utf-8")
-    assert html.count("<tr") == 5  # header + 4 rows
+    assert html.count("<tr data-backbone=") == 8
 
     code, out, err = cli("run", "--results-dir", str(results), "--leaderboard-dir", str(board))
-    assert code == 0 and "0 to do, 4 already done (skipped)" in out and "0 ok, 0 failed, 4 skipped" in out
+    assert code == 0 and "0 to do, 8 already done (skipped)" in out and "0 ok, 0 failed, 8 skipped" in out
     assert (board / "README.md").read_text(encoding="utf-8") == markdown  # byte-identical
 
 

@@ -90,6 +90,10 @@ def grid_from(args: argparse.Namespace) -> Any:
     training = {name: getattr(args, name) for name in TrainingSettings.field_names()
                 if getattr(args, name) is not None}
     overrides: dict[str, Any] = {axis: getattr(args, axis) for axis in AXES}
+    if not args.config and all(value is None for value in overrides.values()):
+        from stmbench.spec.grid_spec import EMBEDDED_DEFAULT
+
+        overrides.update(EMBEDDED_DEFAULT)  # the embedded default study
     overrides.update(training=training or None,
                      adapter_options=_parse_options(args.adapter_option, "adapter") or None,
                      strategy_options=_parse_options(args.strategy_option, "strategy") or None,

@@ -21,6 +21,7 @@ RUN_EXAMPLES = """\
 examples:
   stmbench run                                   # the embedded default: tiny-llama on the synthetic
                                                  # sample task, generative+discriminative x full+lora
+                                                 # x 1000 and all 6000 training examples
   stmbench run --backbones Qwen/Qwen2.5-0.5B --tasks lcqmc,bq --bf16
   stmbench run --backbones ./my-model --tasks lcqmc --data-dir ~/data \\
       --strategies generative,label_supervised --adapters lora --adapter-option lora.r=16 \\

@@ -13,6 +13,10 @@ from stmbench.spec.search import SAMPLERS, Distribution, PrunerSpec, parse_prune
 from stmbench.spec.training import TrainingSettings
 
 AXES = ("backbones", "tasks", "strategies", "adapters", "prompts", "train_sizes", "seeds", "shots")
+#: ``stmbench run`` with no grid file and no axis flag: the embedded default study, which adds a
+#: second train size to the axes' defaults so that its findings have paired cells to compare
+#: (four of each axis: a verdict with an interval, not "too few paired cells"), in minutes on a CPU
+EMBEDDED_DEFAULT: dict[str, list[int | str]] = {"train_sizes": [1000, "full"]}
 
 
 @dataclass
