@@ -123,12 +123,12 @@ def load_saved(folder: Path, session: Any) -> tuple[Any, Any, Any]:
     backbone = session.catalogue.backbone_for(spec.backbone)
     strategy_options = strategy.typed_options(spec.strategy_options)
     head = strategy.head_for(task)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))  # the run's tokenizer, as saved
     if record["kind"] == KIND_PEFT:
         from peft import PeftModel
 
         load_kwargs = adapter.load_kwargs(adapter.typed_options(spec.adapter_options), session.context)
-        model, tokenizer = backbone.load(spec.backbone, head=head, task=task, context=session.context,
-                                         load_kwargs=load_kwargs)
+        model, _ = backbone.load(spec.backbone, head=head, task=task, context=session.context, load_kwargs=load_kwargs)
         model = strategy.prepare_model(model, tokenizer=tokenizer, task=task, options=strategy_options)
         model = PeftModel.from_pretrained(model, str(folder))
     else:
@@ -138,13 +138,11 @@ def load_saved(folder: Path, session: Any) -> tuple[Any, Any, Any]:
         if record["kind"] == KIND_HEAD:
             from safetensors.torch import load_file
 
-            tokenizer = AutoTokenizer.from_pretrained(str(folder))
             model = strategy.prepare_model(model, tokenizer=tokenizer, task=task, options=strategy_options)
             missing, unexpected = model.load_state_dict(load_file(str(folder / HEAD_FILE)), strict=False)
             prefix = record.get("inner_prefix", "")
             if unexpected or any(not k.startswith(prefix + ".") for k in missing):
                 raise StmbenchError(f"{folder}: the saved head does not fit the strategy's "
                                     f"(unexpected {unexpected[:3]}, missing {missing[:3]})")
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
     model.eval()
     return model, tokenizer, spec
