@@ -12,6 +12,7 @@ from stmbench.common.errors import StmbenchError
 
 def settings_from(args: argparse.Namespace) -> Any:
     from stmbench.common.settings import Settings, default_cache_dir
+    from stmbench.core.trackers import parse_report_to
 
     return Settings(
         results_dir=Path(_first(getattr(args, "results_dir", None)) or "results"),
@@ -26,7 +27,7 @@ def settings_from(args: argparse.Namespace) -> Any:
         progress=args.progress,
         force=getattr(args, "force", False),
         save_models=getattr(args, "save_models", None) or "auto",
-        report_to=_report_to(getattr(args, "report_to", None)),
+        report_to=parse_report_to(getattr(args, "report_to", None)),
         backbone_names=_backbone_names(getattr(args, "backbone_name", None) or [], getattr(args, "backbones", None)),
         **{k: getattr(args, k) for k in ("save_steps", "claim_timeout") if getattr(args, k, None) is not None},
     )
@@ -54,12 +55,6 @@ def _backbone_names(items: list[str], backbones: str | None) -> dict[str, str]:
             raise StmbenchError(f"--backbone-name {item!r}: a name of 1 to {MAX_BACKBONE_NAME} printable characters")
         out[backbone.strip()] = name
     return out
-
-
-def _report_to(text: str | None) -> list[str]:
-    from stmbench.core.trackers import parse_report_to
-
-    return parse_report_to(text)
 
 
 def _first(value: Any) -> Any:

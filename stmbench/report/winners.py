@@ -207,11 +207,11 @@ def export(run_id: str, results_dir: Path, out: Path, *, push_to_hub: str | None
 
     if not re.fullmatch(r"[0-9a-f]{16}", run_id):
         raise StmbenchError(f"run id {run_id!r}: expected the 16 hex digits of a stored run")
-    source = models_dir(results_dir) / run_id
+    kept = models_dir(results_dir)
+    source = kept / run_id
     if not source.is_dir() or source.is_symlink():
-        saved = sorted(p.name for p in models_dir(results_dir).glob("[0-9a-f]*") if p.is_dir()) \
-            if models_dir(results_dir).is_dir() else []
-        raise StmbenchError(f"no kept model of run {run_id} in {models_dir(results_dir)} (kept: "
+        saved = sorted(p.name for p in kept.glob("[0-9a-f]*") if p.is_dir()) if kept.is_dir() else []
+        raise StmbenchError(f"no kept model of run {run_id} in {kept} (kept: "
                             f"{', '.join(saved) or 'none'}; runs keep models with --save-models)")
     read_record(source)
     if push_to_hub:
