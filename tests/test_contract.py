@@ -256,13 +256,14 @@ def test_run_ids_are_pinned(grid, session):
 
 
 def test_the_committed_leaderboard_is_the_default_grid(session):
-    """The README's run command made leaderboard/results: the same ids as the default grid plans now."""
+    """The README's run command made leaderboard/results: the same ids as the embedded default (the
+    default grid with its second train size) plans now."""
     from stmbench.plan.grid import plan_grid
     from stmbench.store.results import ResultStore
-    from stmbench.spec.grid_spec import GridSpec
+    from stmbench.spec.grid_spec import EMBEDDED_DEFAULT, GridSpec
 
     stored = sorted(r.run_id for r in ResultStore(REPO / "leaderboard" / "results").load_all())
-    assert sorted(r.run_id for r in plan_grid(GridSpec(), session).runs) == stored
+    assert sorted(r.run_id for r in plan_grid(GridSpec(**EMBEDDED_DEFAULT), session).runs) == stored
 
 
 def test_the_committed_leaderboard_regenerates_byte_identically(tmp_path, session):

@@ -259,5 +259,5 @@ def test_committed_leaderboard_regenerates_byte_identically(tmp_path):
         if path.is_file() and path.name != leaderboard.SOURCE_FILE:  # that names the folder it was built from
             assert (tmp_path / path.name).read_bytes() == path.read_bytes(), path.name
     results = [json.loads(p.read_text(encoding="utf-8")) for p in (committed / "results").glob("*[0-9a-f].json")]
-    assert len(results) == 4 and all(r["task_info"]["synthetic"] for r in results)
+    assert len(results) == 8 and all(r["task_info"]["synthetic"] for r in results)
     assert os.path.exists(committed / "index.html")

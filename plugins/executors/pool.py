@@ -22,7 +22,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from stmbench import Executor, hookimpl
+from stmbench import Executor, StmbenchError, hookimpl
 
 log = logging.getLogger(__name__)
 
@@ -64,23 +64,35 @@ class Slot:
     threads: int
 
 
-def plan_slots(options: PoolOptions, cpus: int | None = None) -> list[Slot]:
+def plan_slots(options: PoolOptions, cpus: int | None = None, per_run: int = 1) -> list[Slot]:
+    """One slot per worker.  With ``per_run`` k > 1 (``--devices-per-run``) a worker's runs are k
+    processes each: the GPUs are split into groups of k (``cuda:0,cuda:1`` -> one worker seeing both),
+    and a CPU worker gets at least k cores."""
     cpus = cpus or os.cpu_count() or 1
     devices = list(options.devices or [])
     if not devices and not options.workers:
         import torch
 
         devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    groups: list[list[str]]
     if not devices:
-        n = options.workers or max(1, cpus // 2)
-        devices = ["cpu"] * n
-    threads = max(1, cpus // len(devices))
+        n = options.workers or max(1, cpus // (2 * per_run))
+        groups = [["cpu"]] * n
+    elif per_run > 1 and any(d.startswith("cuda") for d in devices):
+        if len(devices) % per_run or not all(d.startswith("cuda") for d in devices):
+            raise StmbenchError(f"pool: {len(devices)} device(s) ({', '.join(devices)}) do not split into groups "
+                                f"of {per_run} GPUs (--devices-per-run {per_run})")
+        groups = [devices[i:i + per_run] for i in range(0, len(devices), per_run)]
+    else:
+        groups = [[d] for d in devices]
+    threads = max(1, cpus // len(groups))
     env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     slots = []
-    for device in devices:
-        if device.startswith("cuda"):
-            index = device.partition(":")[2] or "0"
-            slots.append(Slot(device, "cuda", {**env, "CUDA_VISIBLE_DEVICES": index}, threads))
+    for group in groups:
+        if group[0].startswith("cuda"):
+            indices = ",".join(d.partition(":")[2] or "0" for d in group)
+            label = "+".join(group) if len(group) > 1 else group[0]
+            slots.append(Slot(label, "cuda", {**env, "CUDA_VISIBLE_DEVICES": indices}, threads))
         else:
             slots.append(Slot("cpu", "cpu", {**env, "CUDA_VISIBLE_DEVICES": ""}, threads))
     return slots
@@ -208,7 +220,7 @@ class PoolExecutor(Executor):
     options_class = PoolOptions
 
     def execute(self, work, *, run, options: dict[str, Any]) -> None:
-        slots = plan_slots(options)
+        slots = plan_slots(options, per_run=int(getattr(run.settings, "devices_per_run", 1) or 1))
         log.info("pool: %d worker(s): %s (%d CPU thread(s) each)", len(slots),
                  ", ".join(s.label for s in slots), slots[0].threads)
         ctx = worker_context()

@@ -26,7 +26,8 @@ class RayOptions:
                 "empty starts a local instance"})
     num_cpus: float = field(default=1.0, metadata={"help": "CPUs per run"})
     num_gpus: Any = field(default=None, metadata={
-        "help": "GPUs per run (default: 1 where the cluster has GPUs, else 0)"})
+        "help": "GPUs per run (default: --devices-per-run where the cluster has GPUs, else 0; on CPUs a run "
+                "of k processes asks for at least k CPUs)"})
     max_in_flight: int = field(default=0, metadata={
         "help": "most runs submitted at once (default: as many as the cluster's resources fit)"})
     local_cpus: int = field(default=0, metadata={
@@ -83,13 +84,17 @@ class RayExecutor(Executor):
                 started = True
         try:
             resources = ray.cluster_resources()
-            gpus = options.num_gpus if options.num_gpus is not None else (1.0 if resources.get("GPU") else 0.0)
-            limit = options.max_in_flight or _capacity(resources, options.num_cpus, gpus)
+            k = int(getattr(run.settings, "devices_per_run", 1) or 1)  # a run's processes (--devices-per-run)
+            gpus = options.num_gpus if options.num_gpus is not None else (float(k) if resources.get("GPU") else 0.0)
+            cpus = options.num_cpus if gpus else max(options.num_cpus, float(k))  # a CPU process per rank
+            if k > 1 and gpus and gpus < k:
+                raise StmbenchError(f"ray: num_gpus={gpus:g} per run, but --devices-per-run {k} needs {k}")
+            limit = options.max_in_flight or _capacity(resources, cpus, gpus)
             log.info("ray: %s CPU(s), %s GPU(s) in the cluster; %d run(s) at a time", resources.get("CPU", 0),
                      resources.get("GPU", 0), limit)
-            task = ray.remote(num_cpus=options.num_cpus, num_gpus=gpus, max_calls=1, max_retries=0)(_ray_run)
+            task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_calls=1, max_retries=0)(_ray_run)
             runner = ray.put(run)
-            threads = int(options.num_cpus)
+            threads = int(cpus)
             while True:
                 while len(pending) < limit:
                     spec = work.take()

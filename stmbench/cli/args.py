@@ -28,6 +28,10 @@ def settings_from(args: argparse.Namespace) -> Any:
         force=getattr(args, "force", False),
         save_models=getattr(args, "save_models", None) or "auto",
         report_to=parse_report_to(getattr(args, "report_to", None)),
+        devices_per_run=1 if getattr(args, "devices_per_run", None) is None else args.devices_per_run,
+        fsdp=getattr(args, "fsdp", None) or "",
+        fsdp_config=getattr(args, "fsdp_config", None),
+        deepspeed=getattr(args, "deepspeed", None),
         backbone_names=_backbone_names(getattr(args, "backbone_name", None) or [], getattr(args, "backbones", None)),
         **{k: getattr(args, k) for k in ("save_steps", "claim_timeout") if getattr(args, k, None) is not None},
     )

@@ -288,6 +288,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the name shown for a backbone on the leaderboard, in figure names and these lines "
                             "(default: a .gguf file's name, a hub id, a folder's name; the full name stays in each "
                             "result); BACKBONE=NAME, or NAME alone with one backbone; repeatable")
+    scale = run.add_argument_group("one run on several devices")
+    scale.add_argument("--devices-per-run", type=int, metavar="K",
+                       help="launch each run as K processes with torchrun, one per device, training data-parallel "
+                            "(gloo on CPU, NCCL on GPUs); the step batch (--per-device-train-batch-size) is split "
+                            "over the K, so the run is the same run as on one device (default 1)")
+    scale.add_argument("--fsdp", metavar="OPTIONS",
+                       help="shard the model with FSDP, as TrainingArguments' fsdp takes it (e.g. \"full_shard "
+                            "auto_wrap\"); needs CUDA devices")
+    scale.add_argument("--fsdp-config", metavar="JSON", help="TrainingArguments' fsdp_config (a JSON file)")
+    scale.add_argument("--deepspeed", metavar="CONFIG.json",
+                       help="train with DeepSpeed (ZeRO) from this config, as TrainingArguments' deepspeed takes it")
     run.set_defaults(func=cmd_run)
 
     lb = sub.add_parser("leaderboard", parents=[common], help="write the leaderboard from stored results")

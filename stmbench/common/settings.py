@@ -43,6 +43,12 @@ class Settings:
     save_models: str = "auto"
     #: ``--report-to``: the Trainer integrations each run logs to (``tensorboard``, ``mlflow``, ``wandb``, ...)
     report_to: list[str] = field(default_factory=list)
+    #: ``--devices-per-run``: processes (devices) one run trains on (:mod:`stmbench.run.distributed`)
+    devices_per_run: int = 1
+    #: ``--fsdp`` / ``--fsdp-config`` / ``--deepspeed``: TrainingArguments' sharding settings, passed through
+    fsdp: str = ""
+    fsdp_config: str | None = None
+    deepspeed: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if isinstance(v, list)

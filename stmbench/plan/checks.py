@@ -43,6 +43,55 @@ def _device_problems(requested: str | None, runs: list[RunSpec]) -> tuple[list[s
     return problems, device
 
 
+def _scale_problems(settings: Any, runs: list[RunSpec], device: str) -> list[str]:
+    """``--devices-per-run``, ``--fsdp`` and ``--deepspeed`` against the devices and packages here."""
+    import importlib.util
+    import json
+
+    import torch
+
+    k, problems = int(settings.devices_per_run), []
+    kind, _, index = device.partition(":")
+    if k < 1:
+        return [f"--devices-per-run {k}: expected 1 or more"]
+    if k > 1:
+        if not torch.distributed.is_available():
+            problems.append(f"--devices-per-run {k}: this torch build has no torch.distributed")
+        if kind == "cuda" and index:
+            problems.append(f"--devices-per-run {k} with --device {device}: a run takes the first {k} visible GPUs "
+                            "(give --device cuda, and CUDA_VISIBLE_DEVICES to choose them)")
+        elif kind == "cuda" and k > torch.cuda.device_count():
+            problems.append(f"--devices-per-run {k}: there are only {torch.cuda.device_count()} CUDA device(s) here")
+        elif kind == "cpu" and k > (os.cpu_count() or 1):
+            problems.append(f"--devices-per-run {k}: there are only {os.cpu_count()} CPU core(s) here, "
+                            "one per process at least")
+        elif kind == "mps":
+            problems.append(f"--devices-per-run {k}: MPS has one device; use 1")
+        odd = sorted({r.training.per_device_train_batch_size for r in runs
+                      if r.training.per_device_train_batch_size % k})
+        if odd:
+            problems.append(f"--devices-per-run {k}: a step batch of {', '.join(map(str, odd))} does not split over "
+                            f"{k} devices (--per-device-train-batch-size is the batch of one step, split over them)")
+    if settings.fsdp and settings.deepspeed:
+        problems.append("--fsdp and --deepspeed: choose one way to shard")
+    if settings.fsdp_config and not settings.fsdp:
+        problems.append("--fsdp-config without --fsdp: give the FSDP options too")
+    if settings.fsdp and kind != "cuda":
+        problems.append(f"--fsdp {settings.fsdp}: FSDP needs CUDA devices; the device is {device}")
+    if settings.deepspeed:
+        if importlib.util.find_spec("deepspeed") is None:
+            problems.append(f"--deepspeed {settings.deepspeed}: DeepSpeed is not installed (pip install deepspeed)")
+        if kind != "cuda":
+            problems.append(f"--deepspeed {settings.deepspeed}: DeepSpeed needs CUDA devices; the device is {device}")
+    for flag, path in (("--deepspeed", settings.deepspeed), ("--fsdp-config", settings.fsdp_config)):
+        if path:
+            try:
+                json.loads(Path(path).read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError) as exc:
+                problems.append(f"{flag} {path}: not a readable JSON file ({type(exc).__name__})")
+    return problems
+
+
 def _name_problems(runs: list[RunSpec]) -> list[str]:
     from transformers.trainer_utils import SchedulerType
     from transformers.training_args import OptimizerNames
@@ -144,6 +193,7 @@ def preflight(runs: list[RunSpec], session: Any, *, skip_bad_rows: bool = False)
     if not runs:
         return []
     problems, device = _device_problems(session.settings.device, runs)
+    problems += _scale_problems(session.settings, runs, device)
     problems += _name_problems(runs)
     problems += _folder_problems(session.settings.results_dir)
     from stmbench.core.trackers import check_trackers
@@ -157,7 +207,9 @@ def preflight(runs: list[RunSpec], session: Any, *, skip_bad_rows: bool = False)
     if problems:
         raise StmbenchError("\n".join(problems) if len(problems) == 1 else
                             f"{len(problems)} problems found before training:\n" + "\n".join(f"  {p}" for p in problems))
-    return [f"device {device}" + (" (bf16)" if any(r.training.bf16 for r in runs) else "")
+    k = int(session.settings.devices_per_run)
+    return [f"device {device}" + (f" x {k} processes per run (torchrun)" if k > 1 else "")
+            + (" (bf16)" if any(r.training.bf16 for r in runs) else "")
             + (" (fp16)" if any(r.training.fp16 for r in runs) else ""),
             "optimizer(s) " + ", ".join(sorted({r.training.optim for r in runs})) + "; schedule(s) "
             + ", ".join(sorted({r.training.lr_scheduler_type for r in runs})),

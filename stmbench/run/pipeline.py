@@ -25,6 +25,8 @@ from stmbench.core.session import Session, tokenizer_fingerprint
 from stmbench.spec.run import RunSpec
 from stmbench.run.splits import dev_rows, limit_sample, report_counts, subsample_indices
 from stmbench.run.splits import gold as gold_answers
+from stmbench.run.distributed import record as distributed_record
+from stmbench.run.distributed import world
 from stmbench.run.training import Diverged, TrainOutcome, precision, train
 from stmbench.run.tuning import Paused
 from stmbench.core.types import Adapter, Backbone, BackboneInfo, Prediction, Strategy
@@ -284,10 +286,13 @@ def execute(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -
                                        device=device, dtype_name=out["precision"]["dtype"],
                                        cache_dir=session.settings.cache_dir)
         out["training"] = outcome.record()
+        out["distributed"] = distributed_record(spec, session.settings, world().size, device)
     else:
         data.counts["train_examples"] = 0
         if str(model_device(loaded.model)) != device and not getattr(loaded.model, "hf_device_map", None):
             loaded.model.to(device)
+    if not world().main:  # a rank of a launched run: it trained with the others; rank 0 predicts and writes
+        return out, {}
     tracking = trained.outcome.tracking if data.train is not None else None
     try:
         return _tested(out, parts, data, loaded, session, peak, tracking, trainable=trainable, total=total)

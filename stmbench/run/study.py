@@ -121,8 +121,11 @@ class Runner:
         _ = self.session
 
     def __call__(self, spec: RunSpec) -> Outcome:
+        from stmbench.run.distributed import launch, world
         from stmbench.run.pipeline import run_spec
 
+        if self.settings.devices_per_run > 1 and world().size == 1:  # k processes under torchrun
+            return launch(self, spec)
         return run_spec(spec, self.session, info=self.backbones.get(spec.backbone))
 
     def failed(self, spec: RunSpec, reason: str) -> RunResult:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stmbench.common.errors import StmbenchError
+from stmbench.run.distributed import RUN_FOLDER, world
 from stmbench.run.scoring import score
 from stmbench.core.modeling import IGNORE_INDEX
 from stmbench.run.splits import gold, sequence_lengths
@@ -86,15 +88,28 @@ def optimizer_kernel(optim: str, device: str) -> str:
 
 
 def _trainer_args(spec: RunSpec, output_dir: str, device: str, show_progress: bool,
-                  save_steps: int | None = 0, report_to: list[str] | None = None, run_name: str | None = None) -> Any:
+                  save_steps: int | None = 0, report_to: list[str] | None = None, run_name: str | None = None,
+                  settings: Any = None) -> Any:
     from transformers import TrainingArguments
 
+    from stmbench.run.distributed import per_device_batch
+
     t = spec.training
+    size = world().size
+    scale: dict[str, Any] = {}
+    if size > 1 and device.startswith("cpu"):
+        scale["ddp_backend"] = "gloo"
+    if settings is not None and settings.fsdp:
+        scale["fsdp"] = settings.fsdp
+        if settings.fsdp_config:
+            scale["fsdp_config"] = settings.fsdp_config
+    if settings is not None and settings.deepspeed:
+        scale["deepspeed"] = settings.deepspeed
     mixed = precision(spec, device)
     saving = _selection_args(t) if t.eval_strategy != "no" else {**_save_args(save_steps), "eval_strategy": "no"}
     return TrainingArguments(
         output_dir=output_dir, learning_rate=t.learning_rate, num_train_epochs=t.num_train_epochs,
-        max_steps=t.max_steps, per_device_train_batch_size=t.per_device_train_batch_size,
+        max_steps=t.max_steps, per_device_train_batch_size=per_device_batch(t.per_device_train_batch_size, size),
         per_device_eval_batch_size=t.per_device_eval_batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps, weight_decay=t.weight_decay,
         warmup_steps=t.warmup_steps, lr_scheduler_type=t.lr_scheduler_type, optim=optimizer_kernel(t.optim, device),
@@ -103,7 +118,7 @@ def _trainer_args(spec: RunSpec, output_dir: str, device: str, show_progress: bo
         logging_strategy="steps", logging_steps=t.logging_steps, logging_first_step=True,
         logging_nan_inf_filter=False,
         report_to=list(report_to) if report_to else "none", run_name=run_name, use_cpu=device.startswith("cpu"),
-        dataloader_num_workers=0, disable_tqdm=not show_progress,
+        dataloader_num_workers=0, disable_tqdm=not show_progress, **scale,
     )
 
 
@@ -363,8 +378,10 @@ def _trainer_class(strategy: Any, task: Any, tokenizer: Any, spec: RunSpec, sess
 
     class GroupedTrainer(base):  # type: ignore[misc, valid-type]
         def _get_train_sampler(self, train_dataset=None):  # noqa: ANN001
-            return length_grouped_sampler(lengths, self.args.train_batch_size * self.args.gradient_accumulation_steps,
-                                          spec.seed)
+            # groups of the batch of one optimizer step over every rank: k ranks take consecutive
+            # shares of it (accelerate's batch sampler shards), so the steps are a one-process run's
+            step = self.args.train_batch_size * self.args.gradient_accumulation_steps * max(1, self.args.world_size)
+            return length_grouped_sampler(lengths, step, spec.seed)
 
     return GroupedTrainer
 
@@ -443,7 +460,10 @@ def train(model: Any, features: Any, *, strategy: Any, tokenizer: Any, spec: Run
         callbacks.append(pruning)
         save_steps = None if save_steps == 0 else save_steps  # a paused trial resumes from its checkpoint
     with contextlib.ExitStack() as stack:
-        if save_steps == 0:  # nothing to resume from; selection's checkpoints go to a folder removed with the run
+        shared = os.environ.get(RUN_FOLDER) if world().size > 1 else None
+        if save_steps == 0 and shared:  # the ranks of one launched run share the folder its launcher removes
+            out, resume = os.path.join(shared, "trainer"), None
+        elif save_steps == 0:  # nothing to resume from; selection's checkpoints go to a folder removed with the run
             out = stack.enter_context(tempfile.TemporaryDirectory(prefix="stmbench-trainer-"))
             resume = None
         else:
@@ -463,11 +483,16 @@ def train(model: Any, features: Any, *, strategy: Any, tokenizer: Any, spec: Run
         report_to = session.settings.report_to
         run_name = f"{spec.label({'backbone': session.backbone_display(spec.backbone)})} [{spec.run_id}]"
         trainer = trainer_class(model=model, args=_trainer_args(spec, out, device, session.show_progress, save_steps,
-                                                                report_to, run_name),
+                                                                report_to, run_name, session.settings),
                                 train_dataset=features, eval_dataset=dev if selecting else None,
                                 data_collator=TrainingCollator(collator, meter, keep_labelled),
                                 compute_loss_func=labelled_lm_loss if keep_labelled else None, callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)
+        if not _loss_counts_items(model):
+            # the Trainer takes a forward with **kwargs to normalise its loss by the items of the whole
+            # step (num_items_in_batch); a classification head averages its own batch instead, so that
+            # loss must be divided for accumulation and not multiplied by the ranks (it would be k x)
+            trainer.model_accepts_loss_kwargs = False
         health.trainer = trainer
         tracking = None
         if report_to:
@@ -524,6 +549,13 @@ def train(model: Any, features: Any, *, strategy: Any, tokenizer: Any, spec: Run
                         resumed_from_step=resume[1] if resume else None, selection=selection,
                         planned_steps=int(trainer.state.max_steps) or None, pruned_at_step=pruned_at,
                         optimizer=str(getattr(trainer.args.optim, "value", trainer.args.optim)), tracking=tracking)
+
+
+def _loss_counts_items(model: Any) -> bool:
+    """Whether ``model``'s own loss is normalised by the ``num_items_in_batch`` the Trainer passes (a
+    causal LM's is; transformers' classification heads and stmbench's take the mean of their batch)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return type(base).__name__.endswith("ForCausalLM")
 
 
 def _pending_decision(reporter: Any, resume: tuple[str, int]) -> TrainOutcome | None:

@@ -22,7 +22,7 @@ class TrainingSettings:
     learning_rate: float = _help("peak learning rate (default: the backbone's or the adapter's)", default=2e-5)
     num_train_epochs: float = _help("training epochs", default=3.0)
     max_steps: int = _help("stop after this many optimizer steps (-1: use epochs)", default=-1)
-    per_device_train_batch_size: int = _help("training batch size per device", default=16)
+    per_device_train_batch_size: int = _help("training batch of one step per device; with --devices-per-run K, of one step over all K (each takes 1/K)", default=16)
     per_device_eval_batch_size: int = _help("prediction rows per batch at most (see eval_batch_tokens)", default=64)
     gradient_accumulation_steps: int = _help("batches accumulated per optimizer step", default=1)
     max_seq_length: int = _help("truncate inputs to this many tokens", default=128)

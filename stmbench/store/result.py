@@ -58,6 +58,10 @@ class RunResult(Mapping):
     padding: dict[str, Any] = field(default_factory=dict)  #: ``train``, ``predict``: real / processed tokens
     precision: dict[str, Any] | None = None  #: bf16 / fp16 / tf32 and the dtype (trained runs)
     hardware: dict[str, Any] | None = None  #: FLOPs, peak, ``mfu`` (trained runs)
+    #: how a trained run was spread: ``world_size``, ``sharding`` (ddp / fsdp / deepspeed), ``backend``,
+    #: ``per_device_train_batch_size``, ``effective_batch`` (:mod:`stmbench.run.distributed`); ``None``
+    #: for runs stored before it was recorded
+    distributed: dict[str, Any] | None = None
     attention: str | None = None  #: the model's attention implementation
     backbone_info: dict[str, Any] = field(default_factory=dict)  #: :class:`stmbench.core.types.BackboneInfo`
     parameters: dict[str, Any] = field(default_factory=dict)  #: ``trainable``, ``total``, ``trainable_percent``

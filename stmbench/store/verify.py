@@ -84,7 +84,7 @@ def _check_fields(data: dict[str, Any]) -> None:
     for key in ("labels", "task_info", "versions", "device", "times", "metrics", "counts", "health", "padding",
                 "backbone_info", "parameters", "cache", "prediction_info"):
         _need(isinstance(data.get(key, {}), dict), f"{key} must be a mapping")
-    for key in ("training", "partial", "precision", "hardware", "data", "memory"):
+    for key in ("training", "partial", "precision", "hardware", "distributed", "data", "memory"):
         _need(data.get(key) is None or isinstance(data[key], dict), f"{key} must be a mapping or null")
     for key in ("started_at", "finished_at", "error", "traceback", "attention"):
         _need(data.get(key) is None or isinstance(data[key], str), f"{key} must be text")

@@ -5,7 +5,8 @@ the driver, in pool workers, in Ray workers and in separate ``stmbench run`` pro
 * ``STMBENCH_TEST_EXIT_SEED=N``: a run with seed N kills its own process with ``os._exit(3)``;
 * ``STMBENCH_TEST_KILL_AT_STEP=N``: the process is killed with SIGKILL at training step N;
 * ``STMBENCH_TEST_STEPS=FILE``: every trained run appends ``run_id first_step`` to FILE;
-* ``STMBENCH_TEST_FAIL_SEED=N``: a run with seed N raises an error as its training starts;
+* ``STMBENCH_TEST_FAIL_SEED=N``: a run with seed N raises an error as its training starts (with
+  ``STMBENCH_TEST_FAIL_RANK=R`` as well: only rank R of a run launched on several processes);
 * ``STMBENCH_TEST_SPOIL_FROM_EPOCH=N``: from the end of epoch N on, every weight is zeroed (the model
   "overfits": its dev accuracy falls), so dev selection must pick an earlier epoch.
 """
@@ -60,5 +61,9 @@ def run_started(run):
 @hookimpl
 def trainer_callbacks(run):
     if os.environ.get("STMBENCH_TEST_FAIL_SEED") == str(run.seed):
-        raise RuntimeError(f"test failure of seed {run.seed}")
+        rank = os.environ.get("STMBENCH_TEST_FAIL_RANK")
+        if rank is None:
+            raise RuntimeError(f"test failure of seed {run.seed}")
+        if os.environ.get("RANK") == rank:
+            raise RuntimeError(f"test failure of rank {rank}")
     return [StepWatch(run.run_id)]

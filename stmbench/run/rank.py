@@ -1,0 +1,58 @@
+"""One rank of a run launched on several processes (:func:`stmbench.run.distributed.launch`):
+``python -m stmbench.run.rank FOLDER`` under ``torchrun``.  Rank 0 runs the whole lifecycle (hooks,
+training, prediction, keeping the model) and leaves its outcome in FOLDER; the other ranks train
+with it and stop; a rank that fails leaves its reason in FOLDER and exits non-zero."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import sys
+from pathlib import Path
+
+from stmbench.common.errors import StmbenchError
+from stmbench.run.distributed import OUTCOME, PAYLOAD, world
+
+log = logging.getLogger(__name__)
+
+
+def main(folder: Path) -> int:
+    """One rank of a launched run; rank 0's outcome goes to ``FOLDER/outcome.pkl``."""
+    import torch
+
+    from stmbench.run.pipeline import execute, run_spec
+
+    here = world()
+    runner, spec = pickle.loads((folder / PAYLOAD).read_bytes())
+    if runner.session.device.startswith("cuda"):
+        runner = runner.with_device(f"cuda:{here.local_rank}")  # its session is rebuilt with this rank's device
+    if os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    session = runner.session
+    info = runner.backbones.get(spec.backbone)
+    if here.main:
+        result, predictions = run_spec(spec, session, info=info)
+        tmp = folder / (OUTCOME + ".tmp")
+        tmp.write_bytes(pickle.dumps((result, predictions)))
+        os.replace(tmp, folder / OUTCOME)
+        if result.status == "failed":
+            (folder / f"rank-{here.rank}.error").write_text(result.error or "failed", encoding="utf-8")
+            return 1  # torchrun stops the ranks still waiting in a collective
+        return 0
+    try:
+        execute(spec, session, info)  # trains with the others; prediction and writing are rank 0's
+    except Exception as exc:  # noqa: BLE001 - the reason goes to the launcher, the run fails
+        message = str(exc) if isinstance(exc, StmbenchError) else f"{type(exc).__name__}: {exc}"
+        (folder / f"rank-{here.rank}.error").write_text(message, encoding="utf-8")
+        log.error("rank %d of run %s failed: %s", here.rank, spec.label(), message)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    sys.exit(main(Path(sys.argv[1])))
+
+
+__all__ = ["main"]
