@@ -96,11 +96,13 @@ def test_a_killed_two_process_run_resumes_from_its_checkpoint(cli, tmp_path, mon
 @pytest.mark.parametrize(("flags", "says"), [
     (["--devices-per-run", "3"], "there are only"),
     (["--devices-per-run", "2", "--per-device-train-batch-size", "7"], "a step batch of 7 does not split over 2"),
-    (["--devices-per-run", "0"], "expected 1 or more"),
+    (["--devices-per-run", "0"], "1 or more"),
     (["--fsdp", "full_shard auto_wrap"], "FSDP needs CUDA devices"),
     (["--fsdp-config", "x.json"], "--fsdp-config without --fsdp"),
     (["--deepspeed", "ds.json"], "--deepspeed ds.json: DeepSpeed"),
     (["--devices-per-run", "2", "--device", "cuda:1"], "cuda"),
+    (["--devices-per-run", "2", "--pruner", "asha", "--sweep", "learning_rate=1e-4,1e-3",
+      "--eval-strategy", "epoch"], "with --pruner"),
 ])
 def test_what_cannot_spread_is_refused_before_anything_trains(cli, tmp_path, flags, says, monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
@@ -108,6 +110,23 @@ def test_what_cannot_spread_is_refused_before_anything_trains(cli, tmp_path, fla
     code, _, err = cli("run", "--results-dir", str(results), *FAST, *flags)
     assert code == 2 and says in err and "Traceback" not in err, err
     assert not results.exists() or not list(results.glob("*.json"))
+
+
+def test_a_grid_file_says_devices_per_run_and_a_flag_overrides_it(cli, tmp_path):
+    from stmbench import StmbenchError
+    from stmbench.spec.grid_spec import GridSpec
+
+    config = tmp_path / "grid.yaml"
+    config.write_text("strategies: [discriminative]\nadapters: [full]\ndevices_per_run: 2\n", encoding="utf-8")
+    code, out, err = cli("run", "--config", str(config), "--results-dir", str(tmp_path / "r"), "--dry-run")
+    assert code == 0, err
+    assert "device cpu x 2 processes per run (torchrun)" in out
+    code, out, err = cli("run", "--config", str(config), "--devices-per-run", "1", "--results-dir",
+                         str(tmp_path / "r"), "--dry-run")
+    assert code == 0 and "processes per run" not in out, err
+    for bad in (0, "2", True):
+        with pytest.raises(StmbenchError, match="devices_per_run"):
+            GridSpec(devices_per_run=bad)
 
 
 def test_the_pool_gives_each_worker_k_gpus_and_a_cpu_worker_k_cores():

@@ -102,7 +102,8 @@ def grid_from(args: argparse.Namespace) -> Any:
                      sweep=_sweep(args) or None, teacher=getattr(args, "teacher", None),
                      trials=getattr(args, "trials", None), sampler=getattr(args, "sampler", None),
                      sweep_seed=getattr(args, "sweep_seed", None), pruner=getattr(args, "pruner", None),
-                     rationales=getattr(args, "rationales", None))
+                     rationales=getattr(args, "rationales", None),
+                     devices_per_run=getattr(args, "devices_per_run", None))
     return grid.with_overrides(**overrides)
 
 

@@ -67,6 +67,9 @@ def _scale_problems(settings: Any, runs: list[RunSpec], device: str) -> list[str
                             "one per process at least")
         elif kind == "mps":
             problems.append(f"--devices-per-run {k}: MPS has one device; use 1")
+        if any(r.pruner for r in runs):
+            problems.append(f"--devices-per-run {k} with --pruner: a pruned sweep's trials run on one device each "
+                            "(the ranks of one trial would each decide alone); drop one of them")
         odd = sorted({r.training.per_device_train_batch_size for r in runs
                       if r.training.per_device_train_batch_size % k})
         if odd:

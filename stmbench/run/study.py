@@ -124,8 +124,8 @@ class Runner:
         from stmbench.run.distributed import launch, world
         from stmbench.run.pipeline import run_spec
 
-        if self.settings.devices_per_run > 1 and world().size == 1:  # k processes under torchrun
-            return launch(self, spec)
+        if self.settings.devices_per_run > 1 and world().size == 1 and self.session.get("strategy", spec.strategy).trains:
+            return launch(self, spec)  # k processes under torchrun (a run that trains nothing needs one)
         return run_spec(spec, self.session, info=self.backbones.get(spec.backbone))
 
     def failed(self, spec: RunSpec, reason: str) -> RunResult:
@@ -403,6 +403,8 @@ def run_study(grid: GridSpec, session: Session, *, rerun: bool = False, dry_run:
     else:
         todo = list(plan.runs)
     report = StudyReport(plan=plan, todo=todo, skipped=len(plan.runs) - len(todo))
+    if grid.devices_per_run is not None:  # a grid file's devices_per_run (a flag overrides it in the grid)
+        session.settings.devices_per_run = grid.devices_per_run
     # every setting, device and data split of the grid is checked, also when nothing is left to run
     problem = None
     try:

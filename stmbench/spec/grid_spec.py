@@ -37,6 +37,9 @@ class GridSpec:
     strategy_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     skip_bad_rows: bool = False
     limit: int | None = None
+    #: processes (devices) each run trains on (``--devices-per-run``; :mod:`stmbench.run.distributed`);
+    #: ``None``: the session's setting (1 unless given).  Not part of any run's identity
+    devices_per_run: int | None = None
     #: training setting -> the values tried per cell, or a sampled search space (``loguniform:1e-5:1e-3``)
     sweep: dict[str, Any] = field(default_factory=dict)
     trials: int | None = None  #: how many trials a sampled search space draws (crossed with value lists)
@@ -91,6 +94,10 @@ class GridSpec:
                 raise StmbenchError(f"limit {self.limit!r} is not a number of examples") from None
             if self.limit < 1:
                 raise StmbenchError(f"limit {self.limit}: evaluate on at least 1 example")
+        if self.devices_per_run is not None:
+            if isinstance(self.devices_per_run, bool) or not isinstance(self.devices_per_run, int) \
+                    or self.devices_per_run < 1:
+                raise StmbenchError(f"devices_per_run {str(self.devices_per_run)[:40]!r}: expected a whole number, 1 or more")
         for size in self.train_sizes:
             if size != FULL and size < 1:
                 raise StmbenchError(f"train size {size}: a train size is a positive number of examples or 'full'")
