@@ -59,7 +59,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     board, paths = (None, []) if args.dry_run else refresh_leaderboard(session)
     if board is not None:
         print()
-        header, body = leaderboard.table(board)
+        shown = board if board.rows or board.partial is None else board.partial
+        if shown is not board:
+            print("partial evaluations (--limit: not ranked; the leaderboard lists them apart):")
+        header, body = leaderboard.table(shown)
         keep = [i for i, h in enumerate(header) if h not in ("runs",)]
         print(tabulate([[line[i] for i in keep] for line in body], headers=[header[i] for i in keep],
                        tablefmt="github", disable_numparse=True))

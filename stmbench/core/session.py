@@ -129,6 +129,10 @@ class Session:
     def get(self, kind: str, name: str) -> Any:
         return self.catalogue.get(kind, name)
 
+    def run_label(self, spec: Any) -> str:
+        """``spec.label()`` with the backbone's display name: what log lines about a run say."""
+        return spec.label({"backbone": self.backbone_display(spec.backbone)})
+
     def backbone_display(self, name: str) -> str:
         """The name shown for backbone ``name``: ``--backbone-name``'s, else its backbone plugin's
         :meth:`~stmbench.core.types.Backbone.display_name`."""

@@ -104,7 +104,7 @@ def launch(runner: Any, spec: Any) -> tuple[Any, Any]:
         command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={k}", "--nnodes=1",
                    "--master-addr=127.0.0.1", f"--master-port={_free_port()}", "--max-restarts=0",
                    "-m", "stmbench.run.rank", str(folder)]
-        log.info("run %s: %d processes (torchrun)", spec.label(), k)
+        log.info("run %s: %d processes (torchrun)", runner.session.run_label(spec), k)
         done = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               errors="replace")
         outcome = folder / OUTCOME

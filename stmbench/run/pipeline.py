@@ -321,7 +321,7 @@ def _tested(out: dict[str, Any], parts: RunParts, data: RunData, loaded: Loaded,
         out["partial"] = data.partial
     out["health"] = health(out.get("training"), predicted.gold, list(predicted.prediction.labels))
     for note in out["health"]["notes"]:
-        log.warning("run %s is flagged: %s", spec.label(), note)
+        log.warning("run %s is flagged: %s", session.run_label(spec), note)
     out["prediction_info"] = predicted.prediction.info
     out["counts"] = data.counts
     out["data"] = data_record(parts.task, spec, data.used)
@@ -356,7 +356,7 @@ def keep_model(parts: RunParts, loaded: Loaded, session: Session, *, trainable: 
                      {"run_id": spec.run_id, "spec": spec.to_dict(), "keep": policy,
                       "head": loaded.head, "backbone": session.backbone_display(spec.backbone)})
     except Exception as exc:  # noqa: BLE001 - a full disk costs the saved model, not the result
-        log.warning("run %s: its trained model could not be saved: %s: %s", spec.label(), type(exc).__name__, exc)
+        log.warning("run %s: its trained model could not be saved: %s: %s", session.run_label(spec), type(exc).__name__, exc)
 
 
 def _pruned(out: dict[str, Any], parts: RunParts, data: RunData, peak: Any) -> dict[str, Any]:
@@ -447,14 +447,14 @@ def run_spec(spec: RunSpec, session: Session, info: BackboneInfo | None = None) 
     except Paused as exc:  # a pruned sweep's trial waits for an earlier one: back into the queue
         result.status = "paused"
         result.error = str(exc)
-        log.info("run %s %s", spec.label(), exc)
+        log.info("run %s %s", session.run_label(spec), exc)
     except Exception as exc:  # noqa: BLE001 - any failure of a run is recorded, the grid goes on
         result.status = "failed"
         result.error = str(exc) if isinstance(exc, StmbenchError) else f"{type(exc).__name__}: {exc}"
         result.traceback = traceback.format_exc()
         if isinstance(exc, Diverged):
             result.training = {"loss_curve": exc.loss_curve}
-        log.error("run %s failed: %s", spec.label(), result.error)
+        log.error("run %s failed: %s", session.run_label(spec), result.error)
         log.debug("%s", result.traceback)
     result.times["total_seconds"] = time.perf_counter() - start
     result.finished_at = _now()

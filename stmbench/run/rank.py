@@ -45,7 +45,7 @@ def main(folder: Path) -> int:
     except Exception as exc:  # noqa: BLE001 - the reason goes to the launcher, the run fails
         message = str(exc) if isinstance(exc, StmbenchError) else f"{type(exc).__name__}: {exc}"
         (folder / f"rank-{here.rank}.error").write_text(message, encoding="utf-8")
-        log.error("rank %d of run %s failed: %s", here.rank, spec.label(), message)
+        log.error("rank %d of run %s failed: %s", here.rank, session.run_label(spec), message)
         return 1
     return 0
 

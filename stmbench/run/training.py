@@ -481,7 +481,7 @@ def train(model: Any, features: Any, *, strategy: Any, tokenizer: Any, spec: Run
             collator = PackingCollator(flash=flash)
         trainer_class = _trainer_class(strategy, task, tokenizer, spec, session, lengths, packed_head)
         report_to = session.settings.report_to
-        run_name = f"{spec.label({'backbone': session.backbone_display(spec.backbone)})} [{spec.run_id}]"
+        run_name = f"{session.run_label(spec)} [{spec.run_id}]"
         trainer = trainer_class(model=model, args=_trainer_args(spec, out, device, session.show_progress, save_steps,
                                                                 report_to, run_name, session.settings),
                                 train_dataset=features, eval_dataset=dev if selecting else None,
@@ -501,7 +501,7 @@ def train(model: Any, features: Any, *, strategy: Any, tokenizer: Any, spec: Run
             tracking = Tracking(trainer, spec, session.settings.results_dir, model)
             stack.callback(lambda: tracking.forget_spec())  # nothing trained or saved keeps the spec in its config
         if resume is not None:
-            log.info("resuming %s from %s (step %d)", spec.label(), resume[0], resume[1])
+            log.info("resuming %s from %s (step %d)", session.run_label(spec), resume[0], resume[1])
         if reporter is not None and resume is not None:
             stopped = _pending_decision(reporter, resume)
             if stopped is not None:
