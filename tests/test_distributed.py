@@ -56,6 +56,23 @@ def test_two_processes_train_the_loss_curve_of_one_with_the_same_step_batch_and_
 
 
 @pytest.mark.slow
+def test_dev_selection_on_two_processes_picks_what_one_process_picks(cli, tmp_path):
+    """Scored on dev every epoch (each rank predicts the dev rows the way the run is tested), the
+    best checkpoint is the same one, and both ranks load it from the folder rank 0 saved it in."""
+    args = [*FAST, "--num-train-epochs", "3", "--eval-strategy", "epoch"]
+    code, _, err = cli("run", "--results-dir", str(tmp_path / "one"), *args)
+    assert code == 0, err
+    code, _, err = cli("run", "--results-dir", str(tmp_path / "two"), "--devices-per-run", "2", *args)
+    assert code == 0, err
+    (one, one_predicted), (two, two_predicted) = _stored(tmp_path / "one"), _stored(tmp_path / "two")
+    assert two["status"] == "ok", two.get("error")
+    picked = [r["training"]["selection"] for r in (one, two)]
+    assert picked[0]["selected_step"] == picked[1]["selected_step"]
+    assert [v for _, v in picked[0]["dev_curve"]] == pytest.approx([v for _, v in picked[1]["dev_curve"]], abs=1e-9)
+    assert two_predicted["predicted"] == one_predicted["predicted"]
+
+
+@pytest.mark.slow
 def test_a_rank_that_fails_fails_its_run_with_the_ranks_reason_and_the_grid_goes_on(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("STMBENCH_TEST_FAIL_RANK", "1")
     monkeypatch.setenv("STMBENCH_TEST_FAIL_SEED", "1")  # only seed 1's rank 1 raises
