@@ -82,6 +82,8 @@ def main() -> None:
           "; fixed: wall - training; launch: wall - the run's own total (torchrun, k imports, the session)")
     print(f"(world size recorded: {[r.distributed['world_size'] for _, _, r in rows]}; "
           f"effective batch {[r.distributed['effective_batch'] for _, _, r in rows]})")
+    # the ratio run_all collects: the k-process run's training time over the one-process run's
+    print(f"bench_data_parallel: ratio={rows[1][2].times['train_seconds'] / base.times['train_seconds']:.2f}")
 
 
 if __name__ == "__main__":
