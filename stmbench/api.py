@@ -22,7 +22,8 @@ The groups:
   lm-eval task export (``lm_eval_task_config``, ``write_jsonl``), the answer parsing of rationales
   (``parse_answer``, ``split_rationale``), bounded reads of files from outside
   (``read_untrusted_bytes``), and what a worker process needs
-  (``preload_run_modules``, ``RUN_MODULES``, ``pid_alive``).
+  (``preload_run_modules``, ``RUN_MODULES``, ``pid_alive``; ``run_rank_here``: one rank of a run
+  whose processes another launcher started, as Ray Train does).
 - **Errors**: ``StmbenchError`` (a clear one-line message, no traceback), ``UnknownNameError``.
 """
 
@@ -69,6 +70,7 @@ _NAMES: dict[str, tuple[str, str]] = {
     "RUN_MODULES": ("stmbench.run.study", "RUN_MODULES"),
     "preload_run_modules": ("stmbench.run.study", "preload"),
     "pid_alive": ("stmbench.run.claims", "pid_alive"),
+    "run_rank_here": ("stmbench.run.rank", "run_here"),
     # errors
     "StmbenchError": ("stmbench.common.errors", "StmbenchError"),
     "UnknownNameError": ("stmbench.common.errors", "UnknownNameError"),
@@ -106,6 +108,7 @@ if TYPE_CHECKING:  # pragma: no cover - what type checkers and readers see
                                      HEAD_TOKEN_CLASSIFICATION, HEADS, Adapter, Backbone, BackboneInfo,
                                      Combination, Executor, Plugin, Prediction, Runner, Strategy, WorkQueue)
     from stmbench.run.claims import pid_alive
+    from stmbench.run.rank import run_here as run_rank_here
     from stmbench.run.study import RUN_MODULES
     from stmbench.run.study import preload as preload_run_modules
     from stmbench.spec.run import RunSpec

@@ -110,6 +110,25 @@ def test_a_killed_two_process_run_resumes_from_its_checkpoint(cli, tmp_path, mon
     assert resumed["training"]["loss_curve"][-1][1] == pytest.approx(straight["training"]["loss_curve"][-1][1], abs=1e-4)
 
 
+@pytest.mark.slow
+def test_ray_train_workers_are_the_ranks_of_a_run_and_rank_0s_outcome_comes_back(cli, tmp_path):
+    """``placement=train``: the run's two ranks are two Ray Train workers of a local 2-CPU Ray
+    instance (a TorchTrainer, as it would place them on two nodes); rank 0's result reaches the driver
+    through an actor and is stored there, with the loss curve of the torchrun launch."""
+    pytest.importorskip("ray")
+    code, _, err = cli("run", "--results-dir", str(tmp_path / "torchrun"), "--devices-per-run", "2", *FAST)
+    assert code == 0, err
+    code, _, err = cli("run", "--results-dir", str(tmp_path / "ray"), "--devices-per-run", "2", "--executor", "ray",
+                       "--executor-option", "local_cpus=2", "--executor-option", "placement=train", *FAST)
+    assert code == 0, err
+    (launched, launched_predicted), (placed, placed_predicted) = _stored(tmp_path / "torchrun"), _stored(tmp_path / "ray")
+    assert placed["status"] == "ok", placed.get("error")
+    assert placed["distributed"]["world_size"] == 2 and placed["distributed"]["per_device_train_batch_size"] == 4
+    assert [v for _, v in placed["training"]["loss_curve"]] == pytest.approx(
+        [v for _, v in launched["training"]["loss_curve"]], abs=1e-4)
+    assert placed_predicted["predicted"] == launched_predicted["predicted"]
+
+
 @pytest.mark.parametrize(("flags", "says"), [
     (["--devices-per-run", "3"], "there are only"),
     (["--devices-per-run", "2", "--per-device-train-batch-size", "7"], "a step batch of 7 does not split over 2"),

@@ -32,6 +32,10 @@ class RayOptions:
         "help": "most runs submitted at once (default: as many as the cluster's resources fit)"})
     local_cpus: int = field(default=0, metadata={
         "help": "CPUs of a local instance started here (default: all of this machine's)"})
+    placement: str = field(default="auto", metadata={
+        "help": "where the k processes of a run (--devices-per-run k) go: 'task' (one Ray task that starts "
+                "them with torchrun, on one node), 'train' (k Ray Train workers, TorchTrainer, across nodes), "
+                "or 'auto': train where k is more than one node has (default auto)"})
 
     def __post_init__(self) -> None:
         self.address = str(self.address or "")
@@ -42,6 +46,8 @@ class RayOptions:
             self.num_gpus = float(self.num_gpus)
             if self.num_gpus < 0:
                 raise ValueError("num_gpus must not be negative")
+        if self.placement not in ("auto", "task", "train"):
+            raise ValueError(f"placement {self.placement!r}: expected auto, task or train")
         if int(self.max_in_flight) < 0 or int(self.local_cpus) < 0:
             raise ValueError("max_in_flight and local_cpus must not be negative")
         self.max_in_flight, self.local_cpus = int(self.max_in_flight), int(self.local_cpus)
@@ -55,11 +61,83 @@ def _ray_run(runner: Any, spec: Any, threads: int) -> Any:
     return runner(spec)
 
 
+def _train_rank(config: dict[str, Any]) -> None:
+    """One Ray Train worker: one rank of the run (Ray Train set up its process group and variables)."""
+    import ray
+
+    from stmbench import run_rank_here
+
+    code, outcome, error = run_rank_here(config["payload"], config["folder"])
+    if outcome is not None:
+        ray.get(config["mailbox"].put.remote("outcome", outcome))
+    if error is not None:
+        ray.get(config["mailbox"].put.remote("error", error))
+    if code:
+        raise RuntimeError(error or f"exit code {code}")
+
+
+def _ray_train_run(runner: Any, spec: Any, k: int, use_gpu: bool, cpus: float) -> Any:
+    """One run on ``k`` Ray Train workers (a ``TorchTrainer``, which may place them on several nodes);
+    rank 0's outcome comes back through a small actor, so no node needs the driver's folders."""
+    import os
+    import pickle
+    import tempfile
+    import uuid
+
+    import ray
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    @ray.remote(num_cpus=0)
+    class Mailbox:
+        def __init__(self) -> None:
+            self.items: dict[str, list[Any]] = {}
+
+        def put(self, key: str, value: Any) -> None:
+            self.items.setdefault(key, []).append(value)
+
+        def read(self) -> dict[str, list[Any]]:
+            return self.items
+
+    mailbox = Mailbox.remote()
+    folder = os.path.join(tempfile.gettempdir(), f"stmbench-ray-{spec.run_id}-{uuid.uuid4().hex[:8]}")
+    os.environ["STMBENCH_NODES_APART"] = "1"  # the workers inherit it: each node keeps its checkpoints
+    per_worker = {"CPU": cpus, **({"GPU": 1} if use_gpu else {})}
+    trainer = TorchTrainer(
+        _train_rank, train_loop_config={"payload": pickle.dumps((runner, spec)), "folder": folder, "mailbox": mailbox},
+        scaling_config=ScalingConfig(num_workers=k, use_gpu=use_gpu, resources_per_worker=per_worker),
+        run_config=RunConfig(name=f"stmbench-{spec.run_id}", storage_path=os.path.join(folder, "ray"),
+                             failure_config=FailureConfig(max_failures=0)))
+    failure = None
+    try:
+        trainer.fit()
+    except Exception as exc:  # noqa: BLE001 - a failed rank: the run fails with its reason
+        failure = f"Ray Train: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    items = ray.get(mailbox.read.remote())
+    if items.get("outcome"):
+        result, predictions = pickle.loads(items["outcome"][0])
+        if items.get("error") and result.status == "ok":
+            result.status, result.error = "failed", "; ".join(sorted(items["error"]))
+        return result, predictions
+    return runner.failed(spec, "; ".join(sorted(items.get("error", []))) or failure or "Ray Train: no outcome"), None
+
+
 def _capacity(resources: dict[str, float], num_cpus: float, num_gpus: float) -> int:
     fits = [int(resources.get("CPU", 1) // num_cpus)]
     if num_gpus:
         fits.append(int(resources.get("GPU", 0) // num_gpus))
     return max(1, min(fits))
+
+
+def _across_nodes(placement: str, k: int, gpus: bool) -> bool:
+    """Whether a run's k processes are Ray Train workers (``train``) rather than one task's torchrun."""
+    if placement != "auto":
+        return placement == "train"
+    import ray
+
+    kind = "GPU" if gpus else "CPU"
+    most = max((node.get("Resources", {}).get(kind, 0) for node in ray.nodes() if node.get("Alive")), default=0)
+    return k > most
 
 
 class RayExecutor(Executor):
@@ -92,15 +170,32 @@ class RayExecutor(Executor):
             limit = options.max_in_flight or _capacity(resources, cpus, gpus)
             log.info("ray: %s CPU(s), %s GPU(s) in the cluster; %d run(s) at a time", resources.get("CPU", 0),
                      resources.get("GPU", 0), limit)
-            task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_calls=1, max_retries=0)(_ray_run)
             runner = ray.put(run)
             threads = int(cpus)
+            task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_calls=1, max_retries=0)(_ray_run)
+
+            across = k > 1 and _across_nodes(options.placement, k, bool(gpus))
+            per_rank = 1.0 if gpus else max(1.0, cpus / k)
+            train_task = None
+            if across:
+                # the run's k ranks are k Ray Train workers (one GPU, or cpus / k CPUs, each); the task
+                # that drives their TorchTrainer takes no resources of its own
+                kind = "GPU" if gpus else "CPU"
+                limit = options.max_in_flight or max(1, int(resources.get(kind, 1) // (k * per_rank)))
+                log.info("ray: each run on %d Ray Train workers (%g %s each)", k, per_rank, kind)
+                train_task = ray.remote(num_cpus=0, max_retries=0)(_ray_train_run)
+
+            def submit(spec: Any) -> Any:
+                if train_task is not None:
+                    return train_task.remote(runner, spec, k, bool(gpus), per_rank)
+                return task.remote(runner, spec, threads)
+
             while True:
                 while len(pending) < limit:
                     spec = work.take()
                     if spec is None:
                         break
-                    pending[task.remote(runner, spec, threads)] = spec
+                    pending[submit(spec)] = spec
                 if not pending:
                     if work.finished():
                         break

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 #: set in every rank's environment: the folder the launcher and its ranks share for one run
 RUN_FOLDER = "STMBENCH_RANK_FOLDER"
 PAYLOAD, OUTCOME = "payload.pkl", "outcome.pkl"
+#: set where the ranks of a run may be on machines that share no folder (Ray Train across nodes):
+#: every node's first rank saves the checkpoints (``save_on_each_node``), so each can load them
+NODES_APART = "STMBENCH_NODES_APART"
 TAIL = 4000  # characters of torchrun's output kept for a run whose ranks died without a reason
 
 
@@ -124,4 +127,4 @@ def _reason(folder: Path, done: subprocess.CompletedProcess) -> str:
     return f"torchrun exited with {done.returncode}" + (f": {tail[-1]}" if tail else "")
 
 
-__all__ = ["OUTCOME", "PAYLOAD", "RUN_FOLDER", "World", "launch", "per_device_batch", "record", "world"]
+__all__ = ["NODES_APART", "OUTCOME", "PAYLOAD", "RUN_FOLDER", "World", "launch", "per_device_batch", "record", "world"]

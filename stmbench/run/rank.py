@@ -12,19 +12,19 @@ import sys
 from pathlib import Path
 
 from stmbench.common.errors import StmbenchError
-from stmbench.run.distributed import OUTCOME, PAYLOAD, world
+from stmbench.run.distributed import OUTCOME, PAYLOAD, RUN_FOLDER, world
 
 log = logging.getLogger(__name__)
 
 
-def main(folder: Path) -> int:
+def main(folder: Path, payload: str = PAYLOAD) -> int:
     """One rank of a launched run; rank 0's outcome goes to ``FOLDER/outcome.pkl``."""
     import torch
 
     from stmbench.run.pipeline import execute, run_spec
 
     here = world()
-    runner, spec = pickle.loads((folder / PAYLOAD).read_bytes())
+    runner, spec = pickle.loads((folder / payload).read_bytes())
     if runner.session.device.startswith("cuda"):
         runner = runner.with_device(f"cuda:{here.local_rank}")  # its session is rebuilt with this rank's device
     if os.environ.get("OMP_NUM_THREADS"):
@@ -33,7 +33,7 @@ def main(folder: Path) -> int:
     info = runner.backbones.get(spec.backbone)
     if here.main:
         result, predictions = run_spec(spec, session, info=info)
-        tmp = folder / (OUTCOME + ".tmp")
+        tmp = folder / (OUTCOME + f".{os.getpid()}.tmp")
         tmp.write_bytes(pickle.dumps((result, predictions)))
         os.replace(tmp, folder / OUTCOME)
         if result.status == "failed":
@@ -50,9 +50,26 @@ def main(folder: Path) -> int:
     return 0
 
 
+def run_here(payload: bytes, folder: str) -> tuple[int, bytes | None, str | None]:
+    """Be one rank of a run in a process another launcher started with the torch.distributed
+    variables set (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``: Ray Train's workers): the same as under
+    torchrun, in ``folder`` (the same path on every rank; created here).  Returns ``(exit code, rank
+    0's pickled outcome or None, this rank's reason for failing or None)``."""
+    where = Path(folder)
+    where.mkdir(parents=True, exist_ok=True)
+    os.environ[RUN_FOLDER] = str(where)
+    rank = world().rank
+    (where / f"{PAYLOAD}.{rank}").write_bytes(payload)
+    code = main(where, payload=f"{PAYLOAD}.{rank}")
+    error = where / f"rank-{rank}.error"
+    outcome = where / OUTCOME
+    return (code, outcome.read_bytes() if rank == 0 and outcome.is_file() else None,
+            f"rank-{rank}: {error.read_text(encoding='utf-8', errors='replace').strip()}" if error.is_file() else None)
+
+
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     sys.exit(main(Path(sys.argv[1])))
 
 
-__all__ = ["main"]
+__all__ = ["main", "run_here"]

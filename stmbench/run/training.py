@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stmbench.common.errors import StmbenchError
-from stmbench.run.distributed import RUN_FOLDER, world
+from stmbench.run.distributed import NODES_APART, RUN_FOLDER, world
 from stmbench.run.scoring import score
 from stmbench.core.modeling import IGNORE_INDEX
 from stmbench.run.splits import gold, sequence_lengths
@@ -105,6 +105,8 @@ def _trainer_args(spec: RunSpec, output_dir: str, device: str, show_progress: bo
             scale["fsdp_config"] = settings.fsdp_config
     if settings is not None and settings.deepspeed:
         scale["deepspeed"] = settings.deepspeed
+    if size > 1 and os.environ.get(NODES_APART):  # ranks on machines that share no folder
+        scale["save_on_each_node"] = True
     mixed = precision(spec, device)
     saving = _selection_args(t) if t.eval_strategy != "no" else {**_save_args(save_steps), "eval_strategy": "no"}
     return TrainingArguments(
