@@ -67,7 +67,7 @@ def _train_rank(config: dict[str, Any]) -> None:
 
     from stmbench import run_rank_here
 
-    code, outcome, error = run_rank_here(config["payload"], config["folder"])
+    code, outcome, error = run_rank_here(config["payload"], config["folder"], nodes_apart=True)
     if outcome is not None:
         ray.get(config["mailbox"].put.remote("outcome", outcome))
     if error is not None:
@@ -101,7 +101,6 @@ def _ray_train_run(runner: Any, spec: Any, k: int, use_gpu: bool, cpus: float) -
 
     mailbox = Mailbox.remote()
     folder = os.path.join(tempfile.gettempdir(), f"stmbench-ray-{spec.run_id}-{uuid.uuid4().hex[:8]}")
-    os.environ["STMBENCH_NODES_APART"] = "1"  # the workers inherit it: each node keeps its checkpoints
     per_worker = {"CPU": cpus, **({"GPU": 1} if use_gpu else {})}
     trainer = TorchTrainer(
         _train_rank, train_loop_config={"payload": pickle.dumps((runner, spec)), "folder": folder, "mailbox": mailbox},
