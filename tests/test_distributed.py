@@ -114,19 +114,19 @@ def test_a_killed_two_process_run_resumes_from_its_checkpoint(cli, tmp_path, mon
 def test_ray_train_workers_are_the_ranks_of_a_run_and_rank_0s_outcome_comes_back(cli, tmp_path):
     """``placement=train``: the run's two ranks are two Ray Train workers of a local 2-CPU Ray
     instance (a TorchTrainer, as it would place them on two nodes); rank 0's result reaches the driver
-    through an actor and is stored there, with the loss curve of the torchrun launch."""
+    through an actor and is stored there, with the loss curve of one process."""
     pytest.importorskip("ray")
-    code, _, err = cli("run", "--results-dir", str(tmp_path / "torchrun"), "--devices-per-run", "2", *FAST)
+    code, _, err = cli("run", "--results-dir", str(tmp_path / "one"), *FAST)
     assert code == 0, err
     code, _, err = cli("run", "--results-dir", str(tmp_path / "ray"), "--devices-per-run", "2", "--executor", "ray",
                        "--executor-option", "local_cpus=2", "--executor-option", "placement=train", *FAST)
     assert code == 0, err
-    (launched, launched_predicted), (placed, placed_predicted) = _stored(tmp_path / "torchrun"), _stored(tmp_path / "ray")
+    (one, one_predicted), (placed, placed_predicted) = _stored(tmp_path / "one"), _stored(tmp_path / "ray")
     assert placed["status"] == "ok", placed.get("error")
     assert placed["distributed"]["world_size"] == 2 and placed["distributed"]["per_device_train_batch_size"] == 4
     assert [v for _, v in placed["training"]["loss_curve"]] == pytest.approx(
-        [v for _, v in launched["training"]["loss_curve"]], abs=1e-4)
-    assert placed_predicted["predicted"] == launched_predicted["predicted"]
+        [v for _, v in one["training"]["loss_curve"]], abs=1e-4)
+    assert placed_predicted["predicted"] == one_predicted["predicted"]
 
 
 @pytest.mark.parametrize(("flags", "says"), [
