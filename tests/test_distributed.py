@@ -88,7 +88,7 @@ def test_a_rank_that_fails_fails_its_run_with_the_ranks_reason_and_the_grid_goes
 
 @pytest.mark.slow
 def test_a_killed_two_process_run_resumes_from_its_checkpoint(cli, tmp_path, monkeypatch):
-    """Rank 0 is killed (SIGKILL) at step 5 with checkpoints every 2 steps: the run is stored as failed;
+    """Both ranks are killed (SIGKILL) at step 5 with checkpoints every 2 steps: the run is stored as failed;
     the next ``stmbench run`` resumes both ranks from step 4 and ends with the uninterrupted curve."""
     results, steps = tmp_path / "r", tmp_path / "steps.txt"
     monkeypatch.setenv("STMBENCH_TEST_STEPS", str(steps))
@@ -96,7 +96,8 @@ def test_a_killed_two_process_run_resumes_from_its_checkpoint(cli, tmp_path, mon
     args = ["--devices-per-run", "2", "--save-steps", "2", "--plugin", SCALE_PLUGIN, *FAST]
     code, _, _ = cli("run", "--results-dir", str(results), *args)
     [killed] = _results(results)
-    assert code == 1 and killed["status"] == "failed" and "torchrun exited" in killed["error"]
+    # both ranks kill themselves at step 5: the reason names the signal of each rank torchrun saw die
+    assert code == 1 and killed["status"] == "failed" and "(SIGKILL)" in killed["error"], killed["error"]
     monkeypatch.delenv("STMBENCH_TEST_KILL_AT_STEP")
     code, _, err = cli("run", "--results-dir", str(results), *args)
     assert code == 0, err
@@ -177,3 +178,26 @@ def test_the_pool_gives_each_worker_k_gpus_and_a_cpu_worker_k_cores():
     cpu = plan_slots(PoolOptions(), cpus=8, per_run=2)  # no GPU here: CPU workers of at least k cores
     assert len(cpu) == 2 and all(s.device == "cpu" and s.threads == 4 for s in cpu)
     assert [s.threads for s in plan_slots(PoolOptions(), cpus=2, per_run=2)] == [2]
+
+
+def test_torchruns_failure_summary_names_the_rank_a_signal_killed():
+    from stmbench.run.distributed import signal_deaths
+
+    summary = """torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
+============================================================
+stmbench.run.rank FAILED
+------------------------------------------------------------
+Failures:
+  <NO_OTHER_FAILURES>
+------------------------------------------------------------
+Root Cause (first observed failure):
+[0]:
+  time      : 2026-12-03_15:40:01
+  host      : box
+  rank      : 1 (local_rank: 1)
+  exitcode  : -9 (pid: 4242)
+  error_file: <N/A>
+  traceback : Signal 9 (SIGKILL) received by PID 4242
+============================================================"""
+    assert signal_deaths(summary) == ["rank-1: Signal 9 (SIGKILL) received by PID 4242"]
+    assert signal_deaths("rank 1 raised RuntimeError") == []

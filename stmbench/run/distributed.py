@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 import socket
 import subprocess
 import sys
@@ -115,14 +116,31 @@ def launch(runner: Any, spec: Any) -> tuple[Any, Any]:
             result, predictions = pickle.loads(outcome.read_bytes())
             if done.returncode != 0 and result.status == "ok":
                 result.status, result.error = "failed", _reason(folder, done)
+            elif done.returncode != 0 and result.status == "failed":
+                # rank 0 may have failed only because another rank died under it: that comes first
+                result.error = "; ".join([*signal_deaths(done.stdout or ""), result.error or "failed"])
             return result, predictions
         return runner.failed(spec, _reason(folder, done)), None
 
 
+def signal_deaths(output: str) -> list[str]:
+    """``rank-R: Signal 9 (SIGKILL) received by PID N`` for each rank torchrun's failure summary
+    reports killed by a signal (its ``rank :`` / ``traceback :`` lines)."""
+    deaths = []
+    for block in re.split(r"\n\s*\[\d+\]:\s*\n", output):
+        rank = re.search(r"^\s*rank\s*:\s*(\d+)", block, re.M)
+        why = re.search(r"^\s*traceback\s*:\s*(Signal \d+ \(\w+\).*)$", block, re.M)
+        if rank and why:
+            deaths.append(f"rank-{rank.group(1)}: {why.group(1).strip()}")
+    return sorted(set(deaths))
+
+
 def _reason(folder: Path, done: subprocess.CompletedProcess) -> str:
-    reasons = sorted(folder.glob("rank-*.error"))
-    if reasons:
-        return "; ".join(f"{p.stem}: {p.read_text(encoding='utf-8', errors='replace').strip()}" for p in reasons)
+    deaths = signal_deaths(done.stdout or "")
+    reasons = [f"{p.stem}: {p.read_text(encoding='utf-8', errors='replace').strip()}"
+               for p in sorted(folder.glob("rank-*.error"))]
+    if deaths or reasons:
+        return "; ".join(deaths + reasons)
     tail = (done.stdout or "")[-TAIL:].strip().splitlines()
     return f"torchrun exited with {done.returncode}" + (f": {tail[-1]}" if tail else "")
 
