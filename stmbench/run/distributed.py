@@ -117,8 +117,8 @@ def launch(runner: Any, spec: Any) -> tuple[Any, Any]:
             if done.returncode != 0 and result.status == "ok":
                 result.status, result.error = "failed", _reason(folder, done)
             elif done.returncode != 0 and result.status == "failed":
-                # rank 0 may have failed only because another rank died under it: that comes first
-                result.error = "; ".join([*signal_deaths(done.stdout or ""), result.error or "failed"])
+                # rank 0 may have failed only because another rank failed or died under it: that comes first
+                result.error = "; ".join([*_causes(folder, done, besides_rank_0=True), result.error or "failed"])
             return result, predictions
         return runner.failed(spec, _reason(folder, done)), None
 
@@ -135,12 +135,22 @@ def signal_deaths(output: str) -> list[str]:
     return sorted(set(deaths))
 
 
-def _reason(folder: Path, done: subprocess.CompletedProcess) -> str:
+def _causes(folder: Path, done: subprocess.CompletedProcess, *, besides_rank_0: bool = False) -> list[str]:
+    """Why the ranks of a launch failed, causes first: the reasons ranks left (other ranks before rank
+    0), then ranks a signal killed, except the SIGTERM torchrun sends the others once one has failed
+    (named only where nothing else is known)."""
+    files = sorted(folder.glob("rank-*.error"), key=lambda p: (p.stem == "rank-0", p.stem))
+    reasons = [f"{p.stem}: {p.read_text(encoding='utf-8', errors='replace').strip()}" for p in files
+               if not (besides_rank_0 and p.stem == "rank-0")]
     deaths = signal_deaths(done.stdout or "")
-    reasons = [f"{p.stem}: {p.read_text(encoding='utf-8', errors='replace').strip()}"
-               for p in sorted(folder.glob("rank-*.error"))]
-    if deaths or reasons:
-        return "; ".join(deaths + reasons)
+    killed = [d for d in deaths if "(SIGTERM)" not in d]
+    return reasons + killed if reasons or killed or besides_rank_0 else deaths
+
+
+def _reason(folder: Path, done: subprocess.CompletedProcess) -> str:
+    causes = _causes(folder, done)
+    if causes:
+        return "; ".join(causes)
     tail = (done.stdout or "")[-TAIL:].strip().splitlines()
     return f"torchrun exited with {done.returncode}" + (f": {tail[-1]}" if tail else "")
 
