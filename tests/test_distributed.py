@@ -35,10 +35,13 @@ def test_two_processes_train_the_loss_curve_of_one_with_the_same_step_batch_and_
     """The same spec (step batch 8) on one process and on two (4 rows each per step): the same run id,
     the logged losses equal within float tolerance, the same 40 test predictions, and the result says
     how it was spread."""
-    code, _, err = cli("run", "--results-dir", str(tmp_path / "one"), *FAST)
-    assert code == 0, err
+    code, _, err_one = cli("run", "--results-dir", str(tmp_path / "one"), *FAST)
+    assert code == 0, err_one
     code, out, err = cli("run", "--results-dir", str(tmp_path / "two"), "--devices-per-run", "2", *FAST)
     assert code == 0, err
+    # rank 0's log lines reach the driver's log: the same health warnings as the one-process run's
+    assert [line for line in err.splitlines() if "is flagged" in line] == \
+        [line for line in err_one.splitlines() if "is flagged" in line]
     one, one_predicted = _stored(tmp_path / "one")
     two, two_predicted = _stored(tmp_path / "two")
     assert one["status"] == two["status"] == "ok", two.get("error")
@@ -125,6 +128,7 @@ def test_ray_train_workers_are_the_ranks_of_a_run_and_rank_0s_outcome_comes_back
     (one, one_predicted), (placed, placed_predicted) = _stored(tmp_path / "one"), _stored(tmp_path / "ray")
     assert placed["status"] == "ok", placed.get("error")
     assert placed["distributed"]["world_size"] == 2 and placed["distributed"]["per_device_train_batch_size"] == 4
+    assert placed["distributed"]["launcher"] == "ray_train"
     assert [v for _, v in placed["training"]["loss_curve"]] == pytest.approx(
         [v for _, v in one["training"]["loss_curve"]], abs=1e-4)
     assert placed_predicted["predicted"] == one_predicted["predicted"]

@@ -67,7 +67,7 @@ def _train_rank(config: dict[str, Any]) -> None:
 
     from stmbench import run_rank_here
 
-    code, outcome, error = run_rank_here(config["payload"], config["folder"], nodes_apart=True)
+    code, outcome, error = run_rank_here(config["payload"], config["folder"], nodes_apart=True, launcher="ray_train")
     if outcome is not None:
         ray.get(config["mailbox"].put.remote("outcome", outcome))
     if error is not None:

@@ -37,6 +37,8 @@ PAYLOAD, OUTCOME = "payload.pkl", "outcome.pkl"
 #: set where the ranks of a run may be on machines that share no folder (Ray Train across nodes):
 #: every node's first rank saves the checkpoints (``save_on_each_node``), so each can load them
 NODES_APART = "STMBENCH_NODES_APART"
+#: who started the ranks, for the result (``torchrun`` unless a launcher says otherwise: ``ray_train``)
+LAUNCHER = "STMBENCH_LAUNCHER"
 TAIL = 4000  # characters of torchrun's output kept for a run whose ranks died without a reason
 
 
@@ -77,7 +79,8 @@ def record(spec: Any, settings: Any, size: int, device: str) -> dict[str, Any]:
     t = spec.training
     backend = None if size == 1 else "gloo" if device.startswith("cpu") else "nccl"
     per_device = t.per_device_train_batch_size // size
-    return {"world_size": size, "backend": backend, "launcher": "torchrun" if size > 1 else None,
+    return {"world_size": size, "backend": backend,
+            "launcher": os.environ.get(LAUNCHER, "torchrun") if size > 1 else None,
             "sharding": "fsdp" if settings.fsdp else "deepspeed" if settings.deepspeed else "ddp" if size > 1 else None,
             "fsdp": settings.fsdp or None, "deepspeed": str(settings.deepspeed) if settings.deepspeed else None,
             "per_device_train_batch_size": per_device, "gradient_accumulation_steps": t.gradient_accumulation_steps,
@@ -109,8 +112,7 @@ def launch(runner: Any, spec: Any) -> tuple[Any, Any]:
                    "--master-addr=127.0.0.1", f"--master-port={_free_port()}", "--max-restarts=0",
                    "-m", "stmbench.run.rank", str(folder)]
         log.info("run %s: %d processes (torchrun)", runner.session.run_label(spec), k)
-        done = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              errors="replace")
+        done = _run_showing_logs(command, env)
         outcome = folder / OUTCOME
         if outcome.is_file():
             result, predictions = pickle.loads(outcome.read_bytes())
@@ -121,6 +123,30 @@ def launch(runner: Any, spec: Any) -> tuple[Any, Any]:
                 result.error = "; ".join([*_causes(folder, done, besides_rank_0=True), result.error or "failed"])
             return result, predictions
         return runner.failed(spec, _reason(folder, done)), None
+
+
+#: the ranks' own log lines (``LEVEL stmbench.module: message``), passed on to the launcher's stderr
+RANK_LOG = re.compile(r"^(WARNING|ERROR|CRITICAL) stmbench[\w.]*: ")
+
+
+def _run_showing_logs(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run torchrun, passing the ranks' stmbench log lines on to this process's log as they come and
+    keeping the rest (torchrun's own lines, its failure summary) for the run's reason."""
+    kept: list[str] = []
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          errors="replace") as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if RANK_LOG.match(line):  # again through the logger that wrote it, so it reads as it would here
+                level, _, rest = line.rstrip("\n").partition(" ")
+                name, _, message = rest.partition(": ")
+                logging.getLogger(name).log(logging.getLevelName(level), "%s", message)
+            else:
+                kept.append(line)
+                if len(kept) > 2000:
+                    del kept[:1000]
+        code = proc.wait()
+    return subprocess.CompletedProcess(command, code, stdout="".join(kept))
 
 
 def signal_deaths(output: str) -> list[str]:
@@ -155,4 +181,4 @@ def _reason(folder: Path, done: subprocess.CompletedProcess) -> str:
     return f"torchrun exited with {done.returncode}" + (f": {tail[-1]}" if tail else "")
 
 
-__all__ = ["NODES_APART", "OUTCOME", "PAYLOAD", "RUN_FOLDER", "World", "launch", "per_device_batch", "record", "world"]
+__all__ = ["LAUNCHER", "NODES_APART", "OUTCOME", "PAYLOAD", "RUN_FOLDER", "World", "launch", "per_device_batch", "record", "world"]

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from stmbench.common.errors import StmbenchError
-from stmbench.run.distributed import NODES_APART, OUTCOME, PAYLOAD, RUN_FOLDER, world
+from stmbench.run.distributed import LAUNCHER, NODES_APART, OUTCOME, PAYLOAD, RUN_FOLDER, world
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +50,16 @@ def main(folder: Path, payload: str = PAYLOAD) -> int:
     return 0
 
 
-def run_here(payload: bytes, folder: str, *, nodes_apart: bool = False) -> tuple[int, bytes | None, str | None]:
+def run_here(payload: bytes, folder: str, *, nodes_apart: bool = False,
+             launcher: str = "torchrun") -> tuple[int, bytes | None, str | None]:
     """Be one rank of a run in a process another launcher started with the torch.distributed
     variables set (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``: Ray Train's workers): the same as under
     torchrun, in ``folder`` (the same path on every rank; created here).  Returns ``(exit code, rank
     0's pickled outcome or None, this rank's reason for failing or None)``.  ``nodes_apart``: the ranks
-    may be on machines that share no folder, so every node's first rank keeps the checkpoints."""
+    may be on machines that share no folder, so every node's first rank keeps the checkpoints;
+    ``launcher``: who started the ranks, as the result records it."""
     where = Path(folder)
+    os.environ[LAUNCHER] = launcher
     if nodes_apart:
         os.environ[NODES_APART] = "1"
     where.mkdir(parents=True, exist_ok=True)
