@@ -81,6 +81,7 @@ def _ray_train_run(runner: Any, spec: Any, k: int, use_gpu: bool, cpus: float) -
     rank 0's outcome comes back through a small actor, so no node needs the driver's folders."""
     import os
     import pickle
+    import shutil
     import tempfile
     import uuid
 
@@ -112,6 +113,8 @@ def _ray_train_run(runner: Any, spec: Any, k: int, use_gpu: bool, cpus: float) -
         trainer.fit()
     except Exception as exc:  # noqa: BLE001 - a failed rank: the run fails with its reason
         failure = f"Ray Train: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)  # this node's copy (other nodes' ranks leave theirs in /tmp)
     items = ray.get(mailbox.read.remote())
     if items.get("outcome"):
         result, predictions = pickle.loads(items["outcome"][0])
