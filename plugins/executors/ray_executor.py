@@ -182,9 +182,8 @@ class RayExecutor(Executor):
             if across:
                 # the run's k ranks are k Ray Train workers (one GPU, or cpus / k CPUs, each); the task
                 # that drives their TorchTrainer takes no resources of its own
-                kind = "GPU" if gpus else "CPU"
-                limit = options.max_in_flight or max(1, int(resources.get(kind, 1) // (k * per_rank)))
-                log.info("ray: each run on %d Ray Train workers (%g %s each)", k, per_rank, kind)
+                limit = options.max_in_flight or _capacity(resources, k * per_rank, float(k) if gpus else 0.0)
+                log.info("ray: each run on %d Ray Train workers (%g %s each)", k, per_rank, "GPU" if gpus else "CPU")
                 train_task = ray.remote(num_cpus=0, max_retries=0)(_ray_train_run)
 
             def submit(spec: Any) -> Any:

@@ -432,6 +432,11 @@ def failed_result(spec: RunSpec, error: str, session: Session) -> RunResult:
                                finished_at=_now())
 
 
+def error_text(exc: BaseException) -> str:
+    """What a failed run's result says of its exception: stmbench's own message, else the type too."""
+    return str(exc) if isinstance(exc, StmbenchError) else f"{type(exc).__name__}: {exc}"
+
+
 def run_spec(spec: RunSpec, session: Session, info: BackboneInfo | None = None) -> tuple[RunResult, dict[str, Any] | None]:
     """Run one spec through the lifecycle hooks; never raises for the run's own failures.
 
@@ -450,7 +455,7 @@ def run_spec(spec: RunSpec, session: Session, info: BackboneInfo | None = None) 
         log.info("run %s %s", session.run_label(spec), exc)
     except Exception as exc:  # noqa: BLE001 - any failure of a run is recorded, the grid goes on
         result.status = "failed"
-        result.error = str(exc) if isinstance(exc, StmbenchError) else f"{type(exc).__name__}: {exc}"
+        result.error = error_text(exc)
         result.traceback = traceback.format_exc()
         if isinstance(exc, Diverged):
             result.training = {"loss_curve": exc.loss_curve}

@@ -11,7 +11,6 @@ import pickle
 import sys
 from pathlib import Path
 
-from stmbench.common.errors import StmbenchError
 from stmbench.run.distributed import LAUNCHER, NODES_APART, OUTCOME, PAYLOAD, RUN_FOLDER, world
 
 log = logging.getLogger(__name__)
@@ -21,7 +20,7 @@ def main(folder: Path, payload: str = PAYLOAD) -> int:
     """One rank of a launched run; rank 0's outcome goes to ``FOLDER/outcome.pkl``."""
     import torch
 
-    from stmbench.run.pipeline import execute, run_spec
+    from stmbench.run.pipeline import error_text, execute, run_spec
 
     here = world()
     runner, spec = pickle.loads((folder / payload).read_bytes())
@@ -43,7 +42,7 @@ def main(folder: Path, payload: str = PAYLOAD) -> int:
     try:
         execute(spec, session, info)  # trains with the others; prediction and writing are rank 0's
     except Exception as exc:  # noqa: BLE001 - the reason goes to the launcher, the run fails
-        message = str(exc) if isinstance(exc, StmbenchError) else f"{type(exc).__name__}: {exc}"
+        message = error_text(exc)
         (folder / f"rank-{here.rank}.error").write_text(message, encoding="utf-8")
         log.error("rank %d of run %s failed: %s", here.rank, session.run_label(spec), message)
         return 1
