@@ -180,6 +180,9 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self.method = "torch.cuda.max_memory_allocated (reset at the run's start)"
             return self
+        from stmbench.common import hostmem
+
+        hostmem.release()  # the free memory an earlier run left in the heap is not this run's
         try:
             with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
                 fh.write("5")  # reset the resident-memory high-water mark (VmHWM)

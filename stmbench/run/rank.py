@@ -73,6 +73,9 @@ def run_here(payload: bytes, folder: str, *, nodes_apart: bool = False,
 
 
 if __name__ == "__main__":
+    from stmbench.common import hostmem
+
+    hostmem.tune()  # as the console command does
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     sys.exit(main(Path(sys.argv[1])))
 
