@@ -83,7 +83,9 @@ class WeightsMemo:
         return None
 
     def get(self, folder: str) -> dict[str, Any] | None:
-        """A private copy of the checkpoint's tensors, or ``None`` where the memo does not apply."""
+        """A private copy of the checkpoint's tensors, or ``None`` where the memo does not apply or on a
+        checkpoint's first load (``from_pretrained`` then maps the files as it would without stmbench:
+        frozen weights stay in the page cache, nothing is copied; ``load_file`` would copy them all)."""
         import os
 
         from safetensors.torch import load_file
@@ -98,13 +100,13 @@ class WeightsMemo:
         key = (os.path.realpath(folder), tuple((f, st.st_size, st.st_mtime_ns) for f, st in zip(files, stats)))
         if key == self.key and self.tensors is not None:
             return {name: t.clone() for name, t in self.tensors.items()}  # the model may train in place
+        self.reads += 1
+        if key != self.key:  # a first load: from_pretrained(folder) maps the files itself, nothing is kept
+            self.key, self.tensors = key, None  # (a process that runs once copies nothing)
+            return None
         tensors: dict[str, Any] = {}
         for f in files:
             tensors.update(load_file(f))
-        self.reads += 1
-        if key != self.key:  # a first load: the model takes the tensors as read, nothing is kept
-            self.key, self.tensors = key, None  # (a process that runs once pays no copy)
-            return tensors
         self.tensors = tensors  # a second load of the same checkpoint (a grid): kept from now on
         return {name: t.clone() for name, t in tensors.items()}
 

@@ -7,8 +7,8 @@ goes back to the kernel to be faulted in again at the next step: on a 2-core CPU
 a 20M-parameter model spent a third of its time in the kernel, and trains 15% faster with the
 settings below (``benchmarks/README.md``, "The allocator").
 
-A process stmbench starts (the console command, the ranks of a launched run, the pool's workers)
-calls :func:`tune`, which sets glibc's ``mallopt``: the largest ``M_MMAP_THRESHOLD`` glibc accepts
+A process stmbench starts (the console command, the ranks of a launched run, the pool's workers
+and Ray's tasks) calls :func:`tune`, which sets glibc's ``mallopt``: the largest ``M_MMAP_THRESHOLD`` glibc accepts
 (32 MiB), so buffers up to that size are reused from the heap instead of mapped afresh, and a
 ``M_TRIM_THRESHOLD`` / ``M_TOP_PAD`` that keep freed memory in the process while it trains.
 :func:`release` (``malloc_trim``) hands the free memory back between runs, before each run's peak
