@@ -45,3 +45,46 @@ def test_without_the_gguf_package_one_line_says_what_to_install(session, monkeyp
     (tmp_path / "m.gguf").write_bytes(b"GGUF")
     code, out, err = cli("run", "--backbones", str(tmp_path / "m.gguf"), "--results-dir", str(tmp_path / "r"))
     assert code != 0 and 'pip install "stmbench[gguf]"' in err + out and "Traceback" not in err
+
+
+def test_the_bill_counts_a_gguf_models_parameters_without_loading_its_weights(session, tmp_path, monkeypatch):
+    """``empty_model`` builds the converted checkpoint's model on the meta device, as the ``hf``
+    backbone does, so pricing a run (the line before every ``stmbench run``) reads no weights;
+    the run then loads them once.  (A converted folder is faked in the cache: a tiny checkpoint under
+    the digest of a stand-in file.)"""
+    import json
+    import shutil
+
+    import stmbench_plugins.backbones.gguf as plugin
+    from stmbench.core.modeling import training_flops
+
+    if importlib.util.find_spec("gguf") is None:
+        pytest.skip("the gguf package is not installed")
+    task = session.get("task", "sample")
+    source = session.catalogue.backbone_for("tiny-llama").checkpoint(task, session.context)
+    fake = tmp_path / "stand-in.Q4_1.gguf"
+    fake.write_bytes(b"GGUF stand-in")
+    folder = session.settings.cache_dir / "gguf" / plugin.file_digest(fake)[:16]
+    shutil.copytree(source, folder)
+    (folder / plugin.SOURCE_RECORD).write_text(json.dumps({"quantization": "Q4_1", "tensor_types": {"Q4_1": 1}}))
+    backbone = session.catalogue.backbone_for(str(fake))
+    model, tokenizer = backbone.load(str(fake), head="sequence_classification", task=task, context=session.context,
+                                     load_kwargs={})
+    empty, empty_tokenizer = backbone.empty_model(str(fake), head="sequence_classification", task=task,
+                                                  context=session.context)
+    assert {p.device.type for p in empty.parameters()} == {"meta"}
+    assert training_flops(empty, 1.0) == training_flops(model, 1.0)
+    assert empty_tokenizer is not None and empty_tokenizer.pad_token_id == tokenizer.pad_token_id
+    monkeypatch.setattr(plugin.GGUFBackbone, "load", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
+    from stmbench.run.bill import Estimator
+    from stmbench.plan.grid import plan_grid
+    from stmbench.spec.grid_spec import GridSpec
+
+    plan = plan_grid(GridSpec(backbones=[str(fake)], tasks=["sample"], strategies=["discriminative"],
+                              adapters=["full"], train_sizes=[32]), session)
+    [spec] = plan.runs
+    estimator = Estimator(session)
+    from stmbench.run.pipeline import RunParts
+
+    coefficient, _, source_text = estimator._model(spec, RunParts.of(spec, session))
+    assert source_text == "parameters of the model's config" and coefficient == training_flops(model, 1.0)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from stmbench import Backbone, BackboneInfo, hookimpl, hub_available, offline_reason, StmbenchError
-from stmbench_plugins.backbones.hf import info_from_config, load_pretrained, quiet_transformers
+from stmbench_plugins.backbones.hf import HFBackbone, info_from_config, load_pretrained, quiet_transformers
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +185,14 @@ class GGUFBackbone(Backbone):
                    "quantization": meta["quantization"], "tensor_types": meta["tensor_types"],
                    "dequantized": True, "dtype": str(load_dtype(context.device)).removeprefix("torch.")}
         return dataclasses.replace(info, details=details)
+
+    def empty_model(self, name: str, *, head: str, task: Any, context: Any) -> tuple[Any, Any]:
+        """The converted checkpoint's model on the meta device (no weights read), as the ``hf``
+        backbone builds it: the bill before a run counts its parameters without loading 0.5 GB of
+        weights that the run then loads again."""
+        require_gguf()
+        folder = converted_folder(locate(name), context.cache_dir)
+        return HFBackbone().empty_model(str(folder), head=head, task=task, context=context)
 
     def load(self, name: str, *, head: str, task: Any, context: Any, load_kwargs: dict[str, Any]) -> tuple[Any, Any]:
         require_gguf()
