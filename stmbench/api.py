@@ -22,8 +22,9 @@ The groups:
   lm-eval task export (``lm_eval_task_config``, ``write_jsonl``), the answer parsing of rationales
   (``parse_answer``, ``split_rationale``), bounded reads of files from outside
   (``read_untrusted_bytes``), and what a worker process needs
-  (``preload_run_modules``, ``RUN_MODULES``, ``pid_alive``; ``run_rank_here``: one rank of a run
-  whose processes another launcher started, as Ray Train does).
+  (``preload_run_modules``, ``RUN_MODULES``, ``pid_alive``, ``tune_host_allocator``: glibc's
+  allocator settings for training on a CPU; ``run_rank_here``: one rank of a run whose processes
+  another launcher started, as Ray Train does).
 - **Errors**: ``StmbenchError`` (a clear one-line message, no traceback), ``UnknownNameError``.
 """
 
@@ -71,6 +72,7 @@ _NAMES: dict[str, tuple[str, str]] = {
     "preload_run_modules": ("stmbench.run.study", "preload"),
     "pid_alive": ("stmbench.run.claims", "pid_alive"),
     "run_rank_here": ("stmbench.run.rank", "run_here"),
+    "tune_host_allocator": ("stmbench.common.hostmem", "tune"),
     # errors
     "StmbenchError": ("stmbench.common.errors", "StmbenchError"),
     "UnknownNameError": ("stmbench.common.errors", "UnknownNameError"),
@@ -94,6 +96,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - what type checkers and readers see
     from stmbench.common.errors import StmbenchError, UnknownNameError
+    from stmbench.common.hostmem import tune as tune_host_allocator
     from stmbench.common.hub import from_pretrained, hub_available, offline_reason
     from stmbench.core.context import Context
     from stmbench.core.hookspecs import hookimpl, hookspec

@@ -123,9 +123,9 @@ def _worker_main(runner: Any, conn: Any, env: dict[str, str], threads: int, pare
         del os.environ[name]
     os.environ.update(env)
     _exit_parent_watch(parent)
-    from stmbench.common import hostmem
+    from stmbench import tune_host_allocator
 
-    hostmem.tune()
+    tune_host_allocator()
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(f"%(levelname)s %(name)s [worker {label} pid {os.getpid()}]: %(message)s"))
     for name, level in levels.items():

@@ -57,9 +57,9 @@ def _ray_run(runner: Any, spec: Any, threads: int) -> Any:
     """The body of one Ray task (in a fresh worker process)."""
     import torch
 
-    from stmbench.common import hostmem
+    from stmbench import tune_host_allocator
 
-    hostmem.tune()
+    tune_host_allocator()
     torch.set_num_threads(max(1, threads))
     return runner(spec)
 
