@@ -40,7 +40,7 @@ Outcome = tuple[RunResult, "dict[str, Any] | None"]
 TEMP_FILE_AGE = 600.0  # seconds after which a hidden .tmp file in the results folder is debris
 # what a run imports anyway: a worker imports them before its run arrives (the pool's fork server
 # imports them once for all its workers), so a run's time is not spent importing
-RUN_MODULES = ("torch", "transformers", "peft", "datasets", "sklearn.metrics", "stmbench.run.pipeline")
+RUN_MODULES = ("torch", "transformers", "peft", "datasets", "stmbench.run.pipeline")
 
 
 def preload() -> None:
