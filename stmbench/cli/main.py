@@ -53,9 +53,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     report = run_study(grid_from(args), session, rerun=args.rerun, dry_run=args.dry_run, max_runs=args.max_runs,
                        progress=lambda line: print(term_text(line), flush=True), bill=bill)
     if not args.dry_run:
+        from stmbench.report.refresh import session_metrics
         from stmbench.report.winners import keep_winners
 
-        keep_winners(session.settings.results_dir, say=lambda line: print(term_text(line), flush=True))
+        keep_winners(session.settings.results_dir, say=lambda line: print(term_text(line), flush=True),
+                     metrics=session_metrics(session))
     board, paths = (None, []) if args.dry_run else refresh_leaderboard(session)
     if board is not None:
         print()

@@ -66,16 +66,17 @@ def choose(board: Board, results: dict[str, RunResult]) -> dict[str, Winner]:
     return out
 
 
-def keep_winners(results_dir: Path, *, say: Any = None) -> list[Path]:
+def keep_winners(results_dir: Path, *, say: Any = None, metrics: list[Any] | None = None) -> list[Path]:
     """Keep each cell's winner among the saved models of ``results_dir`` (see the module), write
-    their cards, remove the other ``best`` candidates; return the kept folders."""
+    their cards, remove the other ``best`` candidates; return the kept folders.  ``metrics``: the
+    session's (default: the built-ins, which builds a catalogue of its own)."""
     folder = models_dir(results_dir)
     if not folder.is_dir():
         return []
     store = ResultStore(Path(results_dir))
     results = store.load_all()
     by_id = {r.run_id: r for r in results}
-    board = aggregate(results, store)
+    board = aggregate(results, store, metrics=metrics)
     winners = choose(board, by_id)
     kept = []
     for entry in sorted(folder.iterdir()):
