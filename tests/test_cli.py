@@ -72,6 +72,23 @@ def test_failed_run_is_recorded_and_the_grid_goes_on(cli, tmp_path, monkeypatch)
     assert "1 to do, 1 already done" in out  # the failed run is tried again, the ok one skipped
 
 
+def test_a_run_that_failed_just_before_the_next_invocation_is_tried_again(cli, tmp_path, monkeypatch):
+    """A failed result stamped in the same second as the next ``stmbench run`` starts is a failure of
+    the earlier invocation, not of this study: the run is tried again (results are stamped to the
+    millisecond; stamped to the second, the retry was skipped with exit code 0)."""
+    results = tmp_path / "results"
+    args = ["--strategies", "discriminative", "--adapters", "full", "--train-sizes", "32", "--seeds", "7",
+            "--max-steps", "1", "--results-dir", str(results), "--no-leaderboard", "--save-models", "none",
+            "--plugin", str(TESTS / "plugins" / "scale_plugin.py")]
+    monkeypatch.setenv("STMBENCH_TEST_FAIL_SEED", "7")
+    assert cli("run", *args)[0] == 1
+    monkeypatch.delenv("STMBENCH_TEST_FAIL_SEED")
+    code, out, err = cli("run", *args)  # at once
+    assert code == 0 and "1 ok, 0 failed" in out, out + err
+    [result] = stored(results)
+    assert result["status"] == "ok"
+
+
 def test_rerun_and_dry_run(cli, tmp_path):
     args = ["--strategies", "discriminative", "--adapters", "full", "--train-sizes", "32", "--max-steps", "1",
             "--results-dir", str(tmp_path / "r"), "--no-leaderboard"]

@@ -105,7 +105,7 @@ def test_a_killed_two_process_run_resumes_from_its_checkpoint(cli, tmp_path, mon
     code, _, err = cli("run", "--results-dir", str(results), *args)
     assert code == 0, err
     [resumed] = _results(results)
-    assert resumed["status"] == "ok" and resumed["training"]["resumed_from_step"] == 4
+    assert resumed["status"] == "ok" and resumed["training"]["resumed_from_step"] == 4, resumed.get("error")
     firsts = [int(line.split()[1]) for line in steps.read_text(encoding="utf-8").split("\n") if line]
     assert firsts.count(5) == 2  # both ranks of the second launch started after the checkpoint of step 4
     code, _, err = cli("run", "--results-dir", str(tmp_path / "straight"), *FAST)

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def versions() -> dict[str, str]:

@@ -175,7 +175,9 @@ class WorkQueue:
         self.poll = poll
         self.progress = progress or (lambda line: log.info("%s", line))
         self.on_result = on_result
-        self.since = time.time() - 1.0  # results are stamped to the second
+        # results are stamped to the millisecond (before: to the second, which made a run that failed in
+        # the second before this study started look like a failure of this study, not retried)
+        self.since = time.time() - 0.001
         self._open = list(specs)
         self._running: dict[str, tuple[RunSpec, float]] = {}
         self._lock = threading.Lock()
