@@ -12,7 +12,9 @@ wall times, the ratio stmbench / Trainer (aim: <= 1.05) and both accuracies, the
 ``--backbone`` runs both on a real model instead (a GGUF file is dequantised once, untimed, into
 the cache both read); each line also shows peak memory (each process's own) and training tokens/s.
 
-stmbench runs with ``--no-group-by-length`` here so both train on the very same batches (the
+stmbench runs with ``--save-steps 0 --save-models none --no-leaderboard`` (the script writes no
+checkpoint, keeps no model and builds no leaderboard: the same work), and with
+``--no-group-by-length`` here so both train on the very same batches (the
 Trainer's seeded random sampler) and their losses and accuracies can be compared; ``--grouped`` adds
 a third column with stmbench's default length-grouped batches.
 """
@@ -111,7 +113,7 @@ def main() -> None:
                        "--train-sizes", str(train_size), "--seeds", str(seed), "--results-dir", str(results),
                        "--cache-dir", str(work / "cache"), "--no-leaderboard",
                        "--no-progress", "--per-device-train-batch-size", "16", "--max-seq-length", "128",
-                       "--save-steps", "0", *common, *extra]
+                       "--save-steps", "0", "--save-models", "none", *common, *extra]
                 if test_size:
                     cmd += ["--limit", str(test_size)]
                 wall, _ = timed(cmd, env, work / f"ours-{strategy}-{adapter}-{label}.txt" if profile else None)
