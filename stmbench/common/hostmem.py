@@ -3,9 +3,9 @@
 A CPU training step allocates its activations and gradients afresh (PyTorch has no caching allocator
 for host memory), and with glibc's default settings every allocation above a few MB is a new
 ``mmap`` that the kernel zeroes page by page on first touch, and memory freed at the top of the heap
-goes back to the kernel to be faulted in again at the next step: on a 2-core CPU, LoRA training of
-a 20M-parameter model spent a third of its time in the kernel, and trains 15% faster with the
-settings below (``benchmarks/README.md``, "The allocator").
+goes back to the kernel to be faulted in again at the next step.  On a 2-core CPU, LoRA training of
+a 20M-parameter model takes a quarter of the page faults, half the system time and 12% less time
+with the settings below (``benchmarks/bench_allocator.py``; ``benchmarks/README.md``).
 
 A process stmbench starts (the console command, the ranks of a launched run, the pool's workers
 and Ray's tasks) calls :func:`tune`, which sets glibc's ``mallopt``: the largest ``M_MMAP_THRESHOLD`` glibc accepts
