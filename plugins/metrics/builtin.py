@@ -31,7 +31,7 @@ class MacroF1(Metric):
         # sklearn's f1_score(labels=range(len(labels)), average="macro", zero_division=0): per label
         # 2 TP / (2 TP + FP + FN), 0 where that is 0 / 0, averaged over every label; a prediction
         # outside the labels (-1: no answer) is a miss of its gold label.  Computed here, without
-        # importing sklearn (0.4 s per process) for it; tests/test_metrics.py compares with sklearn.
+        # importing sklearn (about 0.4 s per process) for it; tests/test_metrics.py compares with sklearn.
         if not gold:
             return 0.0
         hits, guessed, true = Counter(), Counter(), Counter()

@@ -1,20 +1,22 @@
 """Host memory for CPU training: fewer page faults per step.
 
 A CPU training step allocates its activations and gradients afresh (PyTorch has no caching allocator
-for host memory), and with glibc's default settings every allocation above a few MB is a new
-``mmap`` that the kernel zeroes page by page on first touch, and memory freed at the top of the heap
-goes back to the kernel to be faulted in again at the next step.  On a 2-core CPU, LoRA training of
-a 20M-parameter model takes a quarter of the page faults, half the system time and 12% less time
-with the settings below (``benchmarks/bench_allocator.py``; ``benchmarks/README.md``).
+for host memory).  With glibc's defaults an allocation above its mmap threshold (128 KiB at first,
+adapting to what was freed before) is a new ``mmap`` that the kernel zeroes page by page on first
+touch, and memory freed at the top of the heap goes back to the kernel, to be faulted in again at
+the next step.  On a 2-core CPU, LoRA training of a 20M-parameter model takes a quarter of the page
+faults, half the system time and 12% less time with the settings below
+(``benchmarks/bench_allocator.py``; ``benchmarks/README.md``).
 
-A process stmbench starts (the console command, the ranks of a launched run, the pool's workers
-and Ray's tasks) calls :func:`tune`, which sets glibc's ``mallopt``: the largest ``M_MMAP_THRESHOLD`` glibc accepts
-(32 MiB), so buffers up to that size are reused from the heap instead of mapped afresh, and a
-``M_TRIM_THRESHOLD`` / ``M_TOP_PAD`` that keep freed memory in the process while it trains.
-:func:`release` (``malloc_trim``) hands the free memory back between runs, before each run's peak
-memory is measured, so a run's peak is its own.  (PyTorch's own ``THP_MEM_ALLOC_ENABLE=1``, huge
-pages for tensors of 2 MB and more, was measured too and left off: with the kernel's default
-``defrag=madvise`` each huge-page fault compacts memory, and full fine-tuning got slower.)
+A process stmbench starts (the console command, the ranks of a launched run, the pool's workers and
+Ray's tasks) calls :func:`tune`, which sets glibc's ``mallopt``: the largest ``M_MMAP_THRESHOLD``
+glibc accepts (32 MiB), so buffers up to that size are reused from the heap instead of mapped
+afresh, and a ``M_TRIM_THRESHOLD`` / ``M_TOP_PAD`` that keep freed memory in the process while it
+trains.  :func:`release` (``malloc_trim``) hands the free memory back between runs, before each
+run's peak memory is measured, so a run's peak is its own.  (PyTorch's own
+``THP_MEM_ALLOC_ENABLE=1``, huge pages for tensors of 2 MB and more, was tried too and left off:
+with the kernel's default ``defrag=madvise`` each huge-page fault compacts memory, and full
+fine-tuning got slower.)
 
 ``STMBENCH_HOST_ALLOCATOR=default`` leaves glibc's defaults.  Other C libraries (musl, macOS) are left
 alone; so is an allocator preloaded by the user (jemalloc, tcmalloc: ``mallopt`` does not reach them).
