@@ -119,6 +119,31 @@ def backbone_setup(name: str, backbone: str | None):
     return work, session, task, Path(model_dir), params, f"{what}, {params / 1e6:.1f}M parameters, pretrained"
 
 
+def stmbench_run_command(backbone: str, strategy: str, adapter: str, *, train_size: int, results, cache,
+                         seed: int = 42, extra=()) -> list[str]:
+    """``stmbench run`` of one run as the benchmarks time it: the synthetic ``sample`` task, prompt
+    concise, batch 16, no checkpoints, no kept model, no leaderboard, no progress bars (the work a
+    hand-written script does), then ``extra`` flags."""
+    import sys
+
+    return [sys.executable, "-m", "stmbench.cli.main", "run", "--backbones", backbone, "--tasks", "sample",
+            "--strategies", strategy, "--adapters", adapter, "--prompts", "concise",
+            "--train-sizes", str(train_size), "--seeds", str(seed), "--results-dir", str(results),
+            "--cache-dir", str(cache), "--no-leaderboard", "--no-progress", "--per-device-train-batch-size", "16",
+            "--save-steps", "0", "--save-models", "none", *extra]
+
+
+def only_result(results) -> dict:
+    """The one result in the folder ``results``, which must be ``ok``."""
+    import json
+    from pathlib import Path
+
+    [result] = [json.loads(p.read_text()) for p in Path(results).glob("*.json")
+                if not p.name.endswith(".predictions.json")]
+    assert result["status"] == "ok", result.get("error")
+    return result
+
+
 def _numel(shape) -> int:
     n = 1
     for d in shape:

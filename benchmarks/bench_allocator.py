@@ -9,10 +9,9 @@ ratio of training times (tuned / default; lower is better).  The losses must be 
 
 from __future__ import annotations
 
-import _util  # noqa: F401  (progress bars off before the libraries load)
+import _util  # progress bars off before the libraries load
 
 import argparse
-import json
 import os
 import resource
 import shutil
@@ -53,17 +52,13 @@ def main() -> None:
             for way in ("default", "tuned"):
                 results = work / f"results-{strategy}-{adapter}-{way}"
                 shutil.rmtree(results, ignore_errors=True)
-                cmd = [sys.executable, "-m", "stmbench.cli.main", "run", "--backbones", backbone, "--tasks", "sample",
-                       "--strategies", strategy, "--adapters", adapter, "--prompts", "concise",
-                       "--train-sizes", str(train_size), "--seeds", "42", "--results-dir", str(results),
-                       "--cache-dir", str(work / "cache"), "--no-leaderboard", "--no-progress", "--limit", "50",
-                       "--per-device-train-batch-size", "16", "--save-steps", "0", "--save-models", "none",
-                       "--learning-rate", "1e-3", "--num-train-epochs", "1", "--no-group-by-length"]
+                cmd = _util.stmbench_run_command(backbone, strategy, adapter, train_size=train_size, results=results,
+                                                 cache=work / "cache",
+                                                 extra=["--limit", "50", "--learning-rate", "1e-3",
+                                                        "--num-train-epochs", "1", "--no-group-by-length"])
                 env = {**os.environ, "TQDM_DISABLE": "1", "STMBENCH_HOST_ALLOCATOR": way}
                 system, faults = run_once(cmd, env)
-                [result] = [json.loads(p.read_text()) for p in results.glob("*.json")
-                            if not p.name.endswith(".predictions.json")]
-                assert result["status"] == "ok", result.get("error")
+                result = _util.only_result(results)
                 seen[way].append((result["times"]["train_seconds"], system, faults, result["training"]["train_loss"]))
         med = {way: [statistics.median(v[i] for v in seen[way]) for i in range(3)] for way in seen}
         losses = {way: seen[way][-1][3] for way in seen}
