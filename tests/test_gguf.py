@@ -57,6 +57,10 @@ def test_the_bill_counts_a_gguf_models_parameters_without_loading_its_weights(se
 
     import stmbench_plugins.backbones.gguf as plugin
     from stmbench.core.modeling import training_flops
+    from stmbench.plan.grid import plan_grid
+    from stmbench.run.bill import Estimator
+    from stmbench.run.pipeline import RunParts
+    from stmbench.spec.grid_spec import GridSpec
 
     if importlib.util.find_spec("gguf") is None:
         pytest.skip("the gguf package is not installed")
@@ -76,15 +80,8 @@ def test_the_bill_counts_a_gguf_models_parameters_without_loading_its_weights(se
     assert training_flops(empty, 1.0) == training_flops(model, 1.0)
     assert empty_tokenizer is not None and empty_tokenizer.pad_token_id == tokenizer.pad_token_id
     monkeypatch.setattr(plugin.GGUFBackbone, "load", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
-    from stmbench.run.bill import Estimator
-    from stmbench.plan.grid import plan_grid
-    from stmbench.spec.grid_spec import GridSpec
-
     plan = plan_grid(GridSpec(backbones=[str(fake)], tasks=["sample"], strategies=["discriminative"],
                               adapters=["full"], train_sizes=[32]), session)
     [spec] = plan.runs
-    estimator = Estimator(session)
-    from stmbench.run.pipeline import RunParts
-
-    coefficient, _, source_text = estimator._model(spec, RunParts.of(spec, session))
+    coefficient, _, source_text = Estimator(session)._model(spec, RunParts.of(spec, session))
     assert source_text == "parameters of the model's config" and coefficient == training_flops(model, 1.0)
