@@ -20,7 +20,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = ["bench_vs_trainer", "bench_vs_lm_eval", "bench_lm_head", "bench_weights", "bench_scoring", "bench_features_cache",
               "bench_packing",
-              "bench_executors", "bench_pruning", "bench_data_parallel", "bench_allocator"]
+              "bench_executors", "bench_pruning", "bench_data_parallel", "bench_allocator",
+              "bench_step"]
 RATIO = re.compile(r"^(\w+): ratio=(\d+\.\d\d)$", re.M)
 
 
