@@ -5,14 +5,16 @@ strategy train, fully fine-tuned with fused AdamW (``TrainingArguments``' defaul
 stmbench's host-memory settings.
 
 It prints, for the steps after warm-up, the forward, backward and optimizer seconds, the minor page
-faults, and the rate of the matrix products (6 x non-embedding parameters x processed tokens, divided
+faults (``--allocator``: stmbench's host-memory settings, glibc's defaults, or stmbench's
+with mmap off), and the rate of the matrix products (6 x non-embedding parameters x processed tokens, divided
 by forward + backward seconds). It also prints prediction tokens/s by batch size. Then it tries one
 change that keeps the arithmetic's result: each batch is split into length-sorted micro-batches with
 no padding, and their logits are put back in order before the loss, so the loss and gradients stay
 the same (checked). The baseline is the whole padded batch (forward + backward, the two alternating).
 The last line is ``bench_step: ratio=X.XX`` (split / whole).
 
-    .venv/bin/python benchmarks/bench_step.py [--quick] [--backbone path/to/model.gguf] [--parts 2]
+    .venv/bin/python benchmarks/bench_step.py [--quick] [--backbone path/to/model.gguf] [--parts 2] \
+        [--allocator stmbench|glibc|no-mmap]
 """
 
 from __future__ import annotations
@@ -31,18 +33,35 @@ def _faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
+def _mmap_off() -> bool:
+    """glibc's ``mallopt(M_MMAP_MAX, 0)``: every buffer from the heap, none mapped afresh."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(-4, 0) == 1  # -4: M_MMAP_MAX
+    except (OSError, AttributeError):
+        return False
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="4 timed steps after 2 warm-up ones (default 8 after 3)")
     parser.add_argument("--backbone", help="a real model (.gguf file, folder); default: bench_vs_trainer's 20M random Llama")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--parts", type=int, default=2, help="micro-batches per batch in the split variant")
+    parser.add_argument("--allocator", choices=["stmbench", "glibc", "no-mmap"], default="stmbench",
+                        help="stmbench's host-memory settings (default), glibc's defaults, or stmbench's with "
+                        "mmap turned off (M_MMAP_MAX=0: every buffer from the heap, none mapped afresh)")
     args = parser.parse_args()
     warmup, steps = (2, 4) if args.quick else (3, 8)
 
     from stmbench.common import hostmem
 
-    hostmem.tune()  # as every stmbench process does
+    if args.allocator != "glibc":
+        hostmem.tune()  # as every stmbench process does
+    if args.allocator == "no-mmap" and not _mmap_off():
+        raise SystemExit("--allocator no-mmap: glibc's mallopt is not available here")
     work, session, task, model_dir, _, described = _util.backbone_setup("bench-step", args.backbone)
     try:
         measure(args, session, task, model_dir, described, warmup, steps)
@@ -50,7 +69,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def measure(args, session, task, model_dir, described: str, warmup: int, steps: int) -> None:
+def measure(args: argparse.Namespace, session, task, model_dir, described: str, warmup: int, steps: int) -> None:
     import torch
     import torch.nn.functional as F
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -143,13 +162,15 @@ def measure(args, session, task, model_dir, described: str, warmup: int, steps: 
 
     print(f"model: {described}; {matmul_params / 1e6:.1f}M non-embedding parameters; data: synthetic 'sample' "
           f"task, concise prompts, random batches of {args.batch_size} ({warmup} warm-up + {steps} timed); "
-          f"CPU, torch {torch.__version__}, {torch.get_num_threads()} threads")
+          f"CPU, torch {torch.__version__}, {torch.get_num_threads()} threads; allocator {args.allocator}")
     print(f"  padding: {1 - sum(real[warmup:]) / sum(processed[warmup:]):.1%} of the processed tokens")
     print(f"  one step (median after warm-up): forward {forward:.2f} s, backward {backward:.2f} s, "
           f"optimizer {step:.2f} s; matrix products at about {rate / 1e9:.0f} GFLOP/s")
     print(f"  first step: forward {anatomy[0][0]:.2f} s, backward {anatomy[0][1]:.2f} s, optimizer {anatomy[0][2]:.2f} s "
           f"(its state allocated), {anatomy[0][3]:,} minor page faults")
     print("  minor page faults per step after it: " + ", ".join(f"{s[3]:,}" for s in anatomy[1:]))
+    print(f"  the {steps} timed steps: {sum(sum(s[:3]) for s in timed):.2f} s in all, "
+          f"{sum(s[3] for s in timed):,} minor page faults")
     print("  prediction tokens/s by batch size (64 test rows, sorted by length): "
           + ", ".join(f"{size}: {value:,.0f}" for size, value in predict.items()))
     print(f"  split into {args.parts} length-sorted micro-batches: loss {split_loss:.6f} (whole {whole_loss:.6f}), "
