@@ -107,18 +107,18 @@ def test_prediction_batches_stop_growing_where_the_throughput_does(tmp_path, mon
     assert budget.ramp and budget.throughput_tokens is None and budget.tokens > 65536
     sizes = _predict_with(budget, lengths, knee=2048)
     rows = [s // 64 for s in sizes]
-    assert rows[:4] == [7, 15, 31, 63]  # budgets of 512, 1024, 2048, 4096 tokens: 4096 was no faster per token
-    assert set(rows[4:-1]) == {31} and sum(sizes) == 64 * 2000
+    assert rows[:4] == [8, 16, 32, 64]  # batches of 512, 1024, 2048, 4096 tokens: 4096 was no faster per token
+    assert set(rows[4:-1]) == {32} and sum(sizes) == 64 * 2000
     assert budget.record()["throughput_tokens"] == 2048 and "stopped growing" in budget.record()["source"]
     assert (tmp_path / memory.THROUGHPUT_FILE).is_file()
     monkeypatch.setattr(memory, "_THROUGHPUT", {})  # a new process on the same machine
     again = plan_budget(_plateau_model(), device="cpu", max_batch=10**6, cache_dir=tmp_path)
-    assert again.throughput_tokens == 2048 and set(_predict_with(again, lengths, knee=2048)[:-1]) == {31 * 64}
+    assert again.throughput_tokens == 2048 and set(_predict_with(again, lengths, knee=2048)[:-1]) == {32 * 64}
     # a device that keeps getting faster: the batches grow to what the memory (or the rows) allow
     monkeypatch.setattr(memory, "_THROUGHPUT", {})
     roomy = plan_budget(_plateau_model(), device="cpu", max_batch=10**6)
     sizes = _predict_with(roomy, [64] * 4000, knee=10**6, seconds_at_knee=0.05)
-    assert [s // 64 for s in sizes[:5]] == [7, 15, 31, 63, 127] and "throughput_tokens" not in roomy.record()
+    assert [s // 64 for s in sizes[:5]] == [8, 16, 32, 64, 128] and "throughput_tokens" not in roomy.record()
     # a fixed --eval-batch-tokens budget never ramps; a hostile cache file is ignored, not trusted
     assert not plan_budget(_plateau_model(), device="cpu", max_batch=64, tokens=600).ramp
     (tmp_path / memory.THROUGHPUT_FILE).write_text('{"x": "rm -rf /", "y": [1], "z": -5}', encoding="utf-8")
@@ -262,3 +262,38 @@ def test_rows_longer_than_the_first_batches_do_not_end_the_ramp_early(monkeypatc
     rows = [s // 2000 for s in _predict_with(budget, [2000] * 200, knee=8000)]
     assert rows[:3] == [1, 1, 1]  # 512, 1024 and 2048 tokens: one row each, not judged
     assert max(rows) >= 3  # it went on to batches of several rows
+
+
+def test_a_plateau_found_on_long_rows_caps_the_short_rows_after_them_by_tokens(monkeypatch):
+    """Rows go longest first.  Where attention makes a long row cost many times its length in
+    memory, the plateau found on the long rows still counts padded tokens, so the short rows after
+    them get batches of about as many tokens (not as many memory-cost units, which made batches of
+    short reviews 16 times larger than the throughput asked for)."""
+    from transformers import PretrainedConfig
+    import torch
+
+    import stmbench.core.memory as memory
+
+    class Model(torch.nn.Module):  # narrow and many-headed: attention dominates a long row's memory
+        def __init__(self):
+            super().__init__()
+            self.config = PretrainedConfig(vocab_size=100, hidden_size=256, intermediate_size=1024,
+                                           num_attention_heads=16)
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    monkeypatch.setattr(memory, "_THROUGHPUT", {})
+    monkeypatch.setenv(MEMORY_ENV, "100000")
+    budget = plan_budget(Model(), device="cpu", max_batch=10**6)
+    assert budget.attention_share * 2000 > 5  # a 2,000-token row costs over 6 times its length
+    import time
+
+    lengths = [2000] * 40 + [100] * 2000
+    short = []  # padded tokens of each batch of 100-token rows
+    for batch in budget.batches(lengths):
+        padded = len(batch) * lengths[batch[0]]
+        if lengths[batch[0]] == 100:
+            short.append(padded)
+        time.sleep(0.004 * max(padded, 4000) / 4000)  # a device that is full from 4,000 padded tokens on
+    plateau = budget.record()["throughput_tokens"]
+    assert plateau <= 8192
+    assert max(short) <= plateau and max(short) >= plateau - 100

@@ -18,7 +18,10 @@ the one before was :data:`PLATEAU_GAIN` times faster per token than its predeces
 between handing a batch out and being asked for the next is the caller's whole work on it); at the
 first that was not, the batches step back to the size before and stay there
 (``throughput_tokens``).  ``on_plateau`` hears the size found, so the next budget for the same
-model starts there.
+model starts there.  That size counts padded tokens only (rows x length), apart from the memory's
+cost: a batch of one 2,000-token review keeps a device as busy as eight rows of 250 tokens, so a
+plateau found on long rows caps the short rows after them at as many tokens, not at as many
+memory-cost units (which would let them grow many times larger).
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ class TokenBudget:
     memory_mb: float | None = None  #: the memory the budget was planned for
     bytes_per_token: int | None = None  #: the estimated cost of one token
     memory_tokens: int | None = None  #: what the free memory allows
-    #: where the throughput stopped growing, known before (a budget for a model measured earlier)
+    #: padded tokens per batch where the throughput stopped growing, known before (a budget for a model
+    #: measured earlier)
     throughput_tokens: int | None = None
     ramp: bool = False  #: find where the throughput stops growing on the batches themselves
     on_plateau: Callable[[int], None] | None = field(default=None, compare=False, repr=False)
@@ -56,13 +60,18 @@ class TokenBudget:
         return self.throughput_tokens or self._found.get("tokens")
 
     def rows_for(self, length: int, tokens: int | None = None) -> int:
-        """Rows of ``length`` padded tokens that fit in one batch of ``tokens`` padded tokens (default:
-        the budget's, or less where the throughput stopped growing), at least 1."""
+        """Rows of ``length`` padded tokens in one batch, at least 1: as many as the memory allows
+        (the budget's tokens, each row costing its length and attention's share), and no more than
+        ``tokens`` padded tokens (default: where the throughput stopped growing, where known).  The
+        throughput cap counts padded tokens alone: how full a batch keeps the device is its rows
+        times their length, whatever the length."""
         length = max(1, int(length))
         cost = length * (1.0 + self.attention_share * length)
-        if tokens is None:
-            tokens = min(self.tokens, self.plateau or self.tokens)
-        return max(1, min(self.max_batch, int(tokens // cost)))
+        rows = int(self.tokens // cost)
+        fast = self.plateau if tokens is None else tokens
+        if fast:
+            rows = min(rows, int(fast // length))
+        return max(1, min(self.max_batch, rows))
 
     def batches(self, lengths: Sequence[int]) -> Iterator[list[int]]:
         """Indices in batches, longest first (each batch pads to its first row's length); the caller
@@ -70,10 +79,10 @@ class TokenBudget:
         does (see the module's docstring)."""
         order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
         growing = self.ramp and self.plateau is None and RAMP_FROM < self.tokens
-        current = RAMP_FROM if growing else min(self.plateau or self.tokens, self.tokens)
+        current = RAMP_FROM
         best, start, judged = 0.0, 0, 0
         while start < len(order):
-            size = self.rows_for(lengths[order[start]], current)
+            size = self.rows_for(lengths[order[start]], current if growing else None)
             batch = order[start:start + size]
             began = time.perf_counter()
             yield batch
