@@ -65,17 +65,18 @@ def test_budget_comes_from_free_memory_and_the_model_sizes(session, monkeypatch)
     assert plan_budget(model, device="cpu", max_batch=64).source.startswith("free RAM")
 
 
-def _plateau_model():
+def _plateau_model(hidden_size=4096, intermediate_size=16384, num_attention_heads=1):
+    """By default wide and single-headed: attention's share of a token's cost is negligible, so a
+    batch of 64-token rows holds about as many tokens as the budget says."""
     from transformers import PretrainedConfig
     import torch
 
     class Model(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            # wide and single-headed: attention's share of a token's cost is negligible, so a batch
-            # of 64-token rows holds about as many tokens as the budget says
-            self.config = PretrainedConfig(vocab_size=100, hidden_size=4096, intermediate_size=16384,
-                                           num_attention_heads=1)
+            self.config = PretrainedConfig(vocab_size=100, hidden_size=hidden_size,
+                                           intermediate_size=intermediate_size,
+                                           num_attention_heads=num_attention_heads)
             self.weight = torch.nn.Parameter(torch.zeros(1))
 
     return Model()
@@ -269,31 +270,17 @@ def test_a_plateau_found_on_long_rows_caps_the_short_rows_after_them_by_tokens(m
     memory, the plateau found on the long rows still counts padded tokens, so the short rows after
     them get batches of about as many tokens (not as many memory-cost units, which made batches of
     short reviews 16 times larger than the throughput asked for)."""
-    from transformers import PretrainedConfig
-    import torch
-
     import stmbench.core.memory as memory
-
-    class Model(torch.nn.Module):  # narrow and many-headed: attention dominates a long row's memory
-        def __init__(self):
-            super().__init__()
-            self.config = PretrainedConfig(vocab_size=100, hidden_size=256, intermediate_size=1024,
-                                           num_attention_heads=16)
-            self.weight = torch.nn.Parameter(torch.zeros(1))
 
     monkeypatch.setattr(memory, "_THROUGHPUT", {})
     monkeypatch.setenv(MEMORY_ENV, "100000")
-    budget = plan_budget(Model(), device="cpu", max_batch=10**6)
+    # narrow and many-headed: attention dominates a long row's memory
+    budget = plan_budget(_plateau_model(hidden_size=256, intermediate_size=1024, num_attention_heads=16),
+                         device="cpu", max_batch=10**6)
     assert budget.attention_share * 2000 > 5  # a 2,000-token row costs over 6 times its length
-    import time
-
-    lengths = [2000] * 40 + [100] * 2000
-    short = []  # padded tokens of each batch of 100-token rows
-    for batch in budget.batches(lengths):
-        padded = len(batch) * lengths[batch[0]]
-        if lengths[batch[0]] == 100:
-            short.append(padded)
-        time.sleep(0.004 * max(padded, 4000) / 4000)  # a device that is full from 4,000 padded tokens on
+    sizes = _predict_with(budget, [2000] * 40 + [100] * 2000, knee=4000)  # full from 4,000 padded tokens on
+    done = [sum(sizes[:i]) for i in range(len(sizes))]
+    short = [s for s, before in zip(sizes, done) if before >= 40 * 2000]  # the batches of 100-token rows
     plateau = budget.record()["throughput_tokens"]
     assert plateau <= 8192
     assert max(short) <= plateau and max(short) >= plateau - 100
